@@ -1,0 +1,101 @@
+use serde::{Deserialize, Serialize};
+
+use crate::event::EventType;
+use crate::{GoldenId, SourceKey, Timestamp};
+
+/// Why the matcher linked records: the rule and which identifiers agreed, never their values.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct MatchExplanation {
+    pub rule: String,
+    /// Identifier kinds that agreed (`email`, `phone`, `source_key`).
+    pub agreed: Vec<String>,
+    /// The records it agreed with.
+    pub with: Vec<SourceKey>,
+}
+
+/// A decision of the hub, logged so that replay repeats it instead of re-deciding.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "decision")]
+pub enum Decision {
+    /// A new entity was started for a record; its id is the decision's sequence number.
+    EntityCreated { entity: GoldenId, record: SourceKey },
+    /// A record joined an existing entity.
+    RecordLinked { entity: GoldenId, record: SourceKey, explanation: MatchExplanation },
+    /// `merged` joined `survivor`, which keeps its id; `merged` redirects to it.
+    EntitiesMerged { survivor: GoldenId, merged: GoldenId, explanation: MatchExplanation },
+    /// A record left its entity (deleted at its spoke).
+    RecordUnlinked { entity: GoldenId, record: SourceKey, reason: String },
+}
+
+/// An accepted spoke event as logged: routing attributes in clear, the payload sealed
+/// with the source record's data key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoggedEvent {
+    pub id: String,
+    pub source: String,
+    pub subject: String,
+    pub event_type: EventType,
+    pub time: Timestamp,
+    pub received_at: Timestamp,
+    #[serde(with = "hex")]
+    pub sealed: Vec<u8>,
+}
+
+impl LoggedEvent {
+    /// The spoke record the event is about.
+    pub fn key(&self) -> SourceKey {
+        SourceKey { source: self.source.clone(), subject: self.subject.clone() }
+    }
+}
+
+/// One entry of the append-only log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "entry")]
+pub enum LogEntry {
+    Event(LoggedEvent),
+    Decision(Decision),
+}
+
+mod hex {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        let mut text = String::with_capacity(bytes.len() * 2);
+        for b in bytes {
+            text.push(char::from_digit(u32::from(b >> 4), 16).unwrap_or('0'));
+            text.push(char::from_digit(u32::from(b & 0xf), 16).unwrap_or('0'));
+        }
+        s.serialize_str(&text)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = <&str>::deserialize(d)?;
+        if text.len() % 2 != 0 {
+            return Err(D::Error::custom("odd hex length"));
+        }
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).map_err(D::Error::custom))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logged_event_round_trips_through_json() {
+        let entry = LogEntry::Event(LoggedEvent {
+            id: "e".into(),
+            source: "pos".into(),
+            subject: "1".into(),
+            event_type: EventType::ProfileUpserted,
+            time: Timestamp(1),
+            received_at: Timestamp(2),
+            sealed: vec![0, 1, 254, 255],
+        });
+        let json = serde_json::to_vec(&entry).unwrap();
+        assert_eq!(serde_json::from_slice::<LogEntry>(&json).unwrap(), entry);
+    }
+}

@@ -1,0 +1,21 @@
+//! The vocabulary of the customer master data hub: inbound spoke events, source records,
+//! golden records and the hub's own decisions. Pure data and rules, no I/O.
+
+pub mod decision;
+pub mod error;
+pub mod event;
+pub mod golden;
+pub mod ids;
+pub mod record;
+pub mod time;
+
+pub use decision::{Decision, LogEntry, LoggedEvent, MatchExplanation};
+pub use error::DomainError;
+pub use event::{
+    Channel, ConsentChange, ConsentStatus, ContactRecorded, EventType, Evidence, InboundEvent,
+    Payload, PreferenceChange, ProfilePatch,
+};
+pub use golden::{GoldenRecord, GoldenValue, OutboundChange, OutboundKind};
+pub use ids::{GoldenId, SourceKey};
+pub use record::{SourceRecord, Stamp, Stamped};
+pub use time::Timestamp;
