@@ -1,0 +1,176 @@
+//! Survivorship: which member's value the golden record shows, attribute by attribute.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+
+use cmdm_domain::golden::GoldenConsent;
+use cmdm_domain::{GoldenValue, SourceKey, SourceRecord, Stamp};
+use serde::{Deserialize, Serialize};
+
+const DO_NOT_CONTACT: &str = "do_not_contact";
+
+/// Survivorship configuration: most recent by event time, ties to the most trusted source.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Survivorship {
+    /// Sources from most to least trusted; unlisted sources rank after all listed ones.
+    #[serde(default)]
+    pub source_trust: Vec<String>,
+}
+
+impl Survivorship {
+    fn trust_rank(&self, source: &str) -> usize {
+        self.source_trust.iter().position(|s| s == source).unwrap_or(self.source_trust.len())
+    }
+
+    /// Orders two candidate values: `Greater` means `a` should win over `b`.
+    fn prefer(&self, a: (&SourceKey, Stamp), b: (&SourceKey, Stamp)) -> Ordering {
+        a.1.time
+            .cmp(&b.1.time)
+            .then_with(|| self.trust_rank(&b.0.source).cmp(&self.trust_rank(&a.0.source)))
+            .then_with(|| a.1.seq.cmp(&b.1.seq))
+            .then_with(|| b.0.cmp(a.0))
+    }
+}
+
+/// What survivorship computes for a golden record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Survived {
+    pub attributes: BTreeMap<String, GoldenValue>,
+    pub consents: BTreeMap<String, GoldenConsent>,
+    pub preferences: BTreeMap<String, GoldenValue>,
+}
+
+/// Computes the golden values from the entity's active member records.
+/// The result depends only on the records, never on the order they are given in.
+pub fn survive<'a>(
+    members: impl IntoIterator<Item = &'a SourceRecord>,
+    rules: &Survivorship,
+) -> Survived {
+    let mut attributes: BTreeMap<String, (GoldenValue, Stamp)> = BTreeMap::new();
+    let mut preferences: BTreeMap<String, (GoldenValue, Stamp)> = BTreeMap::new();
+    let mut consents: BTreeMap<String, (GoldenConsent, Stamp)> = BTreeMap::new();
+    // A do-not-contact from any record holds for the whole entity, whatever is more recent.
+    let mut dnc_held: BTreeMap<String, (GoldenValue, Stamp)> = BTreeMap::new();
+    for record in members.into_iter().filter(|r| r.is_active()) {
+        for (name, value, stamp) in record.live_attributes() {
+            offer(&mut attributes, name, value, &record.key, stamp, rules);
+        }
+        for (item, value) in &record.preferences {
+            offer(&mut preferences, item, &value.value, &record.key, value.stamp, rules);
+            if item == DO_NOT_CONTACT && value.value == "true" {
+                offer(&mut dnc_held, item, &value.value, &record.key, value.stamp, rules);
+            }
+        }
+        for (key, consent) in &record.consents {
+            let c = &consent.value;
+            let candidate = GoldenConsent {
+                purpose: c.purpose.clone(),
+                channel: c.channel,
+                status: c.status,
+                legal_basis: c.legal_basis.clone(),
+                expires_at: c.expires_at.clone(),
+                source: record.key.clone(),
+                time: consent.stamp.time,
+            };
+            // Most restrictive status wins; among equals, the most recent declaration.
+            let wins = consents.get(key).is_none_or(|(held, held_stamp)| {
+                candidate.status.cmp(&held.status).reverse().then_with(|| {
+                    rules.prefer((&record.key, consent.stamp), (&held.source, *held_stamp))
+                }) == Ordering::Greater
+            });
+            if wins {
+                consents.insert(key.clone(), (candidate, consent.stamp));
+            }
+        }
+    }
+    if let Some(dnc) = dnc_held.remove(DO_NOT_CONTACT) {
+        preferences.insert(DO_NOT_CONTACT.to_owned(), dnc);
+    }
+    Survived {
+        attributes: attributes.into_iter().map(|(k, (v, _))| (k, v)).collect(),
+        consents: consents.into_iter().map(|(k, (v, _))| (k, v)).collect(),
+        preferences: preferences.into_iter().map(|(k, (v, _))| (k, v)).collect(),
+    }
+}
+
+fn offer(
+    map: &mut BTreeMap<String, (GoldenValue, Stamp)>,
+    name: &str,
+    value: &str,
+    source: &SourceKey,
+    stamp: Stamp,
+    rules: &Survivorship,
+) {
+    let wins = map
+        .get(name)
+        .is_none_or(|(held, held_stamp)| {
+            rules.prefer((source, stamp), (&held.source, *held_stamp)) == Ordering::Greater
+        });
+    if wins {
+        let golden = GoldenValue { value: value.to_owned(), source: source.clone(), time: stamp.time };
+        map.insert(name.to_owned(), (golden, stamp));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cmdm_domain::event::{Channel, ConsentChange, ConsentStatus, PreferenceChange, ProfilePatch};
+    use cmdm_domain::{Payload, Timestamp};
+
+    use super::*;
+
+    fn record(source: &str, time: i64, name: &str) -> SourceRecord {
+        let mut r = SourceRecord::new(SourceKey::new(source, "1").unwrap());
+        let patch = ProfilePatch([("given_name".to_owned(), Some(name.to_owned()))].into());
+        r.apply(&Payload::Profile(patch), Stamp { time: Timestamp(time), seq: time as u64 });
+        r
+    }
+
+    fn rules() -> Survivorship {
+        Survivorship { source_trust: vec!["crm".into(), "web".into()] }
+    }
+
+    #[test]
+    fn most_recent_wins_and_names_its_source() {
+        let a = record("web", 10, "Jon");
+        let b = record("pos", 20, "John");
+        let golden = survive([&a, &b], &rules());
+        assert_eq!(golden.attributes["given_name"].value, "John");
+        assert_eq!(golden.attributes["given_name"].source, b.key);
+        assert_eq!(golden, survive([&b, &a], &rules()));
+    }
+
+    #[test]
+    fn equal_times_go_to_the_trusted_source() {
+        let mut web = record("web", 10, "Jon");
+        let crm = record("crm", 10, "John");
+        // Arrival order (seq) must not beat trust.
+        web.attributes.get_mut("given_name").unwrap().stamp.seq = 99;
+        assert_eq!(survive([&web, &crm], &rules()).attributes["given_name"].value, "John");
+    }
+
+    #[test]
+    fn consent_is_most_restrictive_and_dnc_from_anyone_holds() {
+        let mut a = record("web", 10, "Jon");
+        let mut b = record("pos", 10, "Jon");
+        let consent = |status| {
+            Payload::Consent(ConsentChange {
+                purpose: "marketing".into(),
+                channel: Channel::Email,
+                status,
+                legal_basis: None,
+                evidence: None,
+                expires_at: None,
+                contact_point: None,
+            })
+        };
+        a.apply(&consent(ConsentStatus::Withdrawn), Stamp { time: Timestamp(5), seq: 5 });
+        b.apply(&consent(ConsentStatus::Granted), Stamp { time: Timestamp(50), seq: 6 });
+        let dnc = |flag| Payload::Preference(PreferenceChange { do_not_contact: Some(flag), ..Default::default() });
+        a.apply(&dnc(true), Stamp { time: Timestamp(5), seq: 7 });
+        b.apply(&dnc(false), Stamp { time: Timestamp(50), seq: 8 });
+        let golden = survive([&a, &b], &rules());
+        assert_eq!(golden.consents["marketing/email"].status, ConsentStatus::Withdrawn);
+        assert_eq!(golden.preferences["do_not_contact"].value, "true");
+    }
+}
