@@ -1,0 +1,362 @@
+//! The hub's storage on sled: one tree per concern behind a small API. All writes of a
+//! batch go through a [`Batch`] and land in one sled transaction, so the log, the
+//! projections, the outbox and the consumed offsets never disagree after a crash.
+
+pub mod crypto;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sled::Transactional;
+use thiserror::Error;
+
+/// Errors of the storage layer.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("storage: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("corrupt value in tree `{tree}`: {reason}")]
+    Corrupt { tree: &'static str, reason: String },
+    #[error("cannot encode a value for tree `{tree}`: {reason}")]
+    Encode { tree: &'static str, reason: String },
+    #[error("data key: {0}")]
+    Crypto(String),
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The trees of the store. Projections are rebuildable from `Log` (and `Keys`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TreeName {
+    /// seq (u64 BE) → log entry: every accepted event and every decision.
+    Log,
+    /// `source\0event id` → seq: idempotency of inbound events.
+    Dedup,
+    /// source key → data key sealing that record's personal data in the log.
+    Keys,
+    /// source key → source record.
+    Records,
+    /// source key → golden id (u64 BE) of its entity.
+    Membership,
+    /// golden id (u64 BE) → golden record.
+    Entities,
+    /// merged golden id (u64 BE) → surviving golden id (u64 BE).
+    Redirects,
+    /// `block key\0source key` → empty: candidate lookup.
+    Index,
+    /// seq (u64 BE) → change to publish on the golden topic.
+    Outbox,
+    /// `topic\0partition` → next offset to consume (i64 BE).
+    Offsets,
+}
+
+impl TreeName {
+    /// Every tree, in a fixed order.
+    pub const ALL: [TreeName; 10] = [
+        TreeName::Log,
+        TreeName::Dedup,
+        TreeName::Keys,
+        TreeName::Records,
+        TreeName::Membership,
+        TreeName::Entities,
+        TreeName::Redirects,
+        TreeName::Index,
+        TreeName::Outbox,
+        TreeName::Offsets,
+    ];
+
+    /// The projections: everything a replay of the log must reproduce exactly.
+    pub const PROJECTIONS: [TreeName; 6] = [
+        TreeName::Dedup,
+        TreeName::Records,
+        TreeName::Membership,
+        TreeName::Entities,
+        TreeName::Redirects,
+        TreeName::Index,
+    ];
+
+    /// The tree's name in sled.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TreeName::Log => "log",
+            TreeName::Dedup => "dedup",
+            TreeName::Keys => "keys",
+            TreeName::Records => "records",
+            TreeName::Membership => "membership",
+            TreeName::Entities => "entities",
+            TreeName::Redirects => "redirects",
+            TreeName::Index => "index",
+            TreeName::Outbox => "outbox",
+            TreeName::Offsets => "offsets",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The sled database and its trees.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    trees: Vec<sled::Tree>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store in a directory.
+    pub fn open(dir: &Path) -> Result<Self> {
+        Self::from_config(sled::Config::new().path(dir))
+    }
+
+    /// A store that lives only as long as the process, for replays and tests.
+    pub fn temporary() -> Result<Self> {
+        Self::from_config(sled::Config::new().temporary(true))
+    }
+
+    fn from_config(config: sled::Config) -> Result<Self> {
+        let db = config.cache_capacity(256 * 1024 * 1024).open()?;
+        let trees = TreeName::ALL
+            .iter()
+            .map(|t| db.open_tree(t.as_str()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Store { db, trees })
+    }
+
+    /// The raw sled tree; for scans by readers and for verification.
+    pub fn tree(&self, name: TreeName) -> &sled::Tree {
+        &self.trees[name.index()]
+    }
+
+    /// Reads one raw value.
+    pub fn get(&self, tree: TreeName, key: &[u8]) -> Result<Option<sled::IVec>> {
+        Ok(self.tree(tree).get(key)?)
+    }
+
+    /// Reads and decodes one JSON value.
+    pub fn get_json<T: DeserializeOwned>(&self, tree: TreeName, key: &[u8]) -> Result<Option<T>> {
+        self.get(tree, key)?.map(|v| decode(tree, &v)).transpose()
+    }
+
+    /// The sequence number the next log entry will get.
+    pub fn next_seq(&self) -> Result<u64> {
+        Ok(match self.tree(TreeName::Log).last()? {
+            Some((key, _)) => seq_from_key(&key)? + 1,
+            None => 1,
+        })
+    }
+
+    /// Starts a batch of writes that read their own writes until committed.
+    pub fn begin(&self) -> Result<Batch<'_>> {
+        Ok(Batch {
+            store: self,
+            writes: vec![BTreeMap::new(); TreeName::ALL.len()],
+            next_seq: self.next_seq()?,
+        })
+    }
+
+    /// Makes everything committed so far durable on disk.
+    pub async fn flush(&self) -> Result<()> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    /// Makes everything committed so far durable on disk, blocking.
+    pub fn flush_blocking(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Bytes the database occupies on disk.
+    pub fn size_on_disk(&self) -> Result<u64> {
+        Ok(self.db.size_on_disk()?)
+    }
+}
+
+/// Pending writes of one batch, applied to sled in one transaction by [`Batch::commit`].
+pub struct Batch<'s> {
+    store: &'s Store,
+    writes: Vec<BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
+    next_seq: u64,
+}
+
+impl Batch<'_> {
+    /// The store the batch writes to.
+    pub fn store(&self) -> &Store {
+        self.store
+    }
+
+    /// Reads a value as the batch would leave it.
+    pub fn get(&self, tree: TreeName, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self.writes[tree.index()].get(key) {
+            Some(pending) => Ok(pending.clone()),
+            None => Ok(self.store.get(tree, key)?.map(|v| v.to_vec())),
+        }
+    }
+
+    /// Reads and decodes a JSON value as the batch would leave it.
+    pub fn get_json<T: DeserializeOwned>(&self, tree: TreeName, key: &[u8]) -> Result<Option<T>> {
+        self.get(tree, key)?.map(|v| decode(tree, &v)).transpose()
+    }
+
+    /// Writes a raw value.
+    pub fn put(&mut self, tree: TreeName, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        self.writes[tree.index()].insert(key.into(), Some(value.into()));
+    }
+
+    /// Writes a value as JSON.
+    pub fn put_json<T: Serialize>(
+        &mut self,
+        tree: TreeName,
+        key: impl Into<Vec<u8>>,
+        value: &T,
+    ) -> Result<()> {
+        let bytes = encode(tree, value)?;
+        self.put(tree, key, bytes);
+        Ok(())
+    }
+
+    /// Removes a key.
+    pub fn delete(&mut self, tree: TreeName, key: impl Into<Vec<u8>>) {
+        self.writes[tree.index()].insert(key.into(), None);
+    }
+
+    /// Every key under a prefix, as the batch would leave the tree, in key order.
+    pub fn scan_prefix(&self, tree: TreeName, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+        for item in self.store.tree(tree).scan_prefix(prefix) {
+            let (k, v) = item?;
+            merged.insert(k.to_vec(), v.to_vec());
+        }
+        let pending = &self.writes[tree.index()];
+        for (k, v) in pending.range(prefix.to_vec()..).take_while(|(k, _)| k.starts_with(prefix)) {
+            match v {
+                Some(v) => merged.insert(k.clone(), v.clone()),
+                None => merged.remove(k),
+            };
+        }
+        Ok(merged.into_iter().collect())
+    }
+
+    /// The sequence number the next appended log entry gets.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Appends an entry to the log and returns its sequence number.
+    pub fn append_log<T: Serialize>(&mut self, entry: &T) -> Result<u64> {
+        let seq = self.next_seq;
+        self.put_json(TreeName::Log, seq_key(seq), entry)?;
+        self.next_seq += 1;
+        Ok(seq)
+    }
+
+    /// Whether the batch writes anything.
+    pub fn is_empty(&self) -> bool {
+        self.writes.iter().all(BTreeMap::is_empty)
+    }
+
+    /// Applies every write in one sled transaction: all or nothing.
+    pub fn commit(self) -> Result<()> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        let touched: Vec<usize> =
+            (0..self.writes.len()).filter(|&i| !self.writes[i].is_empty()).collect();
+        let trees: Vec<&sled::Tree> = touched.iter().map(|&i| &self.store.trees[i]).collect();
+        trees
+            .as_slice()
+            .transaction(|views| {
+                for (view, &i) in views.iter().zip(&touched) {
+                    for (key, value) in &self.writes[i] {
+                        match value {
+                            Some(value) => view.insert(key.as_slice(), value.as_slice())?,
+                            None => view.remove(key.as_slice())?,
+                        };
+                    }
+                }
+                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
+            })
+            .map_err(|e| match e {
+                sled::transaction::TransactionError::Storage(e) => StoreError::Sled(e),
+                sled::transaction::TransactionError::Abort(()) => {
+                    StoreError::Sled(sled::Error::Unsupported("transaction aborted".into()))
+                }
+            })
+    }
+}
+
+/// The log key of a sequence number.
+pub fn seq_key(seq: u64) -> [u8; 8] {
+    seq.to_be_bytes()
+}
+
+/// The sequence number of a log key.
+pub fn seq_from_key(key: &[u8]) -> Result<u64> {
+    key.try_into().map(u64::from_be_bytes).map_err(|_| StoreError::Corrupt {
+        tree: TreeName::Log.as_str(),
+        reason: format!("key of {} bytes is not a sequence number", key.len()),
+    })
+}
+
+/// Decodes a JSON value read from a tree.
+pub fn decode<T: DeserializeOwned>(tree: TreeName, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| StoreError::Corrupt { tree: tree.as_str(), reason: e.to_string() })
+}
+
+fn encode<T: Serialize>(tree: TreeName, value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(value)
+        .map_err(|e| StoreError::Encode { tree: tree.as_str(), reason: e.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_reads_its_own_writes_and_commits_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut batch = store.begin().unwrap();
+        assert_eq!(batch.append_log(&"first").unwrap(), 1);
+        assert_eq!(batch.append_log(&"second").unwrap(), 2);
+        batch.put(TreeName::Index, b"email:a\0web/1".to_vec(), Vec::new());
+        batch.put(TreeName::Index, b"email:a\0web/2".to_vec(), Vec::new());
+        batch.put(TreeName::Index, b"email:b\0web/3".to_vec(), Vec::new());
+        assert_eq!(batch.scan_prefix(TreeName::Index, b"email:a\0").unwrap().len(), 2);
+        assert!(store.get(TreeName::Index, b"email:a\0web/1").unwrap().is_none());
+        batch.commit().unwrap();
+
+        let mut batch = store.begin().unwrap();
+        assert_eq!(batch.next_seq(), 3);
+        batch.delete(TreeName::Index, b"email:a\0web/1".to_vec());
+        let left = batch.scan_prefix(TreeName::Index, b"email:a\0").unwrap();
+        assert_eq!(left, vec![(b"email:a\0web/2".to_vec(), Vec::new())]);
+        drop(batch);
+        assert_eq!(store.tree(TreeName::Index).len(), 3, "a dropped batch writes nothing");
+    }
+
+    #[test]
+    fn reopened_store_continues_the_sequence() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let mut batch = store.begin().unwrap();
+            batch.append_log(&1).unwrap();
+            batch.commit().unwrap();
+            store.flush_blocking().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.next_seq().unwrap(), 2);
+    }
+}
