@@ -360,3 +360,8 @@ mod tests {
         assert_eq!(store.next_seq().unwrap(), 2);
     }
 }
+
+/// A plain sled batch for single-tree housekeeping (outbox removal).
+pub fn sled_batch() -> sled::Batch {
+    sled::Batch::default()
+}

@@ -1,0 +1,343 @@
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use cmdm_domain::record::RecordChange;
+use cmdm_domain::{
+    Decision, GoldenId, GoldenRecord, InboundEvent, LogEntry, LoggedEvent, OutboundChange,
+    OutboundKind, SourceKey, SourceRecord, Timestamp,
+};
+use cmdm_matching::{Candidate, Matcher, Survivorship};
+use cmdm_store::crypto::DataKey;
+use cmdm_store::{Batch, Store, TreeName};
+use tracing::debug;
+
+use crate::projector::{Projector, Touched, dedup_key, id_key, membership};
+use crate::{EngineError, Result};
+
+/// Rules the engine applies; the same rules must be used to rebuild.
+#[derive(Debug, Clone, Default)]
+pub struct EngineConfig {
+    pub survivorship: Survivorship,
+}
+
+/// The consumed position of one Kafka partition, stored with the batch it ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceOffset {
+    pub topic: String,
+    pub partition: i32,
+    /// The next offset to consume.
+    pub next: i64,
+}
+
+/// What one batch did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchReport {
+    pub applied: usize,
+    pub duplicates: usize,
+    pub decisions: usize,
+    pub outbox: usize,
+}
+
+/// A change waiting in the outbox, with its storage key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxEntry {
+    pub key: Vec<u8>,
+    pub change: OutboundChange,
+}
+
+/// The answer to a golden record read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lookup {
+    pub record: GoldenRecord,
+    /// The id asked for, when it was merged into `record.id`.
+    pub redirected_from: Option<GoldenId>,
+}
+
+/// The hub's write path and its reads of the projections.
+pub struct Engine {
+    store: Store,
+    matcher: Arc<dyn Matcher>,
+    config: EngineConfig,
+    /// One writer at a time: batches are decided against each other's results.
+    writer: Mutex<()>,
+}
+
+impl Engine {
+    /// An engine over an opened store.
+    pub fn new(store: Store, matcher: Arc<dyn Matcher>, config: EngineConfig) -> Self {
+        Engine { store, matcher, config, writer: Mutex::new(()) }
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The matcher in use.
+    pub fn matcher(&self) -> &Arc<dyn Matcher> {
+        &self.matcher
+    }
+
+    /// The configured rules.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    fn projector(&self) -> Projector<'_> {
+        Projector { matcher: self.matcher.as_ref(), rules: &self.config.survivorship }
+    }
+
+    /// Applies a batch of accepted events and records the consumed offsets, all in one
+    /// storage transaction. Redelivered events (same source and id) change nothing.
+    pub fn apply_batch(
+        &self,
+        events: &[InboundEvent],
+        offsets: &[SourceOffset],
+    ) -> Result<BatchReport> {
+        let _writer = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut batch = self.store.begin()?;
+        let mut report = BatchReport::default();
+        let received_at = Timestamp::now();
+        let mut outbox_n = 0u32;
+        for event in events {
+            if batch.get(TreeName::Dedup, &dedup_key(&event.source, &event.id))?.is_some() {
+                report.duplicates += 1;
+                continue;
+            }
+            let mut touched = Touched::default();
+            let key = event.key();
+            let data_key = self.data_key(&mut batch, &key)?;
+            let logged = LoggedEvent {
+                id: event.id.clone(),
+                source: event.source.clone(),
+                subject: event.subject.clone(),
+                event_type: event.event_type(),
+                time: event.time,
+                received_at,
+                sealed: data_key.seal(&serde_json::to_vec(&event.payload)?)?,
+            };
+            let seq = batch.append_log(&LogEntry::Event(logged.clone()))?;
+            let (record, change) =
+                self.projector().event(&mut batch, &logged, Some(&event.payload), seq, &mut touched)?;
+            report.applied += 1;
+            if change == RecordChange::Profile {
+                for decision in self.decide(&batch, &record)? {
+                    let seq = batch.append_log(&LogEntry::Decision(decision.clone()))?;
+                    debug!(seq, ?decision, "decided");
+                    self.projector().decision(&mut batch, &decision, seq, &mut touched)?;
+                    report.decisions += 1;
+                }
+            }
+            report.outbox += write_outbox(&mut batch, &touched, &mut outbox_n)?;
+        }
+        for offset in offsets {
+            batch.put(
+                TreeName::Offsets,
+                offset_key(&offset.topic, offset.partition),
+                offset.next.to_be_bytes(),
+            );
+        }
+        batch.commit()?;
+        Ok(report)
+    }
+
+    fn data_key(&self, batch: &mut Batch<'_>, record: &SourceKey) -> Result<DataKey> {
+        let name = record.encode();
+        if let Some(bytes) = batch.get(TreeName::Keys, name.as_bytes())? {
+            return Ok(DataKey::from_bytes(&bytes)?);
+        }
+        let key = DataKey::generate();
+        batch.put(TreeName::Keys, name, key.as_bytes());
+        Ok(key)
+    }
+
+    /// Decides where a record whose profile changed belongs.
+    fn decide(&self, batch: &Batch<'_>, record: &SourceRecord) -> Result<Vec<Decision>> {
+        let current = membership(batch, &record.key)?;
+        if !record.is_active() {
+            return Ok(current
+                .map(|entity| Decision::RecordUnlinked {
+                    entity,
+                    record: record.key.clone(),
+                    reason: "deleted at source".to_owned(),
+                })
+                .into_iter()
+                .collect());
+        }
+        let candidates = self.candidates(batch, record)?;
+        let outcome = self.matcher.decide(record, &candidates);
+        let mut decisions = Vec::new();
+        let matched: BTreeSet<GoldenId> = outcome.entities.keys().copied().collect();
+        let survivor = match current {
+            Some(entity) => matched.iter().copied().chain([entity]).min().unwrap_or(entity),
+            None => match matched.first() {
+                None => {
+                    let entity = GoldenId(batch.next_seq());
+                    return Ok(vec![Decision::EntityCreated { entity, record: record.key.clone() }]);
+                }
+                Some(&first) => {
+                    decisions.push(Decision::RecordLinked {
+                        entity: first,
+                        record: record.key.clone(),
+                        explanation: outcome.entities[&first].clone(),
+                    });
+                    first
+                }
+            },
+        };
+        for entity in matched.iter().copied().chain(current).collect::<BTreeSet<_>>() {
+            if entity == survivor {
+                continue;
+            }
+            let explanation = outcome
+                .entities
+                .get(&entity)
+                .or_else(|| outcome.entities.get(&survivor))
+                .cloned()
+                .unwrap_or_default();
+            decisions.push(Decision::EntitiesMerged { survivor, merged: entity, explanation });
+        }
+        Ok(decisions)
+    }
+
+    fn candidates(&self, batch: &Batch<'_>, record: &SourceRecord) -> Result<Vec<Candidate>> {
+        let mut shared: BTreeMap<SourceKey, Vec<cmdm_matching::BlockKey>> = BTreeMap::new();
+        for block in self.matcher.block_keys(record) {
+            let mut prefix = block.0.as_bytes().to_vec();
+            prefix.push(0);
+            for (key, _) in batch.scan_prefix(TreeName::Index, &prefix)? {
+                let other = std::str::from_utf8(&key[prefix.len()..])
+                    .map_err(|e| EngineError::Inconsistent(format!("index key: {e}")))?
+                    .parse::<SourceKey>()
+                    .map_err(|e| EngineError::Inconsistent(format!("index key: {e}")))?;
+                if other != record.key {
+                    shared.entry(other).or_default().push(block.clone());
+                }
+            }
+        }
+        let mut candidates = Vec::with_capacity(shared.len());
+        for (other, blocks) in shared {
+            if let Some(entity) = membership(batch, &other)? {
+                candidates.push(Candidate { record: other, entity, shared: blocks });
+            }
+        }
+        Ok(candidates)
+    }
+
+    /// The stored next offset of a partition, if any batch recorded one.
+    pub fn stored_offset(&self, topic: &str, partition: i32) -> Result<Option<i64>> {
+        Ok(self
+            .store
+            .get(TreeName::Offsets, &offset_key(topic, partition))?
+            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+            .map(i64::from_be_bytes))
+    }
+
+    /// A golden record by id, following merge redirects.
+    pub fn golden(&self, id: GoldenId) -> Result<Option<Lookup>> {
+        let mut current = id;
+        // Redirects are flattened on merge; the bound only guards against corruption.
+        for _ in 0..64 {
+            if let Some(record) = self.store.get_json::<GoldenRecord>(TreeName::Entities, &id_key(current))? {
+                let redirected_from = (current != id).then_some(id);
+                return Ok(Some(Lookup { record, redirected_from }));
+            }
+            match self.store.get(TreeName::Redirects, &id_key(current))? {
+                Some(next) => {
+                    let bytes = <[u8; 8]>::try_from(next.as_ref())
+                        .map_err(|_| EngineError::Inconsistent("redirect value".into()))?;
+                    current = GoldenId(u64::from_be_bytes(bytes));
+                }
+                None => return Ok(None),
+            }
+        }
+        Err(EngineError::Inconsistent(format!("redirect loop from {id}")))
+    }
+
+    /// The golden record a spoke's record belongs to.
+    pub fn lookup(&self, key: &SourceKey) -> Result<Option<GoldenRecord>> {
+        let Some(bytes) = self.store.get(TreeName::Membership, key.encode().as_bytes())? else {
+            return Ok(None);
+        };
+        let bytes = <[u8; 8]>::try_from(bytes.as_ref())
+            .map_err(|_| EngineError::Inconsistent("membership value".into()))?;
+        Ok(self.golden(GoldenId(u64::from_be_bytes(bytes)))?.map(|l| l.record))
+    }
+
+    /// A source record as the hub holds it.
+    pub fn source_record(&self, key: &SourceKey) -> Result<Option<SourceRecord>> {
+        Ok(self.store.get_json(TreeName::Records, key.encode().as_bytes())?)
+    }
+
+    /// Up to `limit` outbox entries in order.
+    pub fn outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>> {
+        self.store
+            .tree(TreeName::Outbox)
+            .iter()
+            .take(limit)
+            .map(|item| {
+                let (key, value) = item.map_err(cmdm_store::StoreError::from)?;
+                let change = cmdm_store::decode(TreeName::Outbox, &value)?;
+                Ok(OutboxEntry { key: key.to_vec(), change })
+            })
+            .collect()
+    }
+
+    /// Removes published outbox entries.
+    pub fn outbox_done(&self, keys: &[Vec<u8>]) -> Result<()> {
+        let tree = self.store.tree(TreeName::Outbox);
+        let mut batch = cmdm_store::sled_batch();
+        for key in keys {
+            batch.remove(key.as_slice());
+        }
+        tree.apply_batch(batch).map_err(cmdm_store::StoreError::from)?;
+        Ok(())
+    }
+}
+
+fn offset_key(topic: &str, partition: i32) -> Vec<u8> {
+    let mut key = topic.as_bytes().to_vec();
+    key.push(0);
+    key.extend_from_slice(&partition.to_be_bytes());
+    key
+}
+
+/// Queues the final state of every entity an event touched.
+fn write_outbox(batch: &mut Batch<'_>, touched: &Touched, n: &mut u32) -> Result<usize> {
+    let mut changes = Vec::new();
+    for (merged, survivor) in &touched.merged {
+        changes.push(OutboundChange {
+            kind: OutboundKind::Merged,
+            golden_id: *merged,
+            survivor_id: Some(*survivor),
+            record: None,
+            seq: batch.next_seq() - 1,
+        });
+    }
+    for id in &touched.entities {
+        let change = match batch.get_json::<GoldenRecord>(TreeName::Entities, &id_key(*id))? {
+            Some(record) => OutboundChange {
+                kind: OutboundKind::Upserted,
+                golden_id: *id,
+                survivor_id: None,
+                seq: record.version,
+                record: Some(record),
+            },
+            None => OutboundChange {
+                kind: OutboundKind::Deleted,
+                golden_id: *id,
+                survivor_id: None,
+                record: None,
+                seq: batch.next_seq() - 1,
+            },
+        };
+        changes.push(change);
+    }
+    for change in &changes {
+        let mut key = (batch.next_seq() - 1).to_be_bytes().to_vec();
+        key.extend_from_slice(&n.to_be_bytes());
+        *n += 1;
+        batch.put_json(TreeName::Outbox, key, change)?;
+    }
+    Ok(changes.len())
+}

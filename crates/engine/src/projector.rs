@@ -1,0 +1,210 @@
+//! Projection of log entries into the read models. Deterministic: the live path and a
+//! replay call exactly these functions with the same entries in the same order.
+
+use std::collections::BTreeSet;
+
+use cmdm_domain::record::RecordChange;
+use cmdm_domain::{
+    Decision, GoldenId, GoldenRecord, LoggedEvent, Payload, SourceKey, SourceRecord, Stamp,
+};
+use cmdm_matching::{Matcher, Survivorship, survive};
+use cmdm_store::{Batch, TreeName};
+
+use crate::Result;
+
+/// The rules projection depends on: the matcher's block keys and survivorship.
+pub(crate) struct Projector<'a> {
+    pub matcher: &'a dyn Matcher,
+    pub rules: &'a Survivorship,
+}
+
+/// What projecting one entry touched, for the outbox.
+#[derive(Debug, Default)]
+pub(crate) struct Touched {
+    pub entities: BTreeSet<GoldenId>,
+    pub merged: Vec<(GoldenId, GoldenId)>,
+}
+
+pub(crate) fn dedup_key(source: &str, id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(source.len() + id.len() + 1);
+    key.extend_from_slice(source.as_bytes());
+    key.push(0);
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+pub(crate) fn index_key(block: &str, record: &SourceKey) -> Vec<u8> {
+    let mut key = block.as_bytes().to_vec();
+    key.push(0);
+    key.extend_from_slice(record.encode().as_bytes());
+    key
+}
+
+pub(crate) fn id_key(id: GoldenId) -> [u8; 8] {
+    id.0.to_be_bytes()
+}
+
+pub(crate) fn membership(batch: &Batch<'_>, record: &SourceKey) -> Result<Option<GoldenId>> {
+    Ok(batch
+        .get(TreeName::Membership, record.encode().as_bytes())?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+        .map(|b| GoldenId(u64::from_be_bytes(b))))
+}
+
+impl Projector<'_> {
+    /// Applies a spoke event to its source record and the indexes. `payload` is `None`
+    /// when the record's data key was erased: the event then only counts for dedup.
+    pub fn event(
+        &self,
+        batch: &mut Batch<'_>,
+        event: &LoggedEvent,
+        payload: Option<&Payload>,
+        seq: u64,
+        touched: &mut Touched,
+    ) -> Result<(SourceRecord, RecordChange)> {
+        batch.put(TreeName::Dedup, dedup_key(&event.source, &event.id), seq.to_be_bytes());
+        let key = event.key();
+        let mut record = batch
+            .get_json::<SourceRecord>(TreeName::Records, key.encode().as_bytes())?
+            .unwrap_or_else(|| SourceRecord::new(key.clone()));
+        let Some(payload) = payload else {
+            return Ok((record, RecordChange::None));
+        };
+        let old_keys: BTreeSet<_> = self.matcher.block_keys(&record).into_iter().collect();
+        let change = record.apply(payload, Stamp { time: event.time, seq });
+        if change == RecordChange::None {
+            return Ok((record, change));
+        }
+        batch.put_json(TreeName::Records, key.encode(), &record)?;
+        let new_keys: BTreeSet<_> = if record.is_active() {
+            self.matcher.block_keys(&record).into_iter().collect()
+        } else {
+            BTreeSet::new()
+        };
+        for gone in old_keys.difference(&new_keys) {
+            batch.delete(TreeName::Index, index_key(&gone.0, &key));
+        }
+        for added in new_keys.difference(&old_keys) {
+            batch.put(TreeName::Index, index_key(&added.0, &key), Vec::new());
+        }
+        if let Some(entity) = membership(batch, &key)? {
+            self.recompute(batch, entity, seq, touched)?;
+        }
+        Ok((record, change))
+    }
+
+    /// Applies a hub decision to membership, redirects and golden records.
+    pub fn decision(
+        &self,
+        batch: &mut Batch<'_>,
+        decision: &Decision,
+        seq: u64,
+        touched: &mut Touched,
+    ) -> Result<()> {
+        match decision {
+            Decision::EntityCreated { entity, record } => {
+                let golden = GoldenRecord {
+                    id: *entity,
+                    attributes: Default::default(),
+                    consents: Default::default(),
+                    preferences: Default::default(),
+                    members: vec![record.clone()],
+                    merged_ids: Vec::new(),
+                    version: seq,
+                };
+                batch.put_json(TreeName::Entities, id_key(*entity), &golden)?;
+                batch.put(TreeName::Membership, record.encode(), id_key(*entity));
+                self.recompute(batch, *entity, seq, touched)?;
+            }
+            Decision::RecordLinked { entity, record, .. } => {
+                if let Some(previous) = membership(batch, record)? {
+                    self.remove_member(batch, previous, record, seq, touched)?;
+                }
+                let mut golden = self.entity(batch, *entity)?;
+                if let Err(at) = golden.members.binary_search(record) {
+                    golden.members.insert(at, record.clone());
+                }
+                batch.put_json(TreeName::Entities, id_key(*entity), &golden)?;
+                batch.put(TreeName::Membership, record.encode(), id_key(*entity));
+                self.recompute(batch, *entity, seq, touched)?;
+            }
+            Decision::EntitiesMerged { survivor, merged, .. } => {
+                let gone = self.entity(batch, *merged)?;
+                let mut golden = self.entity(batch, *survivor)?;
+                for member in &gone.members {
+                    batch.put(TreeName::Membership, member.encode(), id_key(*survivor));
+                }
+                let members: BTreeSet<_> =
+                    golden.members.iter().chain(&gone.members).cloned().collect();
+                golden.members = members.into_iter().collect();
+                golden.merged_ids.push(*merged);
+                golden.merged_ids.extend(&gone.merged_ids);
+                golden.merged_ids.sort();
+                batch.put_json(TreeName::Entities, id_key(*survivor), &golden)?;
+                batch.delete(TreeName::Entities, id_key(*merged));
+                // Earlier merges into `merged` now point straight at the survivor.
+                for old in gone.merged_ids.iter().chain([merged]) {
+                    batch.put(TreeName::Redirects, id_key(*old), id_key(*survivor));
+                }
+                touched.entities.remove(merged);
+                touched.merged.push((*merged, *survivor));
+                self.recompute(batch, *survivor, seq, touched)?;
+            }
+            Decision::RecordUnlinked { entity, record, .. } => {
+                batch.delete(TreeName::Membership, record.encode());
+                self.remove_member(batch, *entity, record, seq, touched)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn remove_member(
+        &self,
+        batch: &mut Batch<'_>,
+        entity: GoldenId,
+        record: &SourceKey,
+        seq: u64,
+        touched: &mut Touched,
+    ) -> Result<()> {
+        let mut golden = self.entity(batch, entity)?;
+        golden.members.retain(|m| m != record);
+        batch.put_json(TreeName::Entities, id_key(entity), &golden)?;
+        self.recompute(batch, entity, seq, touched)
+    }
+
+    fn entity(&self, batch: &Batch<'_>, id: GoldenId) -> Result<GoldenRecord> {
+        batch.get_json(TreeName::Entities, &id_key(id))?.ok_or_else(|| {
+            crate::EngineError::Inconsistent(format!("entity {id} is referenced but absent"))
+        })
+    }
+
+    /// Recomputes a golden record from its members; an entity left with no active
+    /// member is removed.
+    fn recompute(
+        &self,
+        batch: &mut Batch<'_>,
+        id: GoldenId,
+        seq: u64,
+        touched: &mut Touched,
+    ) -> Result<()> {
+        let mut golden = self.entity(batch, id)?;
+        touched.entities.insert(id);
+        if golden.members.is_empty() {
+            batch.delete(TreeName::Entities, id_key(id));
+            return Ok(());
+        }
+        let mut records = Vec::with_capacity(golden.members.len());
+        for member in &golden.members {
+            if let Some(r) = batch.get_json::<SourceRecord>(TreeName::Records, member.encode().as_bytes())? {
+                records.push(r);
+            }
+        }
+        let survived = survive(&records, self.rules);
+        golden.attributes = survived.attributes;
+        golden.consents = survived.consents;
+        golden.preferences = survived.preferences;
+        golden.version = seq;
+        batch.put_json(TreeName::Entities, id_key(id), &golden)?;
+        Ok(())
+    }
+}

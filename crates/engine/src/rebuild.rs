@@ -1,0 +1,162 @@
+//! Rebuild: replay the log into fresh projections, and verify that they equal the live
+//! ones byte for byte. Decisions are replayed from the log, never re-decided.
+
+use std::fmt;
+
+use cmdm_domain::{LogEntry, Payload};
+use cmdm_store::crypto::DataKey;
+use cmdm_store::{Store, TreeName, decode, seq_from_key};
+
+use crate::projector::{Projector, Touched};
+use crate::{Engine, Result};
+
+/// Entries replayed per storage transaction.
+const REPLAY_BATCH: usize = 2_000;
+
+/// One key whose value differs between the live and the rebuilt projections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Difference {
+    pub tree: &'static str,
+    pub key: String,
+    pub live: Option<String>,
+    pub rebuilt: Option<String>,
+}
+
+impl fmt::Display for Difference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "<absent>".to_owned());
+        write!(
+            f,
+            "tree `{}` key {}: live {} / rebuilt {}",
+            self.tree,
+            self.key,
+            show(&self.live),
+            show(&self.rebuilt)
+        )
+    }
+}
+
+/// The outcome of a verification.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Log entries replayed.
+    pub entries: u64,
+    /// Keys compared across all projection trees.
+    pub keys_compared: u64,
+    /// The first differences found (at most 20).
+    pub differences: Vec<Difference>,
+    /// How many keys differ in all.
+    pub total_differences: u64,
+}
+
+impl VerifyReport {
+    /// Whether the rebuilt projections equal the live ones.
+    pub fn is_identical(&self) -> bool {
+        self.total_differences == 0
+    }
+}
+
+/// Replays the whole log of `engine` into `target`'s projection trees.
+pub fn replay(engine: &Engine, target: &Store) -> Result<u64> {
+    let live = engine.store();
+    let projector =
+        Projector { matcher: engine.matcher().as_ref(), rules: &engine.config().survivorship };
+    let mut entries = 0u64;
+    let mut batch = target.begin()?;
+    let mut in_batch = 0;
+    for item in live.tree(TreeName::Log).iter() {
+        let (key, value) = item.map_err(cmdm_store::StoreError::from)?;
+        let seq = seq_from_key(&key)?;
+        let entry: LogEntry = decode(TreeName::Log, &value)?;
+        let mut touched = Touched::default();
+        match &entry {
+            LogEntry::Event(event) => {
+                let payload = match live.get(TreeName::Keys, event.key().encode().as_bytes())? {
+                    Some(bytes) => {
+                        let plain = DataKey::from_bytes(&bytes)?.open(&event.sealed)?;
+                        Some(serde_json::from_slice::<Payload>(&plain)?)
+                    }
+                    None => None,
+                };
+                projector.event(&mut batch, event, payload.as_ref(), seq, &mut touched)?;
+            }
+            LogEntry::Decision(decision) => {
+                projector.decision(&mut batch, decision, seq, &mut touched)?;
+            }
+        }
+        entries += 1;
+        in_batch += 1;
+        if in_batch == REPLAY_BATCH {
+            batch.commit()?;
+            batch = target.begin()?;
+            in_batch = 0;
+        }
+    }
+    batch.commit()?;
+    Ok(entries)
+}
+
+/// Replays the log into a temporary store and compares every projection tree.
+pub fn verify(engine: &Engine) -> Result<VerifyReport> {
+    let rebuilt = Store::temporary()?;
+    let entries = replay(engine, &rebuilt)?;
+    let mut report = VerifyReport { entries, ..VerifyReport::default() };
+    for tree in TreeName::PROJECTIONS {
+        compare(tree, engine.store().tree(tree), rebuilt.tree(tree), &mut report)?;
+    }
+    Ok(report)
+}
+
+fn compare(
+    tree: TreeName,
+    live: &sled::Tree,
+    rebuilt: &sled::Tree,
+    report: &mut VerifyReport,
+) -> Result<()> {
+    let mut a = live.iter().peekable();
+    let mut b = rebuilt.iter().peekable();
+    loop {
+        let next_a = a.peek().map(|r| r.as_ref().map(|(k, _)| k.clone()));
+        let next_b = b.peek().map(|r| r.as_ref().map(|(k, _)| k.clone()));
+        let (take_a, take_b) = match (next_a, next_b) {
+            (None, None) => break,
+            (Some(Err(_)), _) | (_, Some(Err(_))) => {
+                let err = a.next().and_then(Result::err).or_else(|| b.next().and_then(Result::err));
+                return Err(cmdm_store::StoreError::from(err.unwrap_or(sled::Error::ReportableBug(
+                    "iteration error vanished".into(),
+                )))
+                .into());
+            }
+            (Some(Ok(ka)), Some(Ok(kb))) => (ka <= kb, kb <= ka),
+            (Some(Ok(_)), None) => (true, false),
+            (None, Some(Ok(_))) => (false, true),
+        };
+        let left = if take_a { a.next().and_then(Result::ok) } else { None };
+        let right = if take_b { b.next().and_then(Result::ok) } else { None };
+        report.keys_compared += 1;
+        let same = matches!((&left, &right), (Some((_, va)), Some((_, vb))) if va == vb);
+        if !same {
+            report.total_differences += 1;
+            if report.differences.len() < 20 {
+                let key = left.as_ref().or(right.as_ref()).map(|(k, _)| show(k)).unwrap_or_default();
+                report.differences.push(Difference {
+                    tree: tree.as_str(),
+                    key,
+                    live: left.map(|(_, v)| show(&v)),
+                    rebuilt: right.map(|(_, v)| show(&v)),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Printable form of a key or value: text where it is text, else hex.
+fn show(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) if !text.chars().any(|c| c.is_control() && c != '\0') => {
+            text.replace('\0', "␀")
+        }
+        _ => bytes.iter().map(|b| format!("{b:02x}")).collect(),
+    }
+}

@@ -1,0 +1,181 @@
+//! Engine behaviour on a temporary store: linking, merging, idempotency, rebuild.
+
+use std::sync::Arc;
+
+use cmdm_domain::{GoldenId, InboundEvent, SourceKey};
+use cmdm_matching::{ExactMatcher, Survivorship};
+use cmdm_store::{Store, TreeName};
+use serde_json::{Value, json};
+
+use crate::rebuild::verify;
+use crate::{Engine, EngineConfig, SourceOffset};
+
+fn engine(store: Store) -> Engine {
+    let config = EngineConfig {
+        survivorship: Survivorship { source_trust: vec!["crm".into(), "web".into()] },
+    };
+    Engine::new(store, Arc::new(ExactMatcher::new("44")), config)
+}
+
+fn event(id: &str, source: &str, subject: &str, kind: &str, time: &str, data: Value) -> InboundEvent {
+    InboundEvent::from_parts(
+        Some(id),
+        Some(source),
+        Some(kind),
+        Some(subject),
+        Some(time),
+        Some(&data),
+    )
+    .unwrap()
+}
+
+fn profile(id: &str, source: &str, subject: &str, time: &str, data: Value) -> InboundEvent {
+    event(id, source, subject, "profile.upserted", time, data)
+}
+
+fn key(s: &str) -> SourceKey {
+    s.parse().unwrap()
+}
+
+fn mixed_workload() -> Vec<InboundEvent> {
+    vec![
+        profile("1", "web", "w1", "2026-01-01T10:00:00Z", json!({"given_name": "Jon", "family_name": "Smyth", "email": "Jon.Smyth@Example.org"})),
+        profile("2", "pos", "p9", "2026-01-02T10:00:00Z", json!({"given_name": "John", "email": "jon.smyth@example.org", "phone": "01632 960001"})),
+        profile("3", "crm", "c7", "2026-01-03T10:00:00Z", json!({"given_name": "Ann", "email": "ann@example.org"})),
+        profile("4", "callcenter", "k1", "2026-01-04T10:00:00Z", json!({"given_name": "Annie", "phone": "+44 1632 960002"})),
+        // Shares Ann's e-mail and Annie's phone: the two entities merge.
+        profile("5", "support", "s1", "2026-01-05T10:00:00Z", json!({"email": "ANN@example.org", "phone": "01632960002"})),
+        event("6", "web", "w1", "consent.changed", "2026-01-06T10:00:00Z", json!({"purpose": "marketing", "channel": "email", "status": "granted"})),
+        event("7", "pos", "p9", "consent.changed", "2026-01-07T10:00:00Z", json!({"purpose": "marketing", "channel": "email", "status": "withdrawn"})),
+        event("8", "web", "w1", "preference.changed", "2026-01-06T11:00:00Z", json!({"topics": {"offers": true}})),
+        event("9", "pos", "p9", "contact.recorded", "2026-01-08T10:00:00Z", json!({"channel": "sms", "purpose": "receipts"})),
+        // A late, older e-mail never overrides the newer one.
+        profile("10", "web", "w1", "2025-12-01T10:00:00Z", json!({"email": "old@example.org", "given_name": "Jonathan"})),
+        profile("11", "mail", "m1", "2026-01-09T10:00:00Z", json!({"given_name": "Zed", "email": "zed@example.org"})),
+        event("12", "mail", "m1", "profile.deleted", "2026-01-10T10:00:00Z", json!(null)),
+    ]
+}
+
+#[test]
+fn two_spokes_with_the_same_email_make_one_golden_record_with_provenance() {
+    let engine = engine(Store::temporary().unwrap());
+    let report = engine.apply_batch(&mixed_workload()[..3], &[]).unwrap();
+    assert_eq!(report.applied, 3);
+    let jon = engine.lookup(&key("web/w1")).unwrap().unwrap();
+    let pos = engine.lookup(&key("pos/p9")).unwrap().unwrap();
+    assert_eq!(jon.id, pos.id);
+    assert_eq!(jon.members, vec![key("pos/p9"), key("web/w1")]);
+    // Most recent by event time wins, and names its source record.
+    assert_eq!(jon.attributes["given_name"].value, "John");
+    assert_eq!(jon.attributes["given_name"].source, key("pos/p9"));
+    assert_eq!(jon.attributes["family_name"].source, key("web/w1"));
+    let ann = engine.lookup(&key("crm/c7")).unwrap().unwrap();
+    assert_ne!(ann.id, jon.id, "a different e-mail is a different entity");
+}
+
+#[test]
+fn a_record_matching_two_entities_merges_them_and_the_old_id_redirects() {
+    let engine = engine(Store::temporary().unwrap());
+    engine.apply_batch(&mixed_workload()[..4], &[]).unwrap();
+    let ann = engine.lookup(&key("crm/c7")).unwrap().unwrap().id;
+    let annie = engine.lookup(&key("callcenter/k1")).unwrap().unwrap().id;
+    assert_ne!(ann, annie);
+    engine.apply_batch(&mixed_workload()[4..5], &[]).unwrap();
+    let merged = engine.lookup(&key("callcenter/k1")).unwrap().unwrap();
+    assert_eq!(merged.id, ann.min(annie), "the older id survives");
+    let via_old = engine.golden(ann.max(annie)).unwrap().unwrap();
+    assert_eq!(via_old.record.id, merged.id);
+    assert_eq!(via_old.redirected_from, Some(ann.max(annie)));
+    assert_eq!(merged.members.len(), 3);
+    let outbox = engine.outbox(100).unwrap();
+    assert!(outbox.iter().any(|e| e.change.golden_id == ann.max(annie)
+        && e.change.survivor_id == Some(merged.id)));
+}
+
+#[test]
+fn redelivered_events_change_nothing() {
+    let engine = engine(Store::temporary().unwrap());
+    let events = mixed_workload();
+    engine.apply_batch(&events, &[]).unwrap();
+    let before = dump(engine.store());
+    let report = engine.apply_batch(&events, &[]).unwrap();
+    assert_eq!(report.applied, 0);
+    assert_eq!(report.duplicates, events.len());
+    assert_eq!(dump(engine.store()), before);
+}
+
+#[test]
+fn declarations_and_late_events_follow_event_time() {
+    let engine = engine(Store::temporary().unwrap());
+    engine.apply_batch(&mixed_workload(), &[]).unwrap();
+    let jon = engine.lookup(&key("web/w1")).unwrap().unwrap();
+    assert_eq!(jon.attributes["email"].value, "jon.smyth@example.org");
+    let web = engine.source_record(&key("web/w1")).unwrap().unwrap();
+    assert_eq!(web.value("email"), Some("Jon.Smyth@Example.org"), "the late older e-mail lost");
+    assert_eq!(web.value("given_name"), Some("Jon"));
+    assert_eq!(jon.attributes["given_name"].value, "John");
+    let consent = &jon.consents["marketing/email"];
+    assert_eq!(consent.status, cmdm_domain::ConsentStatus::Withdrawn);
+    assert_eq!(jon.preferences["topic.offers"].value, "true");
+    // The deleted record left, and its entity with it.
+    assert!(engine.lookup(&key("mail/m1")).unwrap().is_none());
+}
+
+#[test]
+fn offsets_commit_with_the_batch() {
+    let engine = engine(Store::temporary().unwrap());
+    let offsets = [SourceOffset { topic: "cmdm.events.v1".into(), partition: 2, next: 41 }];
+    engine.apply_batch(&mixed_workload()[..1], &offsets).unwrap();
+    assert_eq!(engine.stored_offset("cmdm.events.v1", 2).unwrap(), Some(41));
+    assert_eq!(engine.stored_offset("cmdm.events.v1", 0).unwrap(), None);
+}
+
+#[test]
+fn rebuild_reproduces_live_projections_and_detects_corruption() {
+    let engine = engine(Store::temporary().unwrap());
+    let events = mixed_workload();
+    // Several batches, so replay crosses batch boundaries differently from the live run.
+    for chunk in events.chunks(5) {
+        engine.apply_batch(chunk, &[]).unwrap();
+    }
+    let report = verify(&engine).unwrap();
+    assert!(report.is_identical(), "{:?}", report.differences);
+    assert!(report.entries > events.len() as u64);
+
+    let jon = engine.lookup(&key("web/w1")).unwrap().unwrap();
+    let mut tampered = jon.clone();
+    tampered.attributes.get_mut("given_name").unwrap().value = "Mallory".into();
+    engine
+        .store()
+        .tree(TreeName::Entities)
+        .insert(jon.id.0.to_be_bytes(), serde_json::to_vec(&tampered).unwrap())
+        .unwrap();
+    let report = verify(&engine).unwrap();
+    assert_eq!(report.total_differences, 1);
+    assert_eq!(report.differences[0].tree, "entities");
+    assert!(report.differences[0].live.as_deref().unwrap().contains("Mallory"));
+}
+
+#[test]
+fn personal_data_in_the_log_is_sealed() {
+    let engine = engine(Store::temporary().unwrap());
+    engine.apply_batch(&mixed_workload()[..1], &[]).unwrap();
+    for item in engine.store().tree(TreeName::Log).iter() {
+        let (_, value) = item.unwrap();
+        let text = String::from_utf8_lossy(&value);
+        assert!(!text.to_lowercase().contains("smyth"), "plaintext in log: {text}");
+    }
+    assert!(engine.golden(GoldenId(999)).unwrap().is_none());
+}
+
+fn dump(store: &Store) -> Vec<(String, Vec<u8>, Vec<u8>)> {
+    TreeName::ALL
+        .iter()
+        .flat_map(|t| {
+            store.tree(*t).iter().map(move |i| {
+                let (k, v) = i.unwrap();
+                (t.as_str().to_owned(), k.to_vec(), v.to_vec())
+            })
+        })
+        .collect()
+}
