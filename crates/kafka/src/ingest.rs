@@ -1,0 +1,255 @@
+//! The batched consumer of `cmdm.events.v1`. Per batch: decode, send refusals to the dead
+//! letter topic, apply the valid events and the offsets in one storage transaction, make
+//! it durable, and only then commit the offsets to Kafka.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cmdm_engine::{Engine, SourceOffset};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::KafkaResult;
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::decode::{RawMessage, Rejection, decode};
+use crate::{Result, dlq_headers};
+
+/// Settings of the consumer.
+#[derive(Debug, Clone)]
+pub struct IngestConfig {
+    pub brokers: String,
+    pub group_id: String,
+    pub events_topic: String,
+    pub dlq_topic: String,
+    /// Most messages applied in one storage transaction.
+    pub batch_max: usize,
+    /// How long a batch waits to fill once it has its first message.
+    pub linger: Duration,
+    /// Largest accepted message (payload and headers), in bytes.
+    pub max_event_bytes: usize,
+}
+
+/// Seeks each assigned partition to the offset stored with the last applied batch, so the
+/// store, not the group coordinator, says where consumption resumes.
+struct StoredOffsets {
+    engine: Arc<Engine>,
+}
+
+impl ClientContext for StoredOffsets {}
+
+impl ConsumerContext for StoredOffsets {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let result = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let assigned: Vec<(String, i32)> =
+                    tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+                for (topic, partition) in assigned {
+                    match self.engine.stored_offset(&topic, partition) {
+                        Ok(Some(next)) => {
+                            if let Err(e) = tpl.set_partition_offset(&topic, partition, Offset::Offset(next)) {
+                                warn!(%topic, partition, error = %e, "cannot seek to stored offset");
+                            }
+                        }
+                        Ok(None) => {}
+                        Err(e) => error!(%topic, partition, error = %e, "cannot read stored offset"),
+                    }
+                }
+                info!(partitions = tpl.count(), "partitions assigned");
+                consumer.assign(tpl)
+            }
+            _ => {
+                info!(partitions = tpl.count(), "partitions revoked");
+                consumer.unassign()
+            }
+        };
+        if let Err(e) = result {
+            error!(error = %e, "rebalance failed");
+        }
+    }
+}
+
+/// Consumes until `shutdown` is cancelled; then applies what it holds and returns.
+/// `applied` is notified after each durable batch (the outbox publisher waits on it).
+pub async fn run_ingest(
+    engine: Arc<Engine>,
+    config: IngestConfig,
+    applied: Arc<Notify>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let consumer: StreamConsumer<StoredOffsets> = ClientConfig::new()
+        .set("bootstrap.servers", &config.brokers)
+        .set("group.id", &config.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("partition.assignment.strategy", "range")
+        .set("message.max.bytes", (config.max_event_bytes.max(1 << 20) + 65_536).to_string())
+        .create_with_context(StoredOffsets { engine: engine.clone() })?;
+    consumer.subscribe(&[&config.events_topic])?;
+    let dlq: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &config.brokers)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .create()?;
+    info!(topic = %config.events_topic, group = %config.group_id, "ingest started");
+
+    loop {
+        let mut batch = Vec::new();
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            received = consumer.recv() => match received {
+                Ok(message) => batch.push(raw(&message)),
+                Err(e) => {
+                    warn!(error = %e, "consume error; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            },
+        }
+        let deadline = tokio::time::Instant::now() + config.linger;
+        while batch.len() < config.batch_max {
+            tokio::select! {
+                biased;
+                () = shutdown.cancelled() => break,
+                () = tokio::time::sleep_until(deadline) => break,
+                received = consumer.recv() => match received {
+                    Ok(message) => batch.push(raw(&message)),
+                    Err(e) => warn!(error = %e, "consume error"),
+                },
+            }
+        }
+        apply(&engine, &consumer, &dlq, &config, batch).await?;
+        applied.notify_one();
+    }
+    info!("ingest stopped");
+    Ok(())
+}
+
+fn raw(message: &impl Message) -> RawMessage {
+    RawMessage {
+        topic: message.topic().to_owned(),
+        partition: message.partition(),
+        offset: message.offset(),
+        key: message.key().map(<[u8]>::to_vec),
+        payload: message.payload().map(<[u8]>::to_vec),
+        headers: message
+            .headers()
+            .map(|headers| {
+                headers
+                    .iter()
+                    .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec).unwrap_or_default()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+async fn apply(
+    engine: &Arc<Engine>,
+    consumer: &StreamConsumer<StoredOffsets>,
+    dlq: &FutureProducer,
+    config: &IngestConfig,
+    batch: Vec<RawMessage>,
+) -> Result<()> {
+    let mut events = Vec::with_capacity(batch.len());
+    let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    let mut refused = 0usize;
+    for message in &batch {
+        let slot = next.entry((message.topic.clone(), message.partition)).or_insert(0);
+        *slot = (*slot).max(message.offset + 1);
+        match decode(message, config.max_event_bytes) {
+            Ok(event) => events.push(event),
+            Err(rejection) => {
+                warn!(
+                    topic = %message.topic,
+                    partition = message.partition,
+                    offset = message.offset,
+                    reason = %rejection,
+                    "dead-lettered"
+                );
+                dead_letter(dlq, &config.dlq_topic, message, &rejection).await?;
+                refused += 1;
+            }
+        }
+    }
+    let offsets: Vec<SourceOffset> = next
+        .iter()
+        .map(|((topic, partition), next)| SourceOffset {
+            topic: topic.clone(),
+            partition: *partition,
+            next: *next,
+        })
+        .collect();
+    let engine_for_batch = engine.clone();
+    let report =
+        tokio::task::spawn_blocking(move || engine_for_batch.apply_batch(&events, &offsets))
+            .await??;
+    engine.store().flush().await.map_err(cmdm_engine::EngineError::from)?;
+    debug!(
+        messages = batch.len(),
+        applied = report.applied,
+        duplicates = report.duplicates,
+        refused,
+        decisions = report.decisions,
+        "batch committed"
+    );
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), next) in &next {
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
+    }
+    // The store already holds these offsets; a failed commit only means redelivery,
+    // which deduplication absorbs.
+    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+        warn!(error = %e, "offset commit to kafka failed; the stored offsets stand");
+    }
+    Ok(())
+}
+
+/// Publishes a refused message to the dead letter topic and waits for the broker's ack.
+async fn dead_letter(
+    producer: &FutureProducer,
+    topic: &str,
+    message: &RawMessage,
+    rejection: &Rejection,
+) -> KafkaResult<()> {
+    let partition = message.partition.to_string();
+    let offset = message.offset.to_string();
+    let mut headers = OwnedHeaders::new();
+    for (key, value) in &message.headers {
+        headers = headers.insert(Header { key, value: Some(value) });
+    }
+    let reason = rejection.reason.as_str();
+    for (key, value) in [
+        (dlq_headers::REASON, reason),
+        (dlq_headers::CLASS, rejection.class.as_str()),
+        (dlq_headers::TOPIC, message.topic.as_str()),
+        (dlq_headers::PARTITION, partition.as_str()),
+        (dlq_headers::OFFSET, offset.as_str()),
+    ] {
+        headers = headers.insert(Header { key, value: Some(value) });
+    }
+    let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
+    if let Some(key) = &message.key {
+        record = record.key(key.as_slice());
+    }
+    if let Some(payload) = &message.payload {
+        record = record.payload(payload.as_slice());
+    }
+    producer
+        .send(record, Duration::from_secs(30))
+        .await
+        .map(|_| ())
+        .map_err(|(e, _)| e)
+}

@@ -1,0 +1,43 @@
+//! The only crate that links rdkafka: decoding spoke events, dead letters, the batched
+//! consumer that commits offsets after the storage transaction, the outbox publisher,
+//! and the embedded broker used when no brokers are configured.
+
+pub mod broker;
+pub mod decode;
+pub mod ingest;
+pub mod outbox;
+
+use thiserror::Error;
+
+pub use broker::EmbeddedBroker;
+pub use decode::{RawMessage, Rejection, RejectionClass, decode};
+pub use ingest::{IngestConfig, run_ingest};
+pub use outbox::{OutboxConfig, run_outbox};
+
+/// Errors of the Kafka edge.
+#[derive(Debug, Error)]
+pub enum KafkaEdgeError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Engine(#[from] cmdm_engine::EngineError),
+    #[error("the engine task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+    #[error("embedded broker: {0}")]
+    Broker(String),
+}
+
+/// Result alias of this crate.
+pub type Result<T, E = KafkaEdgeError> = std::result::Result<T, E>;
+
+/// Headers a dead letter carries besides the original message's own.
+pub mod dlq_headers {
+    /// Why the event was refused, for a person.
+    pub const REASON: &str = "cmdm_dlq_reason";
+    /// The kind of refusal, for machines: see [`crate::RejectionClass`].
+    pub const CLASS: &str = "cmdm_dlq_error_class";
+    /// Where the original message was.
+    pub const TOPIC: &str = "cmdm_dlq_original_topic";
+    pub const PARTITION: &str = "cmdm_dlq_original_partition";
+    pub const OFFSET: &str = "cmdm_dlq_original_offset";
+}
