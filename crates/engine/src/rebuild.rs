@@ -160,3 +160,20 @@ fn show(bytes: &[u8]) -> String {
         _ => bytes.iter().map(|b| format!("{b:02x}")).collect(),
     }
 }
+
+/// Replaces the live projections with ones replayed from the log. Run with the hub
+/// stopped; the store's lock makes a second opener fail.
+pub fn rebuild_in_place(engine: &Engine) -> Result<u64> {
+    let rebuilt = Store::temporary()?;
+    let entries = replay(engine, &rebuilt)?;
+    for tree in TreeName::PROJECTIONS {
+        let live = engine.store().tree(tree);
+        live.clear().map_err(cmdm_store::StoreError::from)?;
+        for item in rebuilt.tree(tree).iter() {
+            let (key, value) = item.map_err(cmdm_store::StoreError::from)?;
+            live.insert(key, value).map_err(cmdm_store::StoreError::from)?;
+        }
+    }
+    engine.store().flush_blocking()?;
+    Ok(entries)
+}

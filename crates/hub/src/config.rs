@@ -1,0 +1,238 @@
+//! Configuration: embedded defaults that work on a laptop, then a TOML file, then
+//! `CMDM_*` environment variables and flags (clap reads both), in rising precedence.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Args;
+use cmdm_matching::Survivorship;
+use serde::Deserialize;
+
+/// Everything the hub can be configured with.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HubConfig {
+    /// Directory of the sled store.
+    pub data_dir: PathBuf,
+    /// Address the gRPC API listens on.
+    pub grpc_addr: SocketAddr,
+    pub kafka: KafkaConfig,
+    pub matching: MatchingConfig,
+    pub survivorship: Survivorship,
+    /// Seconds allowed for a graceful shutdown before the hub exits anyway.
+    pub shutdown_deadline_secs: u64,
+    /// `text` or `json`.
+    pub log_format: String,
+}
+
+/// Kafka settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers; when absent the hub starts an embedded broker on loopback.
+    pub brokers: Option<String>,
+    pub group_id: String,
+    pub events_topic: String,
+    pub golden_topic: String,
+    pub dlq_topic: String,
+    /// Partitions of each topic the embedded broker creates.
+    pub embedded_partitions: i32,
+    pub batch_max: usize,
+    pub batch_linger_ms: u64,
+    pub max_event_bytes: usize,
+}
+
+/// Matching settings.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MatchingConfig {
+    /// Calling code assumed for phone numbers written without one (`44`, `1`, …).
+    pub default_country_code: String,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            data_dir: PathBuf::from("data"),
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            kafka: KafkaConfig::default(),
+            matching: MatchingConfig::default(),
+            survivorship: Survivorship::default(),
+            shutdown_deadline_secs: 10,
+            log_format: "text".to_owned(),
+        }
+    }
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: None,
+            group_id: "cmdm-hub".to_owned(),
+            events_topic: "cmdm.events.v1".to_owned(),
+            golden_topic: "cmdm.golden.v1".to_owned(),
+            dlq_topic: "cmdm.events.v1.dlq".to_owned(),
+            embedded_partitions: 4,
+            batch_max: 500,
+            batch_linger_ms: 20,
+            max_event_bytes: 1 << 20,
+        }
+    }
+}
+
+impl Default for MatchingConfig {
+    fn default() -> Self {
+        MatchingConfig { default_country_code: "44".to_owned() }
+    }
+}
+
+/// Flags, each also read from its `CMDM_*` environment variable; they override the file.
+#[derive(Debug, Clone, Default, Args)]
+pub struct Overrides {
+    /// TOML configuration file (see deploy/cmdm-hub.toml).
+    #[arg(long, env = "CMDM_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Directory of the sled store [default: data].
+    #[arg(long, env = "CMDM_DATA_DIR", global = true)]
+    pub data_dir: Option<PathBuf>,
+    /// gRPC listen address [default: 127.0.0.1:50051].
+    #[arg(long, env = "CMDM_GRPC_ADDR", global = true)]
+    pub grpc_addr: Option<SocketAddr>,
+    /// Kafka bootstrap servers; unset starts an embedded broker on loopback.
+    #[arg(long, env = "CMDM_KAFKA_BROKERS", global = true)]
+    pub brokers: Option<String>,
+    /// Consumer group id [default: cmdm-hub].
+    #[arg(long, env = "CMDM_KAFKA_GROUP_ID", global = true)]
+    pub group_id: Option<String>,
+    /// Inbound topic [default: cmdm.events.v1].
+    #[arg(long, env = "CMDM_KAFKA_EVENTS_TOPIC", global = true)]
+    pub events_topic: Option<String>,
+    /// Change feed topic [default: cmdm.golden.v1].
+    #[arg(long, env = "CMDM_KAFKA_GOLDEN_TOPIC", global = true)]
+    pub golden_topic: Option<String>,
+    /// Dead letter topic [default: cmdm.events.v1.dlq].
+    #[arg(long, env = "CMDM_KAFKA_DLQ_TOPIC", global = true)]
+    pub dlq_topic: Option<String>,
+    /// Most events applied per storage transaction [default: 500].
+    #[arg(long, env = "CMDM_KAFKA_BATCH_MAX", global = true)]
+    pub batch_max: Option<usize>,
+    /// Milliseconds a batch waits to fill [default: 20].
+    #[arg(long, env = "CMDM_KAFKA_BATCH_LINGER_MS", global = true)]
+    pub batch_linger_ms: Option<u64>,
+    /// Largest accepted event in bytes; larger ones are dead-lettered [default: 1048576].
+    #[arg(long, env = "CMDM_KAFKA_MAX_EVENT_BYTES", global = true)]
+    pub max_event_bytes: Option<usize>,
+    /// Calling code for phone numbers without one [default: 44].
+    #[arg(long, env = "CMDM_DEFAULT_COUNTRY_CODE", global = true)]
+    pub default_country_code: Option<String>,
+    /// Sources from most to least trusted, comma-separated, for survivorship ties.
+    #[arg(long, env = "CMDM_SOURCE_TRUST", value_delimiter = ',', global = true)]
+    pub source_trust: Option<Vec<String>>,
+    /// Seconds allowed for a graceful shutdown [default: 10].
+    #[arg(long, env = "CMDM_SHUTDOWN_DEADLINE_SECS", global = true)]
+    pub shutdown_deadline_secs: Option<u64>,
+    /// Log format, `text` or `json` [default: text]; the level comes from RUST_LOG.
+    #[arg(long, env = "CMDM_LOG_FORMAT", global = true)]
+    pub log_format: Option<String>,
+}
+
+impl HubConfig {
+    /// Reads a TOML file.
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+    }
+
+    /// Defaults, then the file named by the overrides (if any), then the overrides.
+    pub fn load(overrides: &Overrides) -> anyhow::Result<Self> {
+        let mut config = match &overrides.config {
+            Some(path) => HubConfig::from_file(path)?,
+            None => HubConfig::default(),
+        };
+        let o = overrides.clone();
+        set(&mut config.data_dir, o.data_dir);
+        set(&mut config.grpc_addr, o.grpc_addr);
+        if o.brokers.is_some() {
+            config.kafka.brokers = o.brokers.filter(|b| !b.trim().is_empty());
+        }
+        set(&mut config.kafka.group_id, o.group_id);
+        set(&mut config.kafka.events_topic, o.events_topic);
+        set(&mut config.kafka.golden_topic, o.golden_topic);
+        set(&mut config.kafka.dlq_topic, o.dlq_topic);
+        set(&mut config.kafka.batch_max, o.batch_max);
+        set(&mut config.kafka.batch_linger_ms, o.batch_linger_ms);
+        set(&mut config.kafka.max_event_bytes, o.max_event_bytes);
+        set(&mut config.matching.default_country_code, o.default_country_code);
+        set(&mut config.survivorship.source_trust, o.source_trust);
+        set(&mut config.shutdown_deadline_secs, o.shutdown_deadline_secs);
+        set(&mut config.log_format, o.log_format);
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.kafka.batch_max > 0, "kafka.batch_max must be at least 1");
+        anyhow::ensure!(
+            self.kafka.embedded_partitions > 0,
+            "kafka.embedded_partitions must be at least 1"
+        );
+        anyhow::ensure!(
+            matches!(self.log_format.as_str(), "text" | "json"),
+            "log_format must be `text` or `json`, not `{}`",
+            self.log_format
+        );
+        anyhow::ensure!(
+            !self.matching.default_country_code.is_empty()
+                && self.matching.default_country_code.bytes().all(|b| b.is_ascii_digit()),
+            "matching.default_country_code must be digits such as 44"
+        );
+        Ok(())
+    }
+}
+
+/// Replaces `target` when an override is given.
+fn set<T>(target: &mut T, value: Option<T>) {
+    if let Some(v) = value {
+        *target = v;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub.toml");
+        std::fs::write(
+            &path,
+            "data_dir = \"/var/lib/cmdm\"\n[kafka]\nbrokers = \"k1:9092\"\nbatch_max = 50\n[survivorship]\nsource_trust = [\"crm\"]\n",
+        )
+        .unwrap();
+        let overrides = Overrides {
+            config: Some(path),
+            batch_max: Some(7),
+            ..Overrides::default()
+        };
+        let config = HubConfig::load(&overrides).unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/var/lib/cmdm"));
+        assert_eq!(config.kafka.brokers.as_deref(), Some("k1:9092"));
+        assert_eq!(config.kafka.batch_max, 7);
+        assert_eq!(config.survivorship.source_trust, vec!["crm".to_owned()]);
+        assert_eq!(config.kafka.group_id, "cmdm-hub");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub.toml");
+        std::fs::write(&path, "data_dri = \"x\"\n").unwrap();
+        let err = HubConfig::from_file(&path).unwrap_err();
+        assert!(format!("{err:#}").contains("data_dri"));
+        let overrides = Overrides { log_format: Some("xml".into()), ..Overrides::default() };
+        assert!(HubConfig::load(&overrides).is_err());
+    }
+}
