@@ -44,6 +44,8 @@ pub struct RunningHub {
     broker: Option<EmbeddedBroker>,
     shutdown: CancellationToken,
     ingest: JoinHandle<cmdm_kafka::Result<()>>,
+    /// The consumer task itself (`ingest` waits on it, then stops the publisher).
+    consumer: tokio::task::AbortHandle,
     outbox: JoinHandle<cmdm_kafka::Result<()>>,
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
     deadline: Duration,
@@ -102,14 +104,21 @@ impl RunningHub {
         result
     }
 
-    /// Stops at once without draining or flushing, as a crash would (for tests).
+    /// Stops at once without draining or flushing, as a crash would (for tests), and
+    /// returns once the store is closed so that it can be opened again.
     pub async fn kill(self) {
+        self.consumer.abort();
         self.ingest.abort();
         self.outbox.abort();
         self.grpc.abort();
         let _ = self.ingest.await;
         let _ = self.outbox.await;
         let _ = self.grpc.await;
+        // A batch already handed to a blocking thread finishes there; wait for it.
+        let started = std::time::Instant::now();
+        while Arc::strong_count(&self.engine) > 1 && started.elapsed() < Duration::from_secs(30) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
 
@@ -164,6 +173,7 @@ pub async fn start(config: HubConfig) -> anyhow::Result<RunningHub> {
         applied,
         outbox_stop.clone(),
     ));
+    let consumer = ingest.abort_handle();
     let ingest = chain_stop(ingest, outbox_stop);
 
     let listener = tokio::net::TcpListener::bind(config.grpc_addr)
@@ -198,6 +208,7 @@ pub async fn start(config: HubConfig) -> anyhow::Result<RunningHub> {
         broker,
         shutdown,
         ingest,
+        consumer,
         outbox,
         grpc,
         deadline: Duration::from_secs(config.shutdown_deadline_secs),

@@ -1,0 +1,154 @@
+//! `cmdm`: reads golden records from a running hub over gRPC.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use cmdm_api::CustomerHubClient;
+use cmdm_api::pb;
+
+/// Command line for the customer master data hub.
+#[derive(Debug, Parser)]
+#[command(name = "cmdm", version)]
+struct Cli {
+    /// The hub's gRPC address.
+    #[arg(long, env = "CMDM_HUB", default_value = "http://127.0.0.1:50051", global = true)]
+    hub: String,
+    /// Print JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show a golden record by id (a merged id shows its survivor).
+    Get {
+        /// Golden id such as G0000000042.
+        golden_id: String,
+    },
+    /// Show the golden record holding a spoke's record.
+    Lookup {
+        /// The spoke system, e.g. pos.
+        source: String,
+        /// The spoke's record id.
+        subject: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("cmdm: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            match e.downcast_ref::<tonic::Status>() {
+                Some(status) => eprintln!("cmdm: {:?}: {}", status.code(), status.message()),
+                None => eprintln!("cmdm: {e:#}"),
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut client = CustomerHubClient::connect(cli.hub.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach the hub at {}: {e}", cli.hub))?;
+    let (record, note) = match cli.command {
+        Command::Get { golden_id } => {
+            let response =
+                client.get_golden_record(pb::GetGoldenRecordRequest { golden_id }).await?.into_inner();
+            let note = (!response.redirected_from.is_empty())
+                .then(|| format!("{} was merged into this record", response.redirected_from));
+            (response.record, note)
+        }
+        Command::Lookup { source, subject } => {
+            let request = pb::LookupBySourceKeyRequest { source, subject };
+            (client.lookup_by_source_key(request).await?.into_inner().record, None)
+        }
+    };
+    let record = record.ok_or_else(|| anyhow::anyhow!("the hub answered without a record"))?;
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&to_json(&record, note.as_deref()))?);
+    } else {
+        print_table(&record, note.as_deref());
+    }
+    Ok(())
+}
+
+fn key(k: Option<&pb::SourceKey>) -> String {
+    k.map(|k| format!("{}/{}", k.source, k.subject)).unwrap_or_default()
+}
+
+fn to_json(record: &pb::GoldenRecord, note: Option<&str>) -> serde_json::Value {
+    let values = |map: &std::collections::HashMap<String, pb::GoldenValue>| {
+        let mut sorted: Vec<_> = map.iter().collect();
+        sorted.sort_by(|a, b| a.0.cmp(b.0));
+        serde_json::Value::Object(
+            sorted
+                .into_iter()
+                .map(|(name, v)| {
+                    let value = serde_json::json!({
+                        "value": v.value, "source": key(v.source.as_ref()), "time": v.time,
+                    });
+                    (name.clone(), value)
+                })
+                .collect(),
+        )
+    };
+    let mut consents: Vec<_> = record.consents.iter().collect();
+    consents.sort_by(|a, b| a.0.cmp(b.0));
+    serde_json::json!({
+        "golden_id": record.golden_id,
+        "redirect": note,
+        "attributes": values(&record.attributes),
+        "preferences": values(&record.preferences),
+        "consents": consents.into_iter().map(|(k, c)| serde_json::json!({
+            "key": k, "status": c.status, "legal_basis": c.legal_basis,
+            "source": key(c.source.as_ref()), "time": c.time,
+        })).collect::<Vec<_>>(),
+        "members": record.members.iter().map(|m| key(Some(m))).collect::<Vec<_>>(),
+        "merged_ids": record.merged_ids,
+        "version": record.version,
+    })
+}
+
+fn print_table(record: &pb::GoldenRecord, note: Option<&str>) {
+    println!("golden record {}  (version {})", record.golden_id, record.version);
+    if let Some(note) = note {
+        println!("note: {note}");
+    }
+    let rows = |title: &str, map: &std::collections::HashMap<String, pb::GoldenValue>| {
+        if map.is_empty() {
+            return;
+        }
+        let mut sorted: Vec<_> = map.iter().collect();
+        sorted.sort_by(|a, b| a.0.cmp(b.0));
+        let width = sorted.iter().map(|(k, _)| k.len()).max().unwrap_or(0).max(title.len());
+        println!("\n{title:<width$}  {:<32}  {:<24}  time", "value", "from");
+        for (name, v) in sorted {
+            println!("{name:<width$}  {:<32}  {:<24}  {}", v.value, key(v.source.as_ref()), v.time);
+        }
+    };
+    rows("attribute", &record.attributes);
+    rows("preference", &record.preferences);
+    if !record.consents.is_empty() {
+        let mut consents: Vec<_> = record.consents.iter().collect();
+        consents.sort_by(|a, b| a.0.cmp(b.0));
+        println!("\n{:<24}  {:<10}  {:<24}  time", "consent", "status", "from");
+        for (k, c) in consents {
+            println!("{k:<24}  {:<10}  {:<24}  {}", c.status, key(c.source.as_ref()), c.time);
+        }
+    }
+    println!("\nsource records: {}", record.members.iter().map(|m| key(Some(m))).collect::<Vec<_>>().join(", "));
+    if !record.merged_ids.is_empty() {
+        println!("merged ids:     {}", record.merged_ids.join(", "));
+    }
+}

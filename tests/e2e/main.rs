@@ -1,0 +1,234 @@
+//! End-to-end: spokes publish to the embedded broker, the hub runs in-process, reads go
+//! through a real tonic client.
+
+use std::collections::BTreeSet;
+
+use cmdm_api::pb;
+use cmdm_e2e::*;
+use cmdm_store::TreeName;
+use rdkafka::message::{Header, OwnedHeaders};
+use serde_json::{Value, json};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_spokes_make_one_golden_record_readable_over_grpc() {
+    let broker = broker();
+    let brokers = broker.bootstrap_servers().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let hub = start(config(dir.path(), &brokers, "g1")).await;
+
+    publish(&brokers, &[
+        profile("w-1", "web/w1", "2026-11-20T10:00:00Z", json!({"given_name": "Jon", "family_name": "Smyth", "email": "Jon.Smyth@example.org"})),
+        profile("p-1", "pos/p1", "2026-11-21T10:00:00Z", json!({"given_name": "John", "email": "jon.smyth@EXAMPLE.org", "postcode": "SW1A 1AA"})),
+        profile("c-1", "crm/c1", "2026-11-21T11:00:00Z", json!({"given_name": "Ann", "email": "ann@example.org"})),
+    ])
+    .await;
+    wait_for("three events applied", || applied(&hub) == 3).await;
+
+    let jon = lookup(&hub, "pos/p1").await.unwrap();
+    let members: Vec<String> = jon.members.iter().map(|m| format!("{}/{}", m.source, m.subject)).collect();
+    assert_eq!(members, vec!["pos/p1", "web/w1"]);
+    let given = &jon.attributes["given_name"];
+    assert_eq!(given.value, "John", "most recent by event time");
+    assert_eq!(given.source.as_ref().unwrap().source, "pos");
+    assert_eq!(jon.attributes["family_name"].source.as_ref().unwrap().source, "web");
+    assert_eq!(jon.attributes["postcode"].value, "SW1A 1AA");
+
+    let by_id = client(&hub)
+        .await
+        .get_golden_record(pb::GetGoldenRecordRequest { golden_id: jon.golden_id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(by_id.record.unwrap(), jon);
+    assert!(by_id.redirected_from.is_empty());
+
+    let ann = lookup(&hub, "crm/c1").await.unwrap();
+    assert_ne!(ann.golden_id, jon.golden_id, "a different e-mail is a second entity");
+
+    // A redelivered event changes nothing; a marker behind it proves it was consumed.
+    let log_before = hub.engine().store().tree(TreeName::Log).len();
+    publish(&brokers, &[
+        profile("p-1", "pos/p1", "2026-11-21T10:00:00Z", json!({"given_name": "John", "email": "jon.smyth@EXAMPLE.org", "postcode": "SW1A 1AA"})),
+        profile("m-1", "pos/p1-marker", "2026-11-22T10:00:00Z", json!({"given_name": "Mark"})),
+    ])
+    .await;
+    wait_for("marker applied", || applied(&hub) == 4).await;
+    assert_eq!(lookup(&hub, "pos/p1").await.unwrap(), jon);
+    // The marker added one event and one entity-created decision, nothing else.
+    assert_eq!(hub.engine().store().tree(TreeName::Log).len(), log_before + 2);
+
+    // Errors name what is wrong.
+    let missing = lookup(&hub, "pos/nobody").await.unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+    let bad = client(&hub)
+        .await
+        .get_golden_record(pb::GetGoldenRecordRequest { golden_id: "42".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+    assert!(bad.message().contains("golden_id"));
+
+    // Standard health service.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", hub.grpc_addr()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let status = health
+        .check(tonic_health::pb::HealthCheckRequest { service: "cmdm.v1.CustomerHub".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+
+    // The change feed carries the golden record, keyed by its id.
+    let feed = read_topic(&brokers, GOLDEN, 4);
+    let jon_changes: Vec<Value> = feed
+        .iter()
+        .filter(|m| m.key.as_deref() == Some(jon.golden_id.as_str()))
+        .map(|m| serde_json::from_slice(m.payload.as_deref().unwrap()).unwrap())
+        .collect();
+    let last = jon_changes.last().expect("golden record published");
+    assert_eq!(last["type"], "upserted");
+    assert_eq!(last["record"]["members"].as_array().unwrap().len(), 2);
+
+    hub.shutdown().await.unwrap();
+    let engine = cmdm_hub::open_engine(&config(dir.path(), &brokers, "g1")).unwrap();
+    let report = cmdm_engine::rebuild::verify(&engine).unwrap();
+    assert!(report.is_identical(), "{:?}", report.differences);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_goes_to_the_dead_letter_topic_and_nothing_valid_is_lost() {
+    let broker = broker();
+    let brokers = broker.bootstrap_servers().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let hub = start(config(dir.path(), &brokers, "g2")).await;
+    let producer = producer(&brokers);
+    let attrs = |id: &str, kind: &str| {
+        OwnedHeaders::new()
+            .insert(Header { key: "ce_id", value: Some(id) })
+            .insert(Header { key: "ce_source", value: Some("web") })
+            .insert(Header { key: "ce_subject", value: Some("w1") })
+            .insert(Header { key: "ce_type", value: Some(kind) })
+            .insert(Header { key: "ce_time", value: Some("2026-11-23T10:00:00Z") })
+    };
+    // All on one key, so one partition: the bad ones sit between the good ones.
+    let key = "web/w1";
+    publish(&brokers, &[profile("ok-1", key, "2026-11-23T09:00:00Z", json!({"given_name": "Ann"}))]).await;
+    publish_raw(&producer, key, Some(b"{not json"), attrs("bad-1", "profile.upserted")).await;
+    let no_id = OwnedHeaders::new()
+        .insert(Header { key: "ce_source", value: Some("web") })
+        .insert(Header { key: "ce_type", value: Some("profile.upserted") });
+    publish_raw(&producer, key, Some(b"{}"), no_id).await;
+    publish_raw(&producer, key, Some(b"{}"), attrs("bad-3", "profile.exploded")).await;
+    let big = format!("{{\"note\": \"{}\"}}", "x".repeat(8000));
+    publish_raw(&producer, key, Some(big.as_bytes()), attrs("bad-4", "profile.upserted")).await;
+    let consent = br#"{"channel":"email","status":"granted"}"#;
+    publish_raw(&producer, key, Some(consent), attrs("bad-5", "consent.changed")).await;
+    let structured = br#"{"id":"bad-6","type":"profile.upserted","subject":"w1","time":"2026-11-23T10:00:00Z","data":{}}"#;
+    publish_raw(&producer, key, Some(structured), OwnedHeaders::new()).await;
+    let good_structured = br#"{"specversion":"1.0","id":"ok-2","source":"web","type":"profile.upserted","subject":"w1","time":"2026-11-23T11:00:00Z","data":{"email":"ann@example.org"}}"#;
+    publish_raw(&producer, key, Some(good_structured), OwnedHeaders::new()).await;
+
+    wait_for("both valid events applied", || applied(&hub) == 2).await;
+    let ann = lookup(&hub, key).await.unwrap();
+    assert_eq!(ann.attributes["given_name"].value, "Ann");
+    assert_eq!(ann.attributes["email"].value, "ann@example.org");
+
+    let dead = read_topic(&brokers, DLQ, 6);
+    assert_eq!(dead.len(), 6, "{dead:?}");
+    let classes: Vec<&str> = dead.iter().map(|m| m.headers["cmdm_dlq_error_class"].as_str()).collect();
+    assert_eq!(
+        classes,
+        vec!["undecodable", "missing-attribute", "unknown-type", "oversized", "invalid", "missing-attribute"]
+    );
+    let offsets: BTreeSet<i64> = dead
+        .iter()
+        .map(|m| m.headers["cmdm_dlq_original_offset"].parse().unwrap())
+        .collect();
+    assert_eq!(offsets.len(), 6, "each dead letter names its own original offset");
+    for m in &dead {
+        assert_eq!(m.headers["cmdm_dlq_original_topic"], EVENTS);
+        assert!(!m.headers["cmdm_dlq_reason"].is_empty());
+        assert_eq!(m.key.as_deref(), Some(key), "the original key is kept");
+    }
+    assert_eq!(dead[0].payload.as_deref(), Some(&b"{not json"[..]), "the original payload is kept");
+    assert!(dead[4].headers["cmdm_dlq_reason"].contains("purpose"));
+    hub.shutdown().await.unwrap();
+}
+
+/// Spokes' events with shared e-mails and phones, so that entities link and merge.
+fn workload(range: std::ops::Range<usize>) -> Vec<Spoke> {
+    let sources = ["web", "pos", "crm", "callcenter"];
+    range
+        .map(|i| {
+            let person = i % 37;
+            let source = sources[i % sources.len()];
+            let mut data = json!({"given_name": format!("Person{person}"), "seen": i.to_string()});
+            if i % 3 != 0 {
+                data["email"] = json!(format!("person{person}@example.org"));
+            }
+            if i % 2 == 0 {
+                data["phone"] = json!(format!("01632 96{:04}", person));
+            }
+            let time = format!("2026-11-{:02}T{:02}:{:02}:00Z", 1 + i % 28, i % 24, i % 60);
+            profile(&format!("ev-{i}"), &format!("{source}/r{}", i % 150), &time, data)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_hub_restarts_and_replays_to_the_state_of_a_clean_run() {
+    let broker = broker();
+    let brokers = broker.bootstrap_servers().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let first = workload(0..400);
+    let second = workload(400..600);
+    publish(&brokers, &first).await;
+
+    // Crash part-way through the first backlog.
+    let hub = start(config(dir.path(), &brokers, "crash")).await;
+    wait_for("some events applied", || applied(&hub) >= 50).await;
+    hub.kill().await;
+
+    publish(&brokers, &second).await;
+    let hub = start(config(dir.path(), &brokers, "crash")).await;
+    wait_for("all 600 events applied", || applied(&hub) == 600).await;
+    let recovered = canonical(&hub);
+    let bytes_after_recovery = dump(&hub);
+
+    // Crash again, lose Kafka's and the store's positions, replay everything from the
+    // start with a new group: every message is a redelivery and changes nothing.
+    hub.kill().await;
+    {
+        let engine = cmdm_hub::open_engine(&config(dir.path(), &brokers, "crash")).unwrap();
+        engine.store().tree(TreeName::Offsets).clear().unwrap();
+        engine.store().flush_blocking().unwrap();
+    }
+    let hub = start(config(dir.path(), &brokers, "replay-all")).await;
+    let replayed_offsets = || {
+        (0..PARTITIONS)
+            .filter_map(|p| hub.engine().stored_offset(EVENTS, p).unwrap())
+            .sum::<i64>()
+    };
+    wait_for("every message consumed again", || replayed_offsets() == 600).await;
+    let mut replayed = dump(&hub);
+    let mut expected = bytes_after_recovery.clone();
+    // Only the stored offsets may differ (they were cleared and rewritten).
+    replayed.retain(|(tree, _, _)| *tree != "offsets");
+    expected.retain(|(tree, _, _)| *tree != "offsets");
+    assert_eq!(replayed, expected, "replaying the same messages changed the state");
+    hub.shutdown().await.unwrap();
+
+    // A clean, uninterrupted run over the same topic reaches the same state.
+    let clean_dir = tempfile::tempdir().unwrap();
+    let clean = start(config(clean_dir.path(), &brokers, "clean")).await;
+    wait_for("clean run applied all", || applied(&clean) == 600).await;
+    assert_eq!(canonical(&clean), recovered);
+    clean.shutdown().await.unwrap();
+
+    let engine = cmdm_hub::open_engine(&config(dir.path(), &brokers, "crash")).unwrap();
+    assert!(cmdm_engine::rebuild::verify(&engine).unwrap().is_identical());
+}
