@@ -25,17 +25,30 @@ async fn two_spokes_make_one_golden_record_readable_over_grpc() {
     wait_for("three events applied", || applied(&hub) == 3).await;
 
     let jon = lookup(&hub, "pos/p1").await.unwrap();
-    let members: Vec<String> = jon.members.iter().map(|m| format!("{}/{}", m.source, m.subject)).collect();
+    let members: Vec<String> = jon
+        .members
+        .iter()
+        .map(|m| format!("{}/{}", m.source, m.subject))
+        .collect();
     assert_eq!(members, vec!["pos/p1", "web/w1"]);
     let given = &jon.attributes["given_name"];
     assert_eq!(given.value, "John", "most recent by event time");
     assert_eq!(given.source.as_ref().unwrap().source, "pos");
-    assert_eq!(jon.attributes["family_name"].source.as_ref().unwrap().source, "web");
+    assert_eq!(
+        jon.attributes["family_name"]
+            .source
+            .as_ref()
+            .unwrap()
+            .source,
+        "web"
+    );
     assert_eq!(jon.attributes["postcode"].value, "SW1A 1AA");
 
     let by_id = client(&hub)
         .await
-        .get_golden_record(pb::GetGoldenRecordRequest { golden_id: jon.golden_id.clone() })
+        .get_golden_record(pb::GetGoldenRecordRequest {
+            golden_id: jon.golden_id.clone(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -43,7 +56,10 @@ async fn two_spokes_make_one_golden_record_readable_over_grpc() {
     assert!(by_id.redirected_from.is_empty());
 
     let ann = lookup(&hub, "crm/c1").await.unwrap();
-    assert_ne!(ann.golden_id, jon.golden_id, "a different e-mail is a second entity");
+    assert_ne!(
+        ann.golden_id, jon.golden_id,
+        "a different e-mail is a second entity"
+    );
 
     // A redelivered event changes nothing; a marker behind it proves it was consumed.
     let log_before = hub.engine().store().tree(TreeName::Log).len();
@@ -55,14 +71,19 @@ async fn two_spokes_make_one_golden_record_readable_over_grpc() {
     wait_for("marker applied", || applied(&hub) == 4).await;
     assert_eq!(lookup(&hub, "pos/p1").await.unwrap(), jon);
     // The marker added one event and one entity-created decision, nothing else.
-    assert_eq!(hub.engine().store().tree(TreeName::Log).len(), log_before + 2);
+    assert_eq!(
+        hub.engine().store().tree(TreeName::Log).len(),
+        log_before + 2
+    );
 
     // Errors name what is wrong.
     let missing = lookup(&hub, "pos/nobody").await.unwrap_err();
     assert_eq!(missing.code(), tonic::Code::NotFound);
     let bad = client(&hub)
         .await
-        .get_golden_record(pb::GetGoldenRecordRequest { golden_id: "42".into() })
+        .get_golden_record(pb::GetGoldenRecordRequest {
+            golden_id: "42".into(),
+        })
         .await
         .unwrap_err();
     assert_eq!(bad.code(), tonic::Code::InvalidArgument);
@@ -76,11 +97,16 @@ async fn two_spokes_make_one_golden_record_readable_over_grpc() {
         .unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     let status = health
-        .check(tonic_health::pb::HealthCheckRequest { service: "cmdm.v1.CustomerHub".into() })
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "cmdm.v1.CustomerHub".into(),
+        })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(status.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    assert_eq!(
+        status.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
 
     // The change feed carries the golden record, keyed by its id.
     let feed = read_topic(&brokers, GOLDEN, 4);
@@ -108,25 +134,79 @@ async fn bad_input_goes_to_the_dead_letter_topic_and_nothing_valid_is_lost() {
     let producer = producer(&brokers);
     let attrs = |id: &str, kind: &str| {
         OwnedHeaders::new()
-            .insert(Header { key: "ce_id", value: Some(id) })
-            .insert(Header { key: "ce_source", value: Some("web") })
-            .insert(Header { key: "ce_subject", value: Some("w1") })
-            .insert(Header { key: "ce_type", value: Some(kind) })
-            .insert(Header { key: "ce_time", value: Some("2026-11-23T10:00:00Z") })
+            .insert(Header {
+                key: "ce_id",
+                value: Some(id),
+            })
+            .insert(Header {
+                key: "ce_source",
+                value: Some("web"),
+            })
+            .insert(Header {
+                key: "ce_subject",
+                value: Some("w1"),
+            })
+            .insert(Header {
+                key: "ce_type",
+                value: Some(kind),
+            })
+            .insert(Header {
+                key: "ce_time",
+                value: Some("2026-11-23T10:00:00Z"),
+            })
     };
     // All on one key, so one partition: the bad ones sit between the good ones.
     let key = "web/w1";
-    publish(&brokers, &[profile("ok-1", key, "2026-11-23T09:00:00Z", json!({"given_name": "Ann"}))]).await;
-    publish_raw(&producer, key, Some(b"{not json"), attrs("bad-1", "profile.upserted")).await;
+    publish(
+        &brokers,
+        &[profile(
+            "ok-1",
+            key,
+            "2026-11-23T09:00:00Z",
+            json!({"given_name": "Ann"}),
+        )],
+    )
+    .await;
+    publish_raw(
+        &producer,
+        key,
+        Some(b"{not json"),
+        attrs("bad-1", "profile.upserted"),
+    )
+    .await;
     let no_id = OwnedHeaders::new()
-        .insert(Header { key: "ce_source", value: Some("web") })
-        .insert(Header { key: "ce_type", value: Some("profile.upserted") });
+        .insert(Header {
+            key: "ce_source",
+            value: Some("web"),
+        })
+        .insert(Header {
+            key: "ce_type",
+            value: Some("profile.upserted"),
+        });
     publish_raw(&producer, key, Some(b"{}"), no_id).await;
-    publish_raw(&producer, key, Some(b"{}"), attrs("bad-3", "profile.exploded")).await;
+    publish_raw(
+        &producer,
+        key,
+        Some(b"{}"),
+        attrs("bad-3", "profile.exploded"),
+    )
+    .await;
     let big = format!("{{\"note\": \"{}\"}}", "x".repeat(8000));
-    publish_raw(&producer, key, Some(big.as_bytes()), attrs("bad-4", "profile.upserted")).await;
+    publish_raw(
+        &producer,
+        key,
+        Some(big.as_bytes()),
+        attrs("bad-4", "profile.upserted"),
+    )
+    .await;
     let consent = br#"{"channel":"email","status":"granted"}"#;
-    publish_raw(&producer, key, Some(consent), attrs("bad-5", "consent.changed")).await;
+    publish_raw(
+        &producer,
+        key,
+        Some(consent),
+        attrs("bad-5", "consent.changed"),
+    )
+    .await;
     let structured = br#"{"id":"bad-6","type":"profile.upserted","subject":"w1","time":"2026-11-23T10:00:00Z","data":{}}"#;
     publish_raw(&producer, key, Some(structured), OwnedHeaders::new()).await;
     let good_structured = br#"{"specversion":"1.0","id":"ok-2","source":"web","type":"profile.upserted","subject":"w1","time":"2026-11-23T11:00:00Z","data":{"email":"ann@example.org"}}"#;
@@ -139,22 +219,40 @@ async fn bad_input_goes_to_the_dead_letter_topic_and_nothing_valid_is_lost() {
 
     let dead = read_topic(&brokers, DLQ, 6);
     assert_eq!(dead.len(), 6, "{dead:?}");
-    let classes: Vec<&str> = dead.iter().map(|m| m.headers["cmdm_dlq_error_class"].as_str()).collect();
+    let classes: Vec<&str> = dead
+        .iter()
+        .map(|m| m.headers["cmdm_dlq_error_class"].as_str())
+        .collect();
     assert_eq!(
         classes,
-        vec!["undecodable", "missing-attribute", "unknown-type", "oversized", "invalid", "missing-attribute"]
+        vec![
+            "undecodable",
+            "missing-attribute",
+            "unknown-type",
+            "oversized",
+            "invalid",
+            "missing-attribute"
+        ]
     );
     let offsets: BTreeSet<i64> = dead
         .iter()
         .map(|m| m.headers["cmdm_dlq_original_offset"].parse().unwrap())
         .collect();
-    assert_eq!(offsets.len(), 6, "each dead letter names its own original offset");
+    assert_eq!(
+        offsets.len(),
+        6,
+        "each dead letter names its own original offset"
+    );
     for m in &dead {
         assert_eq!(m.headers["cmdm_dlq_original_topic"], EVENTS);
         assert!(!m.headers["cmdm_dlq_reason"].is_empty());
         assert_eq!(m.key.as_deref(), Some(key), "the original key is kept");
     }
-    assert_eq!(dead[0].payload.as_deref(), Some(&b"{not json"[..]), "the original payload is kept");
+    assert_eq!(
+        dead[0].payload.as_deref(),
+        Some(&b"{not json"[..]),
+        "the original payload is kept"
+    );
     assert!(dead[4].headers["cmdm_dlq_reason"].contains("purpose"));
     hub.shutdown().await.unwrap();
 }
@@ -174,7 +272,12 @@ fn workload(range: std::ops::Range<usize>) -> Vec<Spoke> {
                 data["phone"] = json!(format!("01632 96{:04}", person));
             }
             let time = format!("2026-11-{:02}T{:02}:{:02}:00Z", 1 + i % 28, i % 24, i % 60);
-            profile(&format!("ev-{i}"), &format!("{source}/r{}", i % 150), &time, data)
+            profile(
+                &format!("ev-{i}"),
+                &format!("{source}/r{}", i % 150),
+                &time,
+                data,
+            )
         })
         .collect()
 }
@@ -219,7 +322,10 @@ async fn a_crashed_hub_restarts_and_replays_to_the_state_of_a_clean_run() {
     // Only the stored offsets may differ (they were cleared and rewritten).
     replayed.retain(|(tree, _, _)| *tree != "offsets");
     expected.retain(|(tree, _, _)| *tree != "offsets");
-    assert_eq!(replayed, expected, "replaying the same messages changed the state");
+    assert_eq!(
+        replayed, expected,
+        "replaying the same messages changed the state"
+    );
     hub.shutdown().await.unwrap();
 
     // A clean, uninterrupted run over the same topic reaches the same state.
@@ -230,5 +336,9 @@ async fn a_crashed_hub_restarts_and_replays_to_the_state_of_a_clean_run() {
     clean.shutdown().await.unwrap();
 
     let engine = cmdm_hub::open_engine(&config(dir.path(), &brokers, "crash")).unwrap();
-    assert!(cmdm_engine::rebuild::verify(&engine).unwrap().is_identical());
+    assert!(
+        cmdm_engine::rebuild::verify(&engine)
+            .unwrap()
+            .is_identical()
+    );
 }

@@ -22,14 +22,19 @@ pub const PARTITIONS: i32 = 3;
 
 /// A broker with the hub's topics.
 pub fn broker() -> EmbeddedBroker {
-    let topics: Vec<(String, i32)> =
-        [EVENTS, GOLDEN, DLQ].iter().map(|t| ((*t).to_owned(), PARTITIONS)).collect();
+    let topics: Vec<(String, i32)> = [EVENTS, GOLDEN, DLQ]
+        .iter()
+        .map(|t| ((*t).to_owned(), PARTITIONS))
+        .collect();
     EmbeddedBroker::start(&topics).expect("embedded broker")
 }
 
 /// A hub configuration for tests: given broker, any free port, short linger.
 pub fn config(data_dir: &Path, brokers: &str, group: &str) -> HubConfig {
-    let mut config = HubConfig { data_dir: data_dir.to_owned(), ..HubConfig::default() };
+    let mut config = HubConfig {
+        data_dir: data_dir.to_owned(),
+        ..HubConfig::default()
+    };
     config.grpc_addr = "127.0.0.1:0".parse().unwrap();
     config.kafka.brokers = Some(brokers.to_owned());
     config.kafka.group_id = group.to_owned();
@@ -81,13 +86,34 @@ pub async fn publish(brokers: &str, events: &[Spoke]) {
     let producer = producer(brokers);
     for e in events {
         let headers = OwnedHeaders::new()
-            .insert(Header { key: "ce_specversion", value: Some("1.0") })
-            .insert(Header { key: "ce_id", value: Some(e.id.as_str()) })
-            .insert(Header { key: "ce_source", value: Some(e.source.as_str()) })
-            .insert(Header { key: "ce_subject", value: Some(e.subject.as_str()) })
-            .insert(Header { key: "ce_type", value: Some(e.kind.as_str()) })
-            .insert(Header { key: "ce_time", value: Some(e.time.as_str()) })
-            .insert(Header { key: "content-type", value: Some("application/json") });
+            .insert(Header {
+                key: "ce_specversion",
+                value: Some("1.0"),
+            })
+            .insert(Header {
+                key: "ce_id",
+                value: Some(e.id.as_str()),
+            })
+            .insert(Header {
+                key: "ce_source",
+                value: Some(e.source.as_str()),
+            })
+            .insert(Header {
+                key: "ce_subject",
+                value: Some(e.subject.as_str()),
+            })
+            .insert(Header {
+                key: "ce_type",
+                value: Some(e.kind.as_str()),
+            })
+            .insert(Header {
+                key: "ce_time",
+                value: Some(e.time.as_str()),
+            })
+            .insert(Header {
+                key: "content-type",
+                value: Some("application/json"),
+            });
         let key = format!("{}/{}", e.source, e.subject);
         let body = e.data.as_ref().map(|d| d.to_string()).unwrap_or_default();
         publish_raw(&producer, &key, Some(body.as_bytes()), headers).await;
@@ -101,18 +127,25 @@ pub async fn publish_raw(
     payload: Option<&[u8]>,
     headers: OwnedHeaders,
 ) {
-    let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(EVENTS).key(key).headers(headers);
+    let mut record: FutureRecord<'_, str, [u8]> =
+        FutureRecord::to(EVENTS).key(key).headers(headers);
     if let Some(payload) = payload {
         record = record.payload(payload);
     }
-    producer.send(record, Duration::from_secs(10)).await.expect("publish");
+    producer
+        .send(record, Duration::from_secs(10))
+        .await
+        .expect("publish");
 }
 
 /// Waits until `check` holds, panicking with `what` after 60 s.
 pub async fn wait_for<F: FnMut() -> bool>(what: &str, mut check: F) {
     let start = Instant::now();
     while !check() {
-        assert!(start.elapsed() < Duration::from_secs(60), "timed out waiting for {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -123,13 +156,24 @@ pub fn applied(hub: &RunningHub) -> usize {
 }
 
 pub async fn client(hub: &RunningHub) -> CustomerHubClient<tonic::transport::Channel> {
-    CustomerHubClient::connect(format!("http://{}", hub.grpc_addr())).await.expect("grpc client")
+    CustomerHubClient::connect(format!("http://{}", hub.grpc_addr()))
+        .await
+        .expect("grpc client")
 }
 
 pub async fn lookup(hub: &RunningHub, key: &str) -> Result<pb::GoldenRecord, tonic::Status> {
     let (source, subject) = key.split_once('/').unwrap();
-    let request = pb::LookupBySourceKeyRequest { source: source.into(), subject: subject.into() };
-    Ok(client(hub).await.lookup_by_source_key(request).await?.into_inner().record.unwrap())
+    let request = pb::LookupBySourceKeyRequest {
+        source: source.into(),
+        subject: subject.into(),
+    };
+    Ok(client(hub)
+        .await
+        .lookup_by_source_key(request)
+        .await?
+        .into_inner()
+        .record
+        .unwrap())
 }
 
 /// A message read back from a topic.
@@ -150,7 +194,8 @@ pub fn read_topic(brokers: &str, topic: &str, count: usize) -> Vec<Read> {
         .expect("reader");
     let mut tpl = TopicPartitionList::new();
     for p in 0..PARTITIONS {
-        tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
     }
     consumer.assign(&tpl).unwrap();
     let mut out = Vec::new();
@@ -185,12 +230,19 @@ pub fn canonical(hub: &RunningHub) -> BTreeMap<String, (Vec<String>, BTreeMap<St
     for item in engine.store().tree(TreeName::Membership).iter() {
         let (key, _) = item.unwrap();
         let key: cmdm_domain::SourceKey = String::from_utf8(key.to_vec()).unwrap().parse().unwrap();
-        let golden = engine.lookup(&key).unwrap().expect("member has a golden record");
+        let golden = engine
+            .lookup(&key)
+            .unwrap()
+            .expect("member has a golden record");
         out.insert(
             key.to_string(),
             (
                 golden.members.iter().map(ToString::to_string).collect(),
-                golden.attributes.iter().map(|(k, v)| (k.clone(), v.value.clone())).collect(),
+                golden
+                    .attributes
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.value.clone()))
+                    .collect(),
             ),
         );
     }

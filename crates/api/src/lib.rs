@@ -78,7 +78,10 @@ impl pb::customer_hub_server::CustomerHub for HubService {
     ) -> Result<Response<pb::GetGoldenRecordResponse>, Status> {
         let raw = request.into_inner().golden_id;
         let id: GoldenId = raw.trim().parse().map_err(|e: cmdm_domain::DomainError| {
-            ApiError::InvalidArgument { field: "golden_id", reason: e.to_string() }
+            ApiError::InvalidArgument {
+                field: "golden_id",
+                reason: e.to_string(),
+            }
         })?;
         let found = self
             .engine
@@ -87,7 +90,10 @@ impl pb::customer_hub_server::CustomerHub for HubService {
             .ok_or_else(|| ApiError::NotFound(format!("no golden record {id}")))?;
         Ok(Response::new(pb::GetGoldenRecordResponse {
             record: Some(to_proto(&found.record)),
-            redirected_from: found.redirected_from.map(|i| i.to_string()).unwrap_or_default(),
+            redirected_from: found
+                .redirected_from
+                .map(|i| i.to_string())
+                .unwrap_or_default(),
         }))
     }
 
@@ -97,20 +103,34 @@ impl pb::customer_hub_server::CustomerHub for HubService {
     ) -> Result<Response<pb::LookupBySourceKeyResponse>, Status> {
         let request = request.into_inner();
         let key = SourceKey::new(request.source.trim(), request.subject.trim()).map_err(|e| {
-            let field = if e.to_string().contains("subject") { "subject" } else { "source" };
-            ApiError::InvalidArgument { field, reason: e.to_string() }
+            let field = if e.to_string().contains("subject") {
+                "subject"
+            } else {
+                "source"
+            };
+            ApiError::InvalidArgument {
+                field,
+                reason: e.to_string(),
+            }
         })?;
         let record = self
             .engine
             .lookup(&key)
             .map_err(ApiError::from)?
-            .ok_or_else(|| ApiError::NotFound(format!("no golden record holds source record {key}")))?;
-        Ok(Response::new(pb::LookupBySourceKeyResponse { record: Some(to_proto(&record)) }))
+            .ok_or_else(|| {
+                ApiError::NotFound(format!("no golden record holds source record {key}"))
+            })?;
+        Ok(Response::new(pb::LookupBySourceKeyResponse {
+            record: Some(to_proto(&record)),
+        }))
     }
 }
 
 fn key_to_proto(key: &SourceKey) -> pb::SourceKey {
-    pb::SourceKey { source: key.source.clone(), subject: key.subject.clone() }
+    pb::SourceKey {
+        source: key.source.clone(),
+        subject: key.subject.clone(),
+    }
 }
 
 fn value_to_proto(value: &cmdm_domain::GoldenValue) -> pb::GoldenValue {
@@ -125,7 +145,11 @@ fn value_to_proto(value: &cmdm_domain::GoldenValue) -> pb::GoldenValue {
 pub fn to_proto(record: &GoldenRecord) -> pb::GoldenRecord {
     pb::GoldenRecord {
         golden_id: record.id.to_string(),
-        attributes: record.attributes.iter().map(|(k, v)| (k.clone(), value_to_proto(v))).collect(),
+        attributes: record
+            .attributes
+            .iter()
+            .map(|(k, v)| (k.clone(), value_to_proto(v)))
+            .collect(),
         consents: record
             .consents
             .iter()

@@ -11,7 +11,12 @@ use cmdm_api::pb;
 #[command(name = "cmdm", version)]
 struct Cli {
     /// The hub's gRPC address.
-    #[arg(long, env = "CMDM_HUB", default_value = "http://127.0.0.1:50051", global = true)]
+    #[arg(
+        long,
+        env = "CMDM_HUB",
+        default_value = "http://127.0.0.1:50051",
+        global = true
+    )]
     hub: String,
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
@@ -38,7 +43,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("cmdm: {e}");
@@ -63,20 +71,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot reach the hub at {}: {e}", cli.hub))?;
     let (record, note) = match cli.command {
         Command::Get { golden_id } => {
-            let response =
-                client.get_golden_record(pb::GetGoldenRecordRequest { golden_id }).await?.into_inner();
+            let response = client
+                .get_golden_record(pb::GetGoldenRecordRequest { golden_id })
+                .await?
+                .into_inner();
             let note = (!response.redirected_from.is_empty())
                 .then(|| format!("{} was merged into this record", response.redirected_from));
             (response.record, note)
         }
         Command::Lookup { source, subject } => {
             let request = pb::LookupBySourceKeyRequest { source, subject };
-            (client.lookup_by_source_key(request).await?.into_inner().record, None)
+            (
+                client
+                    .lookup_by_source_key(request)
+                    .await?
+                    .into_inner()
+                    .record,
+                None,
+            )
         }
     };
     let record = record.ok_or_else(|| anyhow::anyhow!("the hub answered without a record"))?;
     if cli.json {
-        println!("{}", serde_json::to_string_pretty(&to_json(&record, note.as_deref()))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&to_json(&record, note.as_deref()))?
+        );
     } else {
         print_table(&record, note.as_deref());
     }
@@ -84,7 +104,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn key(k: Option<&pb::SourceKey>) -> String {
-    k.map(|k| format!("{}/{}", k.source, k.subject)).unwrap_or_default()
+    k.map(|k| format!("{}/{}", k.source, k.subject))
+        .unwrap_or_default()
 }
 
 fn to_json(record: &pb::GoldenRecord, note: Option<&str>) -> serde_json::Value {
@@ -121,7 +142,10 @@ fn to_json(record: &pb::GoldenRecord, note: Option<&str>) -> serde_json::Value {
 }
 
 fn print_table(record: &pb::GoldenRecord, note: Option<&str>) {
-    println!("golden record {}  (version {})", record.golden_id, record.version);
+    println!(
+        "golden record {}  (version {})",
+        record.golden_id, record.version
+    );
     if let Some(note) = note {
         println!("note: {note}");
     }
@@ -131,10 +155,20 @@ fn print_table(record: &pb::GoldenRecord, note: Option<&str>) {
         }
         let mut sorted: Vec<_> = map.iter().collect();
         sorted.sort_by(|a, b| a.0.cmp(b.0));
-        let width = sorted.iter().map(|(k, _)| k.len()).max().unwrap_or(0).max(title.len());
+        let width = sorted
+            .iter()
+            .map(|(k, _)| k.len())
+            .max()
+            .unwrap_or(0)
+            .max(title.len());
         println!("\n{title:<width$}  {:<32}  {:<24}  time", "value", "from");
         for (name, v) in sorted {
-            println!("{name:<width$}  {:<32}  {:<24}  {}", v.value, key(v.source.as_ref()), v.time);
+            println!(
+                "{name:<width$}  {:<32}  {:<24}  {}",
+                v.value,
+                key(v.source.as_ref()),
+                v.time
+            );
         }
     };
     rows("attribute", &record.attributes);
@@ -142,12 +176,28 @@ fn print_table(record: &pb::GoldenRecord, note: Option<&str>) {
     if !record.consents.is_empty() {
         let mut consents: Vec<_> = record.consents.iter().collect();
         consents.sort_by(|a, b| a.0.cmp(b.0));
-        println!("\n{:<24}  {:<10}  {:<24}  time", "consent", "status", "from");
+        println!(
+            "\n{:<24}  {:<10}  {:<24}  time",
+            "consent", "status", "from"
+        );
         for (k, c) in consents {
-            println!("{k:<24}  {:<10}  {:<24}  {}", c.status, key(c.source.as_ref()), c.time);
+            println!(
+                "{k:<24}  {:<10}  {:<24}  {}",
+                c.status,
+                key(c.source.as_ref()),
+                c.time
+            );
         }
     }
-    println!("\nsource records: {}", record.members.iter().map(|m| key(Some(m))).collect::<Vec<_>>().join(", "));
+    println!(
+        "\nsource records: {}",
+        record
+            .members
+            .iter()
+            .map(|m| key(Some(m)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     if !record.merged_ids.is_empty() {
         println!("merged ids:     {}", record.merged_ids.join(", "));
     }

@@ -20,11 +20,23 @@ pub enum Decision {
     /// A new entity was started for a record; its id is the decision's sequence number.
     EntityCreated { entity: GoldenId, record: SourceKey },
     /// A record joined an existing entity.
-    RecordLinked { entity: GoldenId, record: SourceKey, explanation: MatchExplanation },
+    RecordLinked {
+        entity: GoldenId,
+        record: SourceKey,
+        explanation: MatchExplanation,
+    },
     /// `merged` joined `survivor`, which keeps its id; `merged` redirects to it.
-    EntitiesMerged { survivor: GoldenId, merged: GoldenId, explanation: MatchExplanation },
+    EntitiesMerged {
+        survivor: GoldenId,
+        merged: GoldenId,
+        explanation: MatchExplanation,
+    },
     /// A record left its entity (deleted at its spoke).
-    RecordUnlinked { entity: GoldenId, record: SourceKey, reason: String },
+    RecordUnlinked {
+        entity: GoldenId,
+        record: SourceKey,
+        reason: String,
+    },
 }
 
 /// An accepted spoke event as logged: routing attributes in clear, the payload sealed
@@ -44,7 +56,10 @@ pub struct LoggedEvent {
 impl LoggedEvent {
     /// The spoke record the event is about.
     pub fn key(&self) -> SourceKey {
-        SourceKey { source: self.source.clone(), subject: self.subject.clone() }
+        SourceKey {
+            source: self.source.clone(),
+            subject: self.subject.clone(),
+        }
     }
 }
 

@@ -17,6 +17,9 @@ pub enum DomainError {
 impl DomainError {
     /// Shorthand for an invalid field.
     pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        DomainError::Invalid { field: field.into(), reason: reason.into() }
+        DomainError::Invalid {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 }

@@ -247,7 +247,10 @@ fn typed<T: serde::de::DeserializeOwned>(value: &serde_json::Value) -> Result<T,
 
 /// A required attribute, trimmed and non-empty.
 fn present<'a>(value: Option<&'a str>, name: &'static str) -> Result<&'a str, DomainError> {
-    value.map(str::trim).filter(|v| !v.is_empty()).ok_or(DomainError::MissingAttribute(name))
+    value
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .ok_or(DomainError::MissingAttribute(name))
 }
 
 /// Checks an attribute, purpose or topic name: `[a-z][a-z0-9_.-]*`, at most 64 bytes.
@@ -310,7 +313,10 @@ impl InboundEvent {
 
     /// The spoke record this event is about.
     pub fn key(&self) -> SourceKey {
-        SourceKey { source: self.source.clone(), subject: self.subject.clone() }
+        SourceKey {
+            source: self.source.clone(),
+            subject: self.subject.clone(),
+        }
     }
 
     /// The event's type.
@@ -325,10 +331,7 @@ mod tests {
 
     use super::*;
 
-    fn parts(
-        event_type: &str,
-        data: serde_json::Value,
-    ) -> Result<InboundEvent, DomainError> {
+    fn parts(event_type: &str, data: serde_json::Value) -> Result<InboundEvent, DomainError> {
         InboundEvent::from_parts(
             Some("e1"),
             Some("web"),
@@ -341,8 +344,14 @@ mod tests {
 
     #[test]
     fn profile_patch_distinguishes_absent_and_null() {
-        let event = parts("profile.upserted", json!({"given_name": "Ann", "phone": null})).unwrap();
-        let Payload::Profile(patch) = event.payload else { panic!("not a profile") };
+        let event = parts(
+            "profile.upserted",
+            json!({"given_name": "Ann", "phone": null}),
+        )
+        .unwrap();
+        let Payload::Profile(patch) = event.payload else {
+            panic!("not a profile")
+        };
         assert_eq!(patch.0.get("given_name"), Some(&Some("Ann".to_owned())));
         assert_eq!(patch.0.get("phone"), Some(&None));
         assert!(!patch.0.contains_key("email"));
@@ -350,17 +359,42 @@ mod tests {
 
     #[test]
     fn refuses_missing_attributes_and_bad_values() {
-        let missing = InboundEvent::from_parts(None, Some("web"), Some("profile.deleted"), Some("1"), Some("2026-01-01T00:00:00Z"), None);
+        let missing = InboundEvent::from_parts(
+            None,
+            Some("web"),
+            Some("profile.deleted"),
+            Some("1"),
+            Some("2026-01-01T00:00:00Z"),
+            None,
+        );
         assert_eq!(missing.unwrap_err(), DomainError::MissingAttribute("id"));
-        assert!(matches!(parts("profile.exploded", json!({})), Err(DomainError::UnknownType(_))));
+        assert!(matches!(
+            parts("profile.exploded", json!({})),
+            Err(DomainError::UnknownType(_))
+        ));
         assert!(parts("profile.upserted", json!({"Given Name": "x"})).is_err());
         assert!(parts("profile.upserted", json!({"tags": ["a"]})).is_err());
-        assert!(parts("consent.changed", json!({"channel": "email", "status": "granted"})).is_err());
-        assert!(parts("consent.changed", json!({"purpose": "marketing", "channel": "fax", "status": "granted"})).is_err());
+        assert!(
+            parts(
+                "consent.changed",
+                json!({"channel": "email", "status": "granted"})
+            )
+            .is_err()
+        );
+        assert!(
+            parts(
+                "consent.changed",
+                json!({"purpose": "marketing", "channel": "fax", "status": "granted"})
+            )
+            .is_err()
+        );
     }
 
     #[test]
     fn accepts_reverse_dns_type_prefix() {
-        assert_eq!(EventType::parse("com.shop.consent.changed").unwrap(), EventType::ConsentChanged);
+        assert_eq!(
+            EventType::parse("com.shop.consent.changed").unwrap(),
+            EventType::ConsentChanged
+        );
     }
 }

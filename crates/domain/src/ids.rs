@@ -17,7 +17,10 @@ impl SourceKey {
     pub fn new(source: &str, subject: &str) -> Result<Self, DomainError> {
         validate_source(source)?;
         validate_subject(subject)?;
-        Ok(SourceKey { source: source.to_owned(), subject: subject.to_owned() })
+        Ok(SourceKey {
+            source: source.to_owned(),
+            subject: subject.to_owned(),
+        })
     }
 
     /// The storage form `source/subject`; the source never holds a `/`.
@@ -95,7 +98,10 @@ impl FromStr for GoldenId {
             .and_then(|digits| digits.parse().ok())
             .map(GoldenId)
             .ok_or_else(|| {
-                DomainError::invalid("golden_id", format!("`{s}` is not a golden id like G0000000042"))
+                DomainError::invalid(
+                    "golden_id",
+                    format!("`{s}` is not a golden id like G0000000042"),
+                )
             })
     }
 }

@@ -86,21 +86,32 @@ impl SourceRecord {
                 let mut changed = false;
                 for (name, value) in &patch.0 {
                     // A deletion cleared everything older than itself.
-                    if self.attributes.get(name).is_none_or(|old| old.stamp < stamp)
+                    if self
+                        .attributes
+                        .get(name)
+                        .is_none_or(|old| old.stamp < stamp)
                         && self.deleted.is_none_or(|d| d < stamp)
                     {
                         let old = self.attributes.insert(
                             name.clone(),
-                            Stamped { value: value.clone(), stamp },
+                            Stamped {
+                                value: value.clone(),
+                                stamp,
+                            },
                         );
                         changed |= old.is_none_or(|o| o.value != *value);
                     }
                 }
-                if self.deleted.is_some_and(|d| d < stamp) && patch.0.values().any(Option::is_some) {
+                if self.deleted.is_some_and(|d| d < stamp) && patch.0.values().any(Option::is_some)
+                {
                     self.deleted = None;
                     changed = true;
                 }
-                if changed { RecordChange::Profile } else { RecordChange::None }
+                if changed {
+                    RecordChange::Profile
+                } else {
+                    RecordChange::None
+                }
             }
             Payload::Deleted => {
                 if self.deleted.is_some_and(|d| d >= stamp) {
@@ -113,11 +124,19 @@ impl SourceRecord {
                         *attribute = Stamped { value: None, stamp };
                     }
                 }
-                if !self.attributes.values().any(|a| a.stamp > stamp && a.value.is_some()) {
+                if !self
+                    .attributes
+                    .values()
+                    .any(|a| a.stamp > stamp && a.value.is_some())
+                {
                     changed |= self.deleted.is_none();
                     self.deleted = Some(stamp);
                 }
-                if changed { RecordChange::Profile } else { RecordChange::None }
+                if changed {
+                    RecordChange::Profile
+                } else {
+                    RecordChange::None
+                }
             }
             Payload::Consent(consent) => {
                 let key = format!("{}/{}", consent.purpose, consent.channel.as_str());
@@ -132,11 +151,21 @@ impl SourceRecord {
                 for (item, value) in preference_items(preference) {
                     changed |= upsert_newer(&mut self.preferences, item, value, stamp);
                 }
-                if changed { RecordChange::Declarations } else { RecordChange::None }
+                if changed {
+                    RecordChange::Declarations
+                } else {
+                    RecordChange::None
+                }
             }
             Payload::Contact(contact) => {
                 let at = self.contacts.partition_point(|c| c.stamp < stamp);
-                self.contacts.insert(at, Stamped { value: contact.clone(), stamp });
+                self.contacts.insert(
+                    at,
+                    Stamped {
+                        value: contact.clone(),
+                        stamp,
+                    },
+                );
                 if self.contacts.len() > MAX_CONTACTS_KEPT {
                     self.contacts.remove(0);
                 }
@@ -187,12 +216,18 @@ mod tests {
     use crate::event::ProfilePatch;
 
     fn stamp(time: i64, seq: u64) -> Stamp {
-        Stamp { time: Timestamp(time), seq }
+        Stamp {
+            time: Timestamp(time),
+            seq,
+        }
     }
 
     fn patch(pairs: &[(&str, Option<&str>)]) -> Payload {
         Payload::Profile(ProfilePatch(
-            pairs.iter().map(|(k, v)| ((*k).to_owned(), v.map(str::to_owned))).collect(),
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.map(str::to_owned)))
+                .collect(),
         ))
     }
 
@@ -204,14 +239,20 @@ mod tests {
     fn older_event_never_overrides_newer_value() {
         let mut r = record();
         r.apply(&patch(&[("email", Some("new@x.org"))]), stamp(20, 1));
-        assert_eq!(r.apply(&patch(&[("email", Some("old@x.org"))]), stamp(10, 2)), RecordChange::None);
+        assert_eq!(
+            r.apply(&patch(&[("email", Some("old@x.org"))]), stamp(10, 2)),
+            RecordChange::None
+        );
         assert_eq!(r.value("email"), Some("new@x.org"));
     }
 
     #[test]
     fn explicit_null_clears_and_absent_keeps() {
         let mut r = record();
-        r.apply(&patch(&[("email", Some("a@x.org")), ("phone", Some("1"))]), stamp(1, 1));
+        r.apply(
+            &patch(&[("email", Some("a@x.org")), ("phone", Some("1"))]),
+            stamp(1, 1),
+        );
         r.apply(&patch(&[("phone", None)]), stamp(2, 2));
         assert_eq!(r.value("email"), Some("a@x.org"));
         assert_eq!(r.value("phone"), None);
@@ -223,7 +264,10 @@ mod tests {
         r.apply(&patch(&[("email", Some("a@x.org"))]), stamp(1, 1));
         r.apply(&Payload::Deleted, stamp(5, 2));
         assert!(!r.is_active());
-        assert_eq!(r.apply(&patch(&[("email", Some("late@x.org"))]), stamp(3, 3)), RecordChange::None);
+        assert_eq!(
+            r.apply(&patch(&[("email", Some("late@x.org"))]), stamp(3, 3)),
+            RecordChange::None
+        );
         assert!(!r.is_active());
         r.apply(&patch(&[("email", Some("b@x.org"))]), stamp(9, 4));
         assert!(r.is_active());

@@ -65,7 +65,12 @@ pub struct Engine {
 impl Engine {
     /// An engine over an opened store.
     pub fn new(store: Store, matcher: Arc<dyn Matcher>, config: EngineConfig) -> Self {
-        Engine { store, matcher, config, writer: Mutex::new(()) }
+        Engine {
+            store,
+            matcher,
+            config,
+            writer: Mutex::new(()),
+        }
     }
 
     /// The underlying store.
@@ -84,7 +89,10 @@ impl Engine {
     }
 
     fn projector(&self) -> Projector<'_> {
-        Projector { matcher: self.matcher.as_ref(), rules: &self.config.survivorship }
+        Projector {
+            matcher: self.matcher.as_ref(),
+            rules: &self.config.survivorship,
+        }
     }
 
     /// Applies a batch of accepted events and records the consumed offsets, all in one
@@ -94,13 +102,19 @@ impl Engine {
         events: &[InboundEvent],
         offsets: &[SourceOffset],
     ) -> Result<BatchReport> {
-        let _writer = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let _writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut batch = self.store.begin()?;
         let mut report = BatchReport::default();
         let received_at = Timestamp::now();
         let mut outbox_n = 0u32;
         for event in events {
-            if batch.get(TreeName::Dedup, &dedup_key(&event.source, &event.id))?.is_some() {
+            if batch
+                .get(TreeName::Dedup, &dedup_key(&event.source, &event.id))?
+                .is_some()
+            {
                 report.duplicates += 1;
                 continue;
             }
@@ -117,14 +131,20 @@ impl Engine {
                 sealed: data_key.seal(&serde_json::to_vec(&event.payload)?)?,
             };
             let seq = batch.append_log(&LogEntry::Event(logged.clone()))?;
-            let (record, change) =
-                self.projector().event(&mut batch, &logged, Some(&event.payload), seq, &mut touched)?;
+            let (record, change) = self.projector().event(
+                &mut batch,
+                &logged,
+                Some(&event.payload),
+                seq,
+                &mut touched,
+            )?;
             report.applied += 1;
             if change == RecordChange::Profile {
                 for decision in self.decide(&batch, &record)? {
                     let seq = batch.append_log(&LogEntry::Decision(decision.clone()))?;
                     debug!(seq, ?decision, "decided");
-                    self.projector().decision(&mut batch, &decision, seq, &mut touched)?;
+                    self.projector()
+                        .decision(&mut batch, &decision, seq, &mut touched)?;
                     report.decisions += 1;
                 }
             }
@@ -169,11 +189,19 @@ impl Engine {
         let mut decisions = Vec::new();
         let matched: BTreeSet<GoldenId> = outcome.entities.keys().copied().collect();
         let survivor = match current {
-            Some(entity) => matched.iter().copied().chain([entity]).min().unwrap_or(entity),
+            Some(entity) => matched
+                .iter()
+                .copied()
+                .chain([entity])
+                .min()
+                .unwrap_or(entity),
             None => match matched.first() {
                 None => {
                     let entity = GoldenId(batch.next_seq());
-                    return Ok(vec![Decision::EntityCreated { entity, record: record.key.clone() }]);
+                    return Ok(vec![Decision::EntityCreated {
+                        entity,
+                        record: record.key.clone(),
+                    }]);
                 }
                 Some(&first) => {
                     decisions.push(Decision::RecordLinked {
@@ -185,7 +213,12 @@ impl Engine {
                 }
             },
         };
-        for entity in matched.iter().copied().chain(current).collect::<BTreeSet<_>>() {
+        for entity in matched
+            .iter()
+            .copied()
+            .chain(current)
+            .collect::<BTreeSet<_>>()
+        {
             if entity == survivor {
                 continue;
             }
@@ -195,7 +228,11 @@ impl Engine {
                 .or_else(|| outcome.entities.get(&survivor))
                 .cloned()
                 .unwrap_or_default();
-            decisions.push(Decision::EntitiesMerged { survivor, merged: entity, explanation });
+            decisions.push(Decision::EntitiesMerged {
+                survivor,
+                merged: entity,
+                explanation,
+            });
         }
         Ok(decisions)
     }
@@ -218,7 +255,11 @@ impl Engine {
         let mut candidates = Vec::with_capacity(shared.len());
         for (other, blocks) in shared {
             if let Some(entity) = membership(batch, &other)? {
-                candidates.push(Candidate { record: other, entity, shared: blocks });
+                candidates.push(Candidate {
+                    record: other,
+                    entity,
+                    shared: blocks,
+                });
             }
         }
         Ok(candidates)
@@ -238,9 +279,15 @@ impl Engine {
         let mut current = id;
         // Redirects are flattened on merge; the bound only guards against corruption.
         for _ in 0..64 {
-            if let Some(record) = self.store.get_json::<GoldenRecord>(TreeName::Entities, &id_key(current))? {
+            if let Some(record) = self
+                .store
+                .get_json::<GoldenRecord>(TreeName::Entities, &id_key(current))?
+            {
                 let redirected_from = (current != id).then_some(id);
-                return Ok(Some(Lookup { record, redirected_from }));
+                return Ok(Some(Lookup {
+                    record,
+                    redirected_from,
+                }));
             }
             match self.store.get(TreeName::Redirects, &id_key(current))? {
                 Some(next) => {
@@ -251,22 +298,31 @@ impl Engine {
                 None => return Ok(None),
             }
         }
-        Err(EngineError::Inconsistent(format!("redirect loop from {id}")))
+        Err(EngineError::Inconsistent(format!(
+            "redirect loop from {id}"
+        )))
     }
 
     /// The golden record a spoke's record belongs to.
     pub fn lookup(&self, key: &SourceKey) -> Result<Option<GoldenRecord>> {
-        let Some(bytes) = self.store.get(TreeName::Membership, key.encode().as_bytes())? else {
+        let Some(bytes) = self
+            .store
+            .get(TreeName::Membership, key.encode().as_bytes())?
+        else {
             return Ok(None);
         };
         let bytes = <[u8; 8]>::try_from(bytes.as_ref())
             .map_err(|_| EngineError::Inconsistent("membership value".into()))?;
-        Ok(self.golden(GoldenId(u64::from_be_bytes(bytes)))?.map(|l| l.record))
+        Ok(self
+            .golden(GoldenId(u64::from_be_bytes(bytes)))?
+            .map(|l| l.record))
     }
 
     /// A source record as the hub holds it.
     pub fn source_record(&self, key: &SourceKey) -> Result<Option<SourceRecord>> {
-        Ok(self.store.get_json(TreeName::Records, key.encode().as_bytes())?)
+        Ok(self
+            .store
+            .get_json(TreeName::Records, key.encode().as_bytes())?)
     }
 
     /// Up to `limit` outbox entries in order.
@@ -278,20 +334,17 @@ impl Engine {
             .map(|item| {
                 let (key, value) = item.map_err(cmdm_store::StoreError::from)?;
                 let change = cmdm_store::decode(TreeName::Outbox, &value)?;
-                Ok(OutboxEntry { key: key.to_vec(), change })
+                Ok(OutboxEntry {
+                    key: key.to_vec(),
+                    change,
+                })
             })
             .collect()
     }
 
     /// Removes published outbox entries.
     pub fn outbox_done(&self, keys: &[Vec<u8>]) -> Result<()> {
-        let tree = self.store.tree(TreeName::Outbox);
-        let mut batch = cmdm_store::sled_batch();
-        for key in keys {
-            batch.remove(key.as_slice());
-        }
-        tree.apply_batch(batch).map_err(cmdm_store::StoreError::from)?;
-        Ok(())
+        Ok(self.store.remove_keys(TreeName::Outbox, keys)?)
     }
 }
 

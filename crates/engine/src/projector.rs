@@ -62,7 +62,11 @@ impl Projector<'_> {
         seq: u64,
         touched: &mut Touched,
     ) -> Result<(SourceRecord, RecordChange)> {
-        batch.put(TreeName::Dedup, dedup_key(&event.source, &event.id), seq.to_be_bytes());
+        batch.put(
+            TreeName::Dedup,
+            dedup_key(&event.source, &event.id),
+            seq.to_be_bytes(),
+        );
         let key = event.key();
         let mut record = batch
             .get_json::<SourceRecord>(TreeName::Records, key.encode().as_bytes())?
@@ -71,7 +75,13 @@ impl Projector<'_> {
             return Ok((record, RecordChange::None));
         };
         let old_keys: BTreeSet<_> = self.matcher.block_keys(&record).into_iter().collect();
-        let change = record.apply(payload, Stamp { time: event.time, seq });
+        let change = record.apply(
+            payload,
+            Stamp {
+                time: event.time,
+                seq,
+            },
+        );
         if change == RecordChange::None {
             return Ok((record, change));
         }
@@ -128,14 +138,20 @@ impl Projector<'_> {
                 batch.put(TreeName::Membership, record.encode(), id_key(*entity));
                 self.recompute(batch, *entity, seq, touched)?;
             }
-            Decision::EntitiesMerged { survivor, merged, .. } => {
+            Decision::EntitiesMerged {
+                survivor, merged, ..
+            } => {
                 let gone = self.entity(batch, *merged)?;
                 let mut golden = self.entity(batch, *survivor)?;
                 for member in &gone.members {
                     batch.put(TreeName::Membership, member.encode(), id_key(*survivor));
                 }
-                let members: BTreeSet<_> =
-                    golden.members.iter().chain(&gone.members).cloned().collect();
+                let members: BTreeSet<_> = golden
+                    .members
+                    .iter()
+                    .chain(&gone.members)
+                    .cloned()
+                    .collect();
                 golden.members = members.into_iter().collect();
                 golden.merged_ids.push(*merged);
                 golden.merged_ids.extend(&gone.merged_ids);
@@ -173,9 +189,11 @@ impl Projector<'_> {
     }
 
     fn entity(&self, batch: &Batch<'_>, id: GoldenId) -> Result<GoldenRecord> {
-        batch.get_json(TreeName::Entities, &id_key(id))?.ok_or_else(|| {
-            crate::EngineError::Inconsistent(format!("entity {id} is referenced but absent"))
-        })
+        batch
+            .get_json(TreeName::Entities, &id_key(id))?
+            .ok_or_else(|| {
+                crate::EngineError::Inconsistent(format!("entity {id} is referenced but absent"))
+            })
     }
 
     /// Recomputes a golden record from its members; an entity left with no active
@@ -195,7 +213,9 @@ impl Projector<'_> {
         }
         let mut records = Vec::with_capacity(golden.members.len());
         for member in &golden.members {
-            if let Some(r) = batch.get_json::<SourceRecord>(TreeName::Records, member.encode().as_bytes())? {
+            if let Some(r) =
+                batch.get_json::<SourceRecord>(TreeName::Records, member.encode().as_bytes())?
+            {
                 records.push(r);
             }
         }

@@ -59,8 +59,10 @@ impl VerifyReport {
 /// Replays the whole log of `engine` into `target`'s projection trees.
 pub fn replay(engine: &Engine, target: &Store) -> Result<u64> {
     let live = engine.store();
-    let projector =
-        Projector { matcher: engine.matcher().as_ref(), rules: &engine.config().survivorship };
+    let projector = Projector {
+        matcher: engine.matcher().as_ref(),
+        rules: &engine.config().survivorship,
+    };
     let mut entries = 0u64;
     let mut batch = target.begin()?;
     let mut in_batch = 0;
@@ -100,9 +102,17 @@ pub fn replay(engine: &Engine, target: &Store) -> Result<u64> {
 pub fn verify(engine: &Engine) -> Result<VerifyReport> {
     let rebuilt = Store::temporary()?;
     let entries = replay(engine, &rebuilt)?;
-    let mut report = VerifyReport { entries, ..VerifyReport::default() };
+    let mut report = VerifyReport {
+        entries,
+        ..VerifyReport::default()
+    };
     for tree in TreeName::PROJECTIONS {
-        compare(tree, engine.store().tree(tree), rebuilt.tree(tree), &mut report)?;
+        compare(
+            tree,
+            engine.store().tree(tree),
+            rebuilt.tree(tree),
+            &mut report,
+        )?;
     }
     Ok(report)
 }
@@ -121,24 +131,39 @@ fn compare(
         let (take_a, take_b) = match (next_a, next_b) {
             (None, None) => break,
             (Some(Err(_)), _) | (_, Some(Err(_))) => {
-                let err = a.next().and_then(Result::err).or_else(|| b.next().and_then(Result::err));
-                return Err(cmdm_store::StoreError::from(err.unwrap_or(sled::Error::ReportableBug(
-                    "iteration error vanished".into(),
-                )))
+                let err = a
+                    .next()
+                    .and_then(Result::err)
+                    .or_else(|| b.next().and_then(Result::err));
+                return Err(cmdm_store::StoreError::from(err.unwrap_or(
+                    sled::Error::ReportableBug("iteration error vanished".into()),
+                ))
                 .into());
             }
             (Some(Ok(ka)), Some(Ok(kb))) => (ka <= kb, kb <= ka),
             (Some(Ok(_)), None) => (true, false),
             (None, Some(Ok(_))) => (false, true),
         };
-        let left = if take_a { a.next().and_then(Result::ok) } else { None };
-        let right = if take_b { b.next().and_then(Result::ok) } else { None };
+        let left = if take_a {
+            a.next().and_then(Result::ok)
+        } else {
+            None
+        };
+        let right = if take_b {
+            b.next().and_then(Result::ok)
+        } else {
+            None
+        };
         report.keys_compared += 1;
         let same = matches!((&left, &right), (Some((_, va)), Some((_, vb))) if va == vb);
         if !same {
             report.total_differences += 1;
             if report.differences.len() < 20 {
-                let key = left.as_ref().or(right.as_ref()).map(|(k, _)| show(k)).unwrap_or_default();
+                let key = left
+                    .as_ref()
+                    .or(right.as_ref())
+                    .map(|(k, _)| show(k))
+                    .unwrap_or_default();
                 report.differences.push(Difference {
                     tree: tree.as_str(),
                     key,
@@ -154,9 +179,7 @@ fn compare(
 /// Printable form of a key or value: text where it is text, else hex.
 fn show(bytes: &[u8]) -> String {
     match std::str::from_utf8(bytes) {
-        Ok(text) if !text.chars().any(|c| c.is_control() && c != '\0') => {
-            text.replace('\0', "␀")
-        }
+        Ok(text) if !text.chars().any(|c| c.is_control() && c != '\0') => text.replace('\0', "␀"),
         _ => bytes.iter().map(|b| format!("{b:02x}")).collect(),
     }
 }
@@ -171,7 +194,8 @@ pub fn rebuild_in_place(engine: &Engine) -> Result<u64> {
         live.clear().map_err(cmdm_store::StoreError::from)?;
         for item in rebuilt.tree(tree).iter() {
             let (key, value) = item.map_err(cmdm_store::StoreError::from)?;
-            live.insert(key, value).map_err(cmdm_store::StoreError::from)?;
+            live.insert(key, value)
+                .map_err(cmdm_store::StoreError::from)?;
         }
     }
     engine.store().flush_blocking()?;

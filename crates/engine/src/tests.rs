@@ -12,12 +12,21 @@ use crate::{Engine, EngineConfig, SourceOffset};
 
 fn engine(store: Store) -> Engine {
     let config = EngineConfig {
-        survivorship: Survivorship { source_trust: vec!["crm".into(), "web".into()] },
+        survivorship: Survivorship {
+            source_trust: vec!["crm".into(), "web".into()],
+        },
     };
     Engine::new(store, Arc::new(ExactMatcher::new("44")), config)
 }
 
-fn event(id: &str, source: &str, subject: &str, kind: &str, time: &str, data: Value) -> InboundEvent {
+fn event(
+    id: &str,
+    source: &str,
+    subject: &str,
+    kind: &str,
+    time: &str,
+    data: Value,
+) -> InboundEvent {
     InboundEvent::from_parts(
         Some(id),
         Some(source),
@@ -39,20 +48,97 @@ fn key(s: &str) -> SourceKey {
 
 fn mixed_workload() -> Vec<InboundEvent> {
     vec![
-        profile("1", "web", "w1", "2026-01-01T10:00:00Z", json!({"given_name": "Jon", "family_name": "Smyth", "email": "Jon.Smyth@Example.org"})),
-        profile("2", "pos", "p9", "2026-01-02T10:00:00Z", json!({"given_name": "John", "email": "jon.smyth@example.org", "phone": "01632 960001"})),
-        profile("3", "crm", "c7", "2026-01-03T10:00:00Z", json!({"given_name": "Ann", "email": "ann@example.org"})),
-        profile("4", "callcenter", "k1", "2026-01-04T10:00:00Z", json!({"given_name": "Annie", "phone": "+44 1632 960002"})),
+        profile(
+            "1",
+            "web",
+            "w1",
+            "2026-01-01T10:00:00Z",
+            json!({"given_name": "Jon", "family_name": "Smyth", "email": "Jon.Smyth@Example.org"}),
+        ),
+        profile(
+            "2",
+            "pos",
+            "p9",
+            "2026-01-02T10:00:00Z",
+            json!({"given_name": "John", "email": "jon.smyth@example.org", "phone": "01632 960001"}),
+        ),
+        profile(
+            "3",
+            "crm",
+            "c7",
+            "2026-01-03T10:00:00Z",
+            json!({"given_name": "Ann", "email": "ann@example.org"}),
+        ),
+        profile(
+            "4",
+            "callcenter",
+            "k1",
+            "2026-01-04T10:00:00Z",
+            json!({"given_name": "Annie", "phone": "+44 1632 960002"}),
+        ),
         // Shares Ann's e-mail and Annie's phone: the two entities merge.
-        profile("5", "support", "s1", "2026-01-05T10:00:00Z", json!({"email": "ANN@example.org", "phone": "01632960002"})),
-        event("6", "web", "w1", "consent.changed", "2026-01-06T10:00:00Z", json!({"purpose": "marketing", "channel": "email", "status": "granted"})),
-        event("7", "pos", "p9", "consent.changed", "2026-01-07T10:00:00Z", json!({"purpose": "marketing", "channel": "email", "status": "withdrawn"})),
-        event("8", "web", "w1", "preference.changed", "2026-01-06T11:00:00Z", json!({"topics": {"offers": true}})),
-        event("9", "pos", "p9", "contact.recorded", "2026-01-08T10:00:00Z", json!({"channel": "sms", "purpose": "receipts"})),
+        profile(
+            "5",
+            "support",
+            "s1",
+            "2026-01-05T10:00:00Z",
+            json!({"email": "ANN@example.org", "phone": "01632960002"}),
+        ),
+        event(
+            "6",
+            "web",
+            "w1",
+            "consent.changed",
+            "2026-01-06T10:00:00Z",
+            json!({"purpose": "marketing", "channel": "email", "status": "granted"}),
+        ),
+        event(
+            "7",
+            "pos",
+            "p9",
+            "consent.changed",
+            "2026-01-07T10:00:00Z",
+            json!({"purpose": "marketing", "channel": "email", "status": "withdrawn"}),
+        ),
+        event(
+            "8",
+            "web",
+            "w1",
+            "preference.changed",
+            "2026-01-06T11:00:00Z",
+            json!({"topics": {"offers": true}}),
+        ),
+        event(
+            "9",
+            "pos",
+            "p9",
+            "contact.recorded",
+            "2026-01-08T10:00:00Z",
+            json!({"channel": "sms", "purpose": "receipts"}),
+        ),
         // A late, older e-mail never overrides the newer one.
-        profile("10", "web", "w1", "2025-12-01T10:00:00Z", json!({"email": "old@example.org", "given_name": "Jonathan"})),
-        profile("11", "mail", "m1", "2026-01-09T10:00:00Z", json!({"given_name": "Zed", "email": "zed@example.org"})),
-        event("12", "mail", "m1", "profile.deleted", "2026-01-10T10:00:00Z", json!(null)),
+        profile(
+            "10",
+            "web",
+            "w1",
+            "2025-12-01T10:00:00Z",
+            json!({"email": "old@example.org", "given_name": "Jonathan"}),
+        ),
+        profile(
+            "11",
+            "mail",
+            "m1",
+            "2026-01-09T10:00:00Z",
+            json!({"given_name": "Zed", "email": "zed@example.org"}),
+        ),
+        event(
+            "12",
+            "mail",
+            "m1",
+            "profile.deleted",
+            "2026-01-10T10:00:00Z",
+            json!(null),
+        ),
     ]
 }
 
@@ -88,8 +174,11 @@ fn a_record_matching_two_entities_merges_them_and_the_old_id_redirects() {
     assert_eq!(via_old.redirected_from, Some(ann.max(annie)));
     assert_eq!(merged.members.len(), 3);
     let outbox = engine.outbox(100).unwrap();
-    assert!(outbox.iter().any(|e| e.change.golden_id == ann.max(annie)
-        && e.change.survivor_id == Some(merged.id)));
+    assert!(
+        outbox.iter().any(
+            |e| e.change.golden_id == ann.max(annie) && e.change.survivor_id == Some(merged.id)
+        )
+    );
 }
 
 #[test]
@@ -111,7 +200,11 @@ fn declarations_and_late_events_follow_event_time() {
     let jon = engine.lookup(&key("web/w1")).unwrap().unwrap();
     assert_eq!(jon.attributes["email"].value, "jon.smyth@example.org");
     let web = engine.source_record(&key("web/w1")).unwrap().unwrap();
-    assert_eq!(web.value("email"), Some("Jon.Smyth@Example.org"), "the late older e-mail lost");
+    assert_eq!(
+        web.value("email"),
+        Some("Jon.Smyth@Example.org"),
+        "the late older e-mail lost"
+    );
     assert_eq!(web.value("given_name"), Some("Jon"));
     assert_eq!(jon.attributes["given_name"].value, "John");
     let consent = &jon.consents["marketing/email"];
@@ -124,8 +217,14 @@ fn declarations_and_late_events_follow_event_time() {
 #[test]
 fn offsets_commit_with_the_batch() {
     let engine = engine(Store::temporary().unwrap());
-    let offsets = [SourceOffset { topic: "cmdm.events.v1".into(), partition: 2, next: 41 }];
-    engine.apply_batch(&mixed_workload()[..1], &offsets).unwrap();
+    let offsets = [SourceOffset {
+        topic: "cmdm.events.v1".into(),
+        partition: 2,
+        next: 41,
+    }];
+    engine
+        .apply_batch(&mixed_workload()[..1], &offsets)
+        .unwrap();
     assert_eq!(engine.stored_offset("cmdm.events.v1", 2).unwrap(), Some(41));
     assert_eq!(engine.stored_offset("cmdm.events.v1", 0).unwrap(), None);
 }
@@ -148,12 +247,21 @@ fn rebuild_reproduces_live_projections_and_detects_corruption() {
     engine
         .store()
         .tree(TreeName::Entities)
-        .insert(jon.id.0.to_be_bytes(), serde_json::to_vec(&tampered).unwrap())
+        .insert(
+            jon.id.0.to_be_bytes(),
+            serde_json::to_vec(&tampered).unwrap(),
+        )
         .unwrap();
     let report = verify(&engine).unwrap();
     assert_eq!(report.total_differences, 1);
     assert_eq!(report.differences[0].tree, "entities");
-    assert!(report.differences[0].live.as_deref().unwrap().contains("Mallory"));
+    assert!(
+        report.differences[0]
+            .live
+            .as_deref()
+            .unwrap()
+            .contains("Mallory")
+    );
 }
 
 #[test]
@@ -163,7 +271,10 @@ fn personal_data_in_the_log_is_sealed() {
     for item in engine.store().tree(TreeName::Log).iter() {
         let (_, value) = item.unwrap();
         let text = String::from_utf8_lossy(&value);
-        assert!(!text.to_lowercase().contains("smyth"), "plaintext in log: {text}");
+        assert!(
+            !text.to_lowercase().contains("smyth"),
+            "plaintext in log: {text}"
+        );
     }
     assert!(engine.golden(GoldenId(999)).unwrap().is_none());
 }

@@ -83,7 +83,9 @@ impl Default for KafkaConfig {
 
 impl Default for MatchingConfig {
     fn default() -> Self {
-        MatchingConfig { default_country_code: "44".to_owned() }
+        MatchingConfig {
+            default_country_code: "44".to_owned(),
+        }
     }
 }
 
@@ -164,7 +166,10 @@ impl HubConfig {
         set(&mut config.kafka.batch_max, o.batch_max);
         set(&mut config.kafka.batch_linger_ms, o.batch_linger_ms);
         set(&mut config.kafka.max_event_bytes, o.max_event_bytes);
-        set(&mut config.matching.default_country_code, o.default_country_code);
+        set(
+            &mut config.matching.default_country_code,
+            o.default_country_code,
+        );
         set(&mut config.survivorship.source_trust, o.source_trust);
         set(&mut config.shutdown_deadline_secs, o.shutdown_deadline_secs);
         set(&mut config.log_format, o.log_format);
@@ -173,7 +178,10 @@ impl HubConfig {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
-        anyhow::ensure!(self.kafka.batch_max > 0, "kafka.batch_max must be at least 1");
+        anyhow::ensure!(
+            self.kafka.batch_max > 0,
+            "kafka.batch_max must be at least 1"
+        );
         anyhow::ensure!(
             self.kafka.embedded_partitions > 0,
             "kafka.embedded_partitions must be at least 1"
@@ -185,7 +193,11 @@ impl HubConfig {
         );
         anyhow::ensure!(
             !self.matching.default_country_code.is_empty()
-                && self.matching.default_country_code.bytes().all(|b| b.is_ascii_digit()),
+                && self
+                    .matching
+                    .default_country_code
+                    .bytes()
+                    .all(|b| b.is_ascii_digit()),
             "matching.default_country_code must be digits such as 44"
         );
         Ok(())
@@ -232,7 +244,10 @@ mod tests {
         std::fs::write(&path, "data_dri = \"x\"\n").unwrap();
         let err = HubConfig::from_file(&path).unwrap_err();
         assert!(format!("{err:#}").contains("data_dri"));
-        let overrides = Overrides { log_format: Some("xml".into()), ..Overrides::default() };
+        let overrides = Overrides {
+            log_format: Some("xml".into()),
+            ..Overrides::default()
+        };
         assert!(HubConfig::load(&overrides).is_err());
     }
 }

@@ -32,7 +32,9 @@ pub fn open_engine(config: &HubConfig) -> anyhow::Result<Arc<Engine>> {
         )
     })?;
     let matcher = Arc::new(ExactMatcher::new(&config.matching.default_country_code));
-    let rules = EngineConfig { survivorship: config.survivorship.clone() };
+    let rules = EngineConfig {
+        survivorship: config.survivorship.clone(),
+    };
     Ok(Arc::new(Engine::new(store, matcher, rules)))
 }
 
@@ -95,7 +97,10 @@ impl RunningHub {
         let result = match tokio::time::timeout(deadline, stopping).await {
             Ok(result) => result,
             Err(_) => {
-                warn!(?deadline, "shutdown deadline passed; exiting with work in flight");
+                warn!(
+                    ?deadline,
+                    "shutdown deadline passed; exiting with work in flight"
+                );
                 Ok(())
             }
         };
@@ -216,10 +221,7 @@ pub async fn start(config: HubConfig) -> anyhow::Result<RunningHub> {
 }
 
 /// Cancels `then` once `task` has finished, passing its result on.
-fn chain_stop<T: Send + 'static>(
-    task: JoinHandle<T>,
-    then: CancellationToken,
-) -> JoinHandle<T> {
+fn chain_stop<T: Send + 'static>(task: JoinHandle<T>, then: CancellationToken) -> JoinHandle<T> {
     tokio::spawn(async move {
         let result = task.await;
         then.cancel();

@@ -50,7 +50,11 @@ impl EmbeddedBroker {
             .map_err(|_| KafkaEdgeError::Broker("broker thread ended before starting".into()))?
             .map_err(KafkaEdgeError::Broker)?;
         info!(bootstrap = %bootstrap, "embedded broker started");
-        Ok(EmbeddedBroker { bootstrap, stop: Some(stop_tx), thread: Some(thread) })
+        Ok(EmbeddedBroker {
+            bootstrap,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
     }
 
     /// The `bootstrap.servers` value for clients.

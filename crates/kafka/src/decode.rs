@@ -19,7 +19,11 @@ pub struct RawMessage {
 
 impl RawMessage {
     fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.as_slice())
+        self.headers
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_slice())
     }
 }
 
@@ -74,25 +78,37 @@ impl From<DomainError> for Rejection {
             DomainError::UnknownType(_) => RejectionClass::UnknownType,
             DomainError::Invalid { .. } => RejectionClass::Invalid,
         };
-        Rejection { class, reason: e.to_string() }
+        Rejection {
+            class,
+            reason: e.to_string(),
+        }
     }
 }
 
 fn reject(class: RejectionClass, reason: impl Into<String>) -> Rejection {
-    Rejection { class, reason: reason.into() }
+    Rejection {
+        class,
+        reason: reason.into(),
+    }
 }
 
 /// Decodes a message into an event, or says why not.
 pub fn decode(message: &RawMessage, max_bytes: usize) -> Result<InboundEvent, Rejection> {
     let size = message.payload.as_ref().map_or(0, Vec::len)
-        + message.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        + message
+            .headers
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>();
     if size > max_bytes {
         return Err(reject(
             RejectionClass::Oversized,
             format!("{size} bytes exceeds the limit of {max_bytes}"),
         ));
     }
-    let content_type = message.header("content-type").or_else(|| message.header("ce_datacontenttype"));
+    let content_type = message
+        .header("content-type")
+        .or_else(|| message.header("ce_datacontenttype"));
     if let Some(ct) = content_type {
         let ct = String::from_utf8_lossy(ct).to_ascii_lowercase();
         if !ct.contains("json") {
@@ -111,8 +127,12 @@ pub fn decode(message: &RawMessage, max_bytes: usize) -> Result<InboundEvent, Re
 }
 
 fn parse_json(bytes: &[u8]) -> Result<Value, Rejection> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| reject(RejectionClass::Undecodable, format!("body is not JSON: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| {
+        reject(
+            RejectionClass::Undecodable,
+            format!("body is not JSON: {e}"),
+        )
+    })
 }
 
 fn decode_binary(message: &RawMessage) -> Result<InboundEvent, Rejection> {
@@ -121,7 +141,10 @@ fn decode_binary(message: &RawMessage) -> Result<InboundEvent, Rejection> {
             .header(name)
             .map(|v| {
                 std::str::from_utf8(v).map_err(|_| {
-                    reject(RejectionClass::Undecodable, format!("header `{name}` is not UTF-8"))
+                    reject(
+                        RejectionClass::Undecodable,
+                        format!("header `{name}` is not UTF-8"),
+                    )
                 })
             })
             .transpose()
@@ -143,17 +166,26 @@ fn decode_binary(message: &RawMessage) -> Result<InboundEvent, Rejection> {
 fn decode_structured(message: &RawMessage) -> Result<InboundEvent, Rejection> {
     let bytes = message.payload.as_deref().unwrap_or_default();
     if bytes.is_empty() {
-        return Err(reject(RejectionClass::Undecodable, "empty message without ce_ headers"));
+        return Err(reject(
+            RejectionClass::Undecodable,
+            "empty message without ce_ headers",
+        ));
     }
     let body = parse_json(bytes)?;
     let object = body.as_object().ok_or_else(|| {
-        reject(RejectionClass::Undecodable, "a structured CloudEvent must be a JSON object")
+        reject(
+            RejectionClass::Undecodable,
+            "a structured CloudEvent must be a JSON object",
+        )
     })?;
     let text = |name: &str| -> Result<Option<&str>, Rejection> {
         match object.get(name) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
-            Some(_) => Err(reject(RejectionClass::Invalid, format!("`{name}` must be a string"))),
+            Some(_) => Err(reject(
+                RejectionClass::Invalid,
+                format!("`{name}` must be a string"),
+            )),
         }
     };
     Ok(InboundEvent::from_parts(
@@ -174,7 +206,10 @@ mod tests {
 
     fn binary(headers: &[(&str, &str)], body: &str) -> RawMessage {
         RawMessage {
-            headers: headers.iter().map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec())).collect(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec()))
+                .collect(),
             payload: Some(body.as_bytes().to_vec()),
             ..RawMessage::default()
         }
@@ -205,19 +240,40 @@ mod tests {
     #[test]
     fn each_bad_input_has_its_class() {
         let class = |m: RawMessage, max: usize| decode(&m, max).unwrap_err().class;
-        assert_eq!(class(binary(&ATTRS, "{not json"), 1 << 20), RejectionClass::Undecodable);
-        assert_eq!(class(binary(&ATTRS, &"x".repeat(100)), 50), RejectionClass::Oversized);
-        assert_eq!(class(binary(&ATTRS[1..], "{}"), 1 << 20), RejectionClass::MissingAttribute);
+        assert_eq!(
+            class(binary(&ATTRS, "{not json"), 1 << 20),
+            RejectionClass::Undecodable
+        );
+        assert_eq!(
+            class(binary(&ATTRS, &"x".repeat(100)), 50),
+            RejectionClass::Oversized
+        );
+        assert_eq!(
+            class(binary(&ATTRS[1..], "{}"), 1 << 20),
+            RejectionClass::MissingAttribute
+        );
         let mut typed = ATTRS;
         typed[2].1 = "profile.exploded";
-        assert_eq!(class(binary(&typed, "{}"), 1 << 20), RejectionClass::UnknownType);
+        assert_eq!(
+            class(binary(&typed, "{}"), 1 << 20),
+            RejectionClass::UnknownType
+        );
         let mut consent = ATTRS;
         consent[2].1 = "consent.changed";
         let no_purpose = r#"{"channel":"email","status":"granted"}"#;
-        assert_eq!(class(binary(&consent, no_purpose), 1 << 20), RejectionClass::Invalid);
+        assert_eq!(
+            class(binary(&consent, no_purpose), 1 << 20),
+            RejectionClass::Invalid
+        );
         let mut proto = ATTRS.to_vec();
         proto.push(("content-type", "application/protobuf"));
-        assert_eq!(class(binary(&proto, "{}"), 1 << 20), RejectionClass::UnsupportedContentType);
-        assert_eq!(class(binary(&[], "[1,2]"), 1 << 20), RejectionClass::Undecodable);
+        assert_eq!(
+            class(binary(&proto, "{}"), 1 << 20),
+            RejectionClass::UnsupportedContentType
+        );
+        assert_eq!(
+            class(binary(&[], "[1,2]"), 1 << 20),
+            RejectionClass::Undecodable
+        );
     }
 }

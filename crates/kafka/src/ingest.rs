@@ -52,17 +52,24 @@ impl ConsumerContext for StoredOffsets {
     ) {
         let result = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let assigned: Vec<(String, i32)> =
-                    tpl.elements().iter().map(|e| (e.topic().to_owned(), e.partition())).collect();
+                let assigned: Vec<(String, i32)> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_owned(), e.partition()))
+                    .collect();
                 for (topic, partition) in assigned {
                     match self.engine.stored_offset(&topic, partition) {
                         Ok(Some(next)) => {
-                            if let Err(e) = tpl.set_partition_offset(&topic, partition, Offset::Offset(next)) {
+                            if let Err(e) =
+                                tpl.set_partition_offset(&topic, partition, Offset::Offset(next))
+                            {
                                 warn!(%topic, partition, error = %e, "cannot seek to stored offset");
                             }
                         }
                         Ok(None) => {}
-                        Err(e) => error!(%topic, partition, error = %e, "cannot read stored offset"),
+                        Err(e) => {
+                            error!(%topic, partition, error = %e, "cannot read stored offset")
+                        }
                     }
                 }
                 info!(partitions = tpl.count(), "partitions assigned");
@@ -94,8 +101,13 @@ pub async fn run_ingest(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("partition.assignment.strategy", "range")
-        .set("message.max.bytes", (config.max_event_bytes.max(1 << 20) + 65_536).to_string())
-        .create_with_context(StoredOffsets { engine: engine.clone() })?;
+        .set(
+            "message.max.bytes",
+            (config.max_event_bytes.max(1 << 20) + 65_536).to_string(),
+        )
+        .create_with_context(StoredOffsets {
+            engine: engine.clone(),
+        })?;
     consumer.subscribe(&[&config.events_topic])?;
     let dlq: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &config.brokers)
@@ -149,7 +161,12 @@ fn raw(message: &impl Message) -> RawMessage {
             .map(|headers| {
                 headers
                     .iter()
-                    .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec).unwrap_or_default()))
+                    .map(|h| {
+                        (
+                            h.key.to_owned(),
+                            h.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                        )
+                    })
                     .collect()
             })
             .unwrap_or_default(),
@@ -167,7 +184,9 @@ async fn apply(
     let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
     let mut refused = 0usize;
     for message in &batch {
-        let slot = next.entry((message.topic.clone(), message.partition)).or_insert(0);
+        let slot = next
+            .entry((message.topic.clone(), message.partition))
+            .or_insert(0);
         *slot = (*slot).max(message.offset + 1);
         match decode(message, config.max_event_bytes) {
             Ok(event) => events.push(event),
@@ -196,7 +215,11 @@ async fn apply(
     let report =
         tokio::task::spawn_blocking(move || engine_for_batch.apply_batch(&events, &offsets))
             .await??;
-    engine.store().flush().await.map_err(cmdm_engine::EngineError::from)?;
+    engine
+        .store()
+        .flush()
+        .await
+        .map_err(cmdm_engine::EngineError::from)?;
     debug!(
         messages = batch.len(),
         applied = report.applied,
@@ -228,7 +251,10 @@ async fn dead_letter(
     let offset = message.offset.to_string();
     let mut headers = OwnedHeaders::new();
     for (key, value) in &message.headers {
-        headers = headers.insert(Header { key, value: Some(value) });
+        headers = headers.insert(Header {
+            key,
+            value: Some(value),
+        });
     }
     let reason = rejection.reason.as_str();
     for (key, value) in [
@@ -238,7 +264,10 @@ async fn dead_letter(
         (dlq_headers::PARTITION, partition.as_str()),
         (dlq_headers::OFFSET, offset.as_str()),
     ] {
-        headers = headers.insert(Header { key, value: Some(value) });
+        headers = headers.insert(Header {
+            key,
+            value: Some(value),
+        });
     }
     let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers);
     if let Some(key) = &message.key {

@@ -57,14 +57,21 @@ pub async fn run_outbox(
         let mut deliveries = Vec::with_capacity(entries.len());
         for entry in &entries {
             let key = entry.change.golden_id.to_string();
-            let payload = serde_json::to_vec(&entry.change).map_err(cmdm_engine::EngineError::from)?;
+            let payload =
+                serde_json::to_vec(&entry.change).map_err(cmdm_engine::EngineError::from)?;
             let kind = serde_json::to_value(entry.change.kind)
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default();
             let headers = OwnedHeaders::new()
-                .insert(Header { key: "cmdm_change_type", value: Some(kind.as_str()) })
-                .insert(Header { key: "content-type", value: Some("application/json") });
+                .insert(Header {
+                    key: "cmdm_change_type",
+                    value: Some(kind.as_str()),
+                })
+                .insert(Header {
+                    key: "content-type",
+                    value: Some("application/json"),
+                });
             let mut record = FutureRecord::to(&config.golden_topic)
                 .key(&key)
                 .payload(&payload)

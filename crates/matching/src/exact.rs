@@ -15,7 +15,9 @@ pub struct ExactMatcher {
 impl ExactMatcher {
     /// A matcher that reads national phone numbers with this calling code (`44`, `1`, …).
     pub fn new(default_country_code: &str) -> Self {
-        ExactMatcher { default_country_code: default_country_code.to_owned() }
+        ExactMatcher {
+            default_country_code: default_country_code.to_owned(),
+        }
     }
 }
 
@@ -25,8 +27,9 @@ impl Matcher for ExactMatcher {
         if let Some(email) = record.value("email").and_then(normalise::email) {
             keys.push(BlockKey(format!("email:{email}")));
         }
-        if let Some(phone) =
-            record.value("phone").and_then(|p| normalise::phone(p, &self.default_country_code))
+        if let Some(phone) = record
+            .value("phone")
+            .and_then(|p| normalise::phone(p, &self.default_country_code))
         {
             keys.push(BlockKey(format!("phone:{phone}")));
         }
@@ -37,17 +40,23 @@ impl Matcher for ExactMatcher {
         let mut outcome = MatchOutcome::default();
         for candidate in candidates.iter().filter(|c| c.record != record.key) {
             let explanation =
-                outcome.entities.entry(candidate.entity).or_insert_with(|| MatchExplanation {
-                    rule: "exact-identifier".to_owned(),
-                    ..MatchExplanation::default()
-                });
+                outcome
+                    .entities
+                    .entry(candidate.entity)
+                    .or_insert_with(|| MatchExplanation {
+                        rule: "exact-identifier".to_owned(),
+                        ..MatchExplanation::default()
+                    });
             let kinds: BTreeSet<String> = explanation
                 .agreed
                 .iter()
                 .cloned()
-                .chain(candidate.shared.iter().filter_map(|k| {
-                    k.0.split_once(':').map(|(kind, _)| kind.to_owned())
-                }))
+                .chain(
+                    candidate
+                        .shared
+                        .iter()
+                        .filter_map(|k| k.0.split_once(':').map(|(kind, _)| kind.to_owned())),
+                )
                 .collect();
             explanation.agreed = kinds.into_iter().collect();
             explanation.with.push(candidate.record.clone());
@@ -69,7 +78,13 @@ mod tests {
             .into_iter()
             .map(|(k, v)| (k.to_owned(), Some(v.to_owned())))
             .collect();
-        r.apply(&Payload::Profile(ProfilePatch(patch)), Stamp { time: Timestamp(1), seq: 1 });
+        r.apply(
+            &Payload::Profile(ProfilePatch(patch)),
+            Stamp {
+                time: Timestamp(1),
+                seq: 1,
+            },
+        );
         r
     }
 
@@ -79,7 +94,10 @@ mod tests {
         let keys = m.block_keys(&record("1", "Ann@X.org", "01632 960001"));
         assert_eq!(
             keys,
-            vec![BlockKey("email:ann@x.org".into()), BlockKey("phone:+441632960001".into())]
+            vec![
+                BlockKey("email:ann@x.org".into()),
+                BlockKey("phone:+441632960001".into())
+            ]
         );
     }
 
@@ -89,7 +107,11 @@ mod tests {
         let me = record("1", "ann@x.org", "01632 960001");
         let other = SourceKey::new("pos", "9").unwrap();
         let candidates = vec![
-            Candidate { record: me.key.clone(), entity: GoldenId(1), shared: vec![] },
+            Candidate {
+                record: me.key.clone(),
+                entity: GoldenId(1),
+                shared: vec![],
+            },
             Candidate {
                 record: other.clone(),
                 entity: GoldenId(7),

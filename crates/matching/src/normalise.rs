@@ -30,7 +30,9 @@ pub fn phone(raw: &str, default_country_code: &str) -> Option<String> {
     } else {
         format!("{default_country_code}{digits}")
     };
-    (8..=15).contains(&international.len()).then(|| format!("+{international}"))
+    (8..=15)
+        .contains(&international.len())
+        .then(|| format!("+{international}"))
 }
 
 #[cfg(test)]
@@ -39,7 +41,10 @@ mod tests {
 
     #[test]
     fn email_is_case_and_space_insensitive() {
-        assert_eq!(email("  Ann.Lee@Example.ORG ").as_deref(), Some("ann.lee@example.org"));
+        assert_eq!(
+            email("  Ann.Lee@Example.ORG ").as_deref(),
+            Some("ann.lee@example.org")
+        );
         assert_eq!(email("not an email"), None);
         assert_eq!(email("a@b"), None);
     }

@@ -19,14 +19,20 @@ pub struct Survivorship {
 
 impl Survivorship {
     fn trust_rank(&self, source: &str) -> usize {
-        self.source_trust.iter().position(|s| s == source).unwrap_or(self.source_trust.len())
+        self.source_trust
+            .iter()
+            .position(|s| s == source)
+            .unwrap_or(self.source_trust.len())
     }
 
     /// Orders two candidate values: `Greater` means `a` should win over `b`.
     fn prefer(&self, a: (&SourceKey, Stamp), b: (&SourceKey, Stamp)) -> Ordering {
         a.1.time
             .cmp(&b.1.time)
-            .then_with(|| self.trust_rank(&b.0.source).cmp(&self.trust_rank(&a.0.source)))
+            .then_with(|| {
+                self.trust_rank(&b.0.source)
+                    .cmp(&self.trust_rank(&a.0.source))
+            })
             .then_with(|| a.1.seq.cmp(&b.1.seq))
             .then_with(|| b.0.cmp(a.0))
     }
@@ -56,9 +62,23 @@ pub fn survive<'a>(
             offer(&mut attributes, name, value, &record.key, stamp, rules);
         }
         for (item, value) in &record.preferences {
-            offer(&mut preferences, item, &value.value, &record.key, value.stamp, rules);
+            offer(
+                &mut preferences,
+                item,
+                &value.value,
+                &record.key,
+                value.stamp,
+                rules,
+            );
             if item == DO_NOT_CONTACT && value.value == "true" {
-                offer(&mut dnc_held, item, &value.value, &record.key, value.stamp, rules);
+                offer(
+                    &mut dnc_held,
+                    item,
+                    &value.value,
+                    &record.key,
+                    value.stamp,
+                    rules,
+                );
             }
         }
         for (key, consent) in &record.consents {
@@ -101,20 +121,24 @@ fn offer(
     stamp: Stamp,
     rules: &Survivorship,
 ) {
-    let wins = map
-        .get(name)
-        .is_none_or(|(held, held_stamp)| {
-            rules.prefer((source, stamp), (&held.source, *held_stamp)) == Ordering::Greater
-        });
+    let wins = map.get(name).is_none_or(|(held, held_stamp)| {
+        rules.prefer((source, stamp), (&held.source, *held_stamp)) == Ordering::Greater
+    });
     if wins {
-        let golden = GoldenValue { value: value.to_owned(), source: source.clone(), time: stamp.time };
+        let golden = GoldenValue {
+            value: value.to_owned(),
+            source: source.clone(),
+            time: stamp.time,
+        };
         map.insert(name.to_owned(), (golden, stamp));
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use cmdm_domain::event::{Channel, ConsentChange, ConsentStatus, PreferenceChange, ProfilePatch};
+    use cmdm_domain::event::{
+        Channel, ConsentChange, ConsentStatus, PreferenceChange, ProfilePatch,
+    };
     use cmdm_domain::{Payload, Timestamp};
 
     use super::*;
@@ -122,12 +146,20 @@ mod tests {
     fn record(source: &str, time: i64, name: &str) -> SourceRecord {
         let mut r = SourceRecord::new(SourceKey::new(source, "1").unwrap());
         let patch = ProfilePatch([("given_name".to_owned(), Some(name.to_owned()))].into());
-        r.apply(&Payload::Profile(patch), Stamp { time: Timestamp(time), seq: time as u64 });
+        r.apply(
+            &Payload::Profile(patch),
+            Stamp {
+                time: Timestamp(time),
+                seq: time as u64,
+            },
+        );
         r
     }
 
     fn rules() -> Survivorship {
-        Survivorship { source_trust: vec!["crm".into(), "web".into()] }
+        Survivorship {
+            source_trust: vec!["crm".into(), "web".into()],
+        }
     }
 
     #[test]
@@ -146,7 +178,10 @@ mod tests {
         let crm = record("crm", 10, "John");
         // Arrival order (seq) must not beat trust.
         web.attributes.get_mut("given_name").unwrap().stamp.seq = 99;
-        assert_eq!(survive([&web, &crm], &rules()).attributes["given_name"].value, "John");
+        assert_eq!(
+            survive([&web, &crm], &rules()).attributes["given_name"].value,
+            "John"
+        );
     }
 
     #[test]
@@ -164,13 +199,45 @@ mod tests {
                 contact_point: None,
             })
         };
-        a.apply(&consent(ConsentStatus::Withdrawn), Stamp { time: Timestamp(5), seq: 5 });
-        b.apply(&consent(ConsentStatus::Granted), Stamp { time: Timestamp(50), seq: 6 });
-        let dnc = |flag| Payload::Preference(PreferenceChange { do_not_contact: Some(flag), ..Default::default() });
-        a.apply(&dnc(true), Stamp { time: Timestamp(5), seq: 7 });
-        b.apply(&dnc(false), Stamp { time: Timestamp(50), seq: 8 });
+        a.apply(
+            &consent(ConsentStatus::Withdrawn),
+            Stamp {
+                time: Timestamp(5),
+                seq: 5,
+            },
+        );
+        b.apply(
+            &consent(ConsentStatus::Granted),
+            Stamp {
+                time: Timestamp(50),
+                seq: 6,
+            },
+        );
+        let dnc = |flag| {
+            Payload::Preference(PreferenceChange {
+                do_not_contact: Some(flag),
+                ..Default::default()
+            })
+        };
+        a.apply(
+            &dnc(true),
+            Stamp {
+                time: Timestamp(5),
+                seq: 7,
+            },
+        );
+        b.apply(
+            &dnc(false),
+            Stamp {
+                time: Timestamp(50),
+                seq: 8,
+            },
+        );
         let golden = survive([&a, &b], &rules());
-        assert_eq!(golden.consents["marketing/email"].status, ConsentStatus::Withdrawn);
+        assert_eq!(
+            golden.consents["marketing/email"].status,
+            ConsentStatus::Withdrawn
+        );
         assert_eq!(golden.preferences["do_not_contact"].value, "true");
     }
 }

@@ -32,7 +32,10 @@ impl DataKey {
     /// A key read back from storage.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, StoreError> {
         if bytes.len() != 32 {
-            return Err(StoreError::Crypto(format!("key of {} bytes, want 32", bytes.len())));
+            return Err(StoreError::Crypto(format!(
+                "key of {} bytes, want 32",
+                bytes.len()
+            )));
         }
         Ok(DataKey(*Key::from_slice(bytes)))
     }
@@ -51,7 +54,9 @@ impl DataKey {
     /// Decrypts what [`DataKey::seal`] produced; fails if anything was altered.
     pub fn open(&self, sealed: &[u8]) -> Result<Vec<u8>, StoreError> {
         if sealed.len() < NONCE_LEN {
-            return Err(StoreError::Crypto("sealed value shorter than its nonce".into()));
+            return Err(StoreError::Crypto(
+                "sealed value shorter than its nonce".into(),
+            ));
         }
         let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
         XChaCha20Poly1305::new(&self.0)

@@ -176,6 +176,16 @@ impl Store {
         Ok(())
     }
 
+    /// Removes keys from one tree atomically (housekeeping outside a batch: the outbox).
+    pub fn remove_keys(&self, tree: TreeName, keys: &[Vec<u8>]) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for key in keys {
+            batch.remove(key.as_slice());
+        }
+        self.tree(tree).apply_batch(batch)?;
+        Ok(())
+    }
+
     /// Bytes the database occupies on disk.
     pub fn size_on_disk(&self) -> Result<u64> {
         Ok(self.db.size_on_disk()?)
@@ -238,7 +248,10 @@ impl Batch<'_> {
             merged.insert(k.to_vec(), v.to_vec());
         }
         let pending = &self.writes[tree.index()];
-        for (k, v) in pending.range(prefix.to_vec()..).take_while(|(k, _)| k.starts_with(prefix)) {
+        for (k, v) in pending
+            .range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+        {
             match v {
                 Some(v) => merged.insert(k.clone(), v.clone()),
                 None => merged.remove(k),
@@ -270,8 +283,9 @@ impl Batch<'_> {
         if self.is_empty() {
             return Ok(());
         }
-        let touched: Vec<usize> =
-            (0..self.writes.len()).filter(|&i| !self.writes[i].is_empty()).collect();
+        let touched: Vec<usize> = (0..self.writes.len())
+            .filter(|&i| !self.writes[i].is_empty())
+            .collect();
         let trees: Vec<&sled::Tree> = touched.iter().map(|&i| &self.store.trees[i]).collect();
         trees
             .as_slice()
@@ -302,21 +316,27 @@ pub fn seq_key(seq: u64) -> [u8; 8] {
 
 /// The sequence number of a log key.
 pub fn seq_from_key(key: &[u8]) -> Result<u64> {
-    key.try_into().map(u64::from_be_bytes).map_err(|_| StoreError::Corrupt {
-        tree: TreeName::Log.as_str(),
-        reason: format!("key of {} bytes is not a sequence number", key.len()),
-    })
+    key.try_into()
+        .map(u64::from_be_bytes)
+        .map_err(|_| StoreError::Corrupt {
+            tree: TreeName::Log.as_str(),
+            reason: format!("key of {} bytes is not a sequence number", key.len()),
+        })
 }
 
 /// Decodes a JSON value read from a tree.
 pub fn decode<T: DeserializeOwned>(tree: TreeName, bytes: &[u8]) -> Result<T> {
-    serde_json::from_slice(bytes)
-        .map_err(|e| StoreError::Corrupt { tree: tree.as_str(), reason: e.to_string() })
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        tree: tree.as_str(),
+        reason: e.to_string(),
+    })
 }
 
 fn encode<T: Serialize>(tree: TreeName, value: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(value)
-        .map_err(|e| StoreError::Encode { tree: tree.as_str(), reason: e.to_string() })
+    serde_json::to_vec(value).map_err(|e| StoreError::Encode {
+        tree: tree.as_str(),
+        reason: e.to_string(),
+    })
 }
 
 #[cfg(test)]
@@ -333,8 +353,19 @@ mod tests {
         batch.put(TreeName::Index, b"email:a\0web/1".to_vec(), Vec::new());
         batch.put(TreeName::Index, b"email:a\0web/2".to_vec(), Vec::new());
         batch.put(TreeName::Index, b"email:b\0web/3".to_vec(), Vec::new());
-        assert_eq!(batch.scan_prefix(TreeName::Index, b"email:a\0").unwrap().len(), 2);
-        assert!(store.get(TreeName::Index, b"email:a\0web/1").unwrap().is_none());
+        assert_eq!(
+            batch
+                .scan_prefix(TreeName::Index, b"email:a\0")
+                .unwrap()
+                .len(),
+            2
+        );
+        assert!(
+            store
+                .get(TreeName::Index, b"email:a\0web/1")
+                .unwrap()
+                .is_none()
+        );
         batch.commit().unwrap();
 
         let mut batch = store.begin().unwrap();
@@ -343,7 +374,11 @@ mod tests {
         let left = batch.scan_prefix(TreeName::Index, b"email:a\0").unwrap();
         assert_eq!(left, vec![(b"email:a\0web/2".to_vec(), Vec::new())]);
         drop(batch);
-        assert_eq!(store.tree(TreeName::Index).len(), 3, "a dropped batch writes nothing");
+        assert_eq!(
+            store.tree(TreeName::Index).len(),
+            3,
+            "a dropped batch writes nothing"
+        );
     }
 
     #[test]
@@ -359,9 +394,4 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.next_seq().unwrap(), 2);
     }
-}
-
-/// A plain sled batch for single-tree housekeeping (outbox removal).
-pub fn sled_batch() -> sled::Batch {
-    sled::Batch::default()
 }
