@@ -116,6 +116,9 @@ pub struct Overrides {
     /// Dead letter topic [default: cmdm.events.v1.dlq].
     #[arg(long, env = "CMDM_KAFKA_DLQ_TOPIC", global = true)]
     pub dlq_topic: Option<String>,
+    /// Partitions per topic of the embedded broker [default: 4].
+    #[arg(long, env = "CMDM_KAFKA_EMBEDDED_PARTITIONS", global = true)]
+    pub embedded_partitions: Option<i32>,
     /// Most events applied per storage transaction [default: 500].
     #[arg(long, env = "CMDM_KAFKA_BATCH_MAX", global = true)]
     pub batch_max: Option<usize>,
@@ -163,6 +166,7 @@ impl HubConfig {
         set(&mut config.kafka.events_topic, o.events_topic);
         set(&mut config.kafka.golden_topic, o.golden_topic);
         set(&mut config.kafka.dlq_topic, o.dlq_topic);
+        set(&mut config.kafka.embedded_partitions, o.embedded_partitions);
         set(&mut config.kafka.batch_max, o.batch_max);
         set(&mut config.kafka.batch_linger_ms, o.batch_linger_ms);
         set(&mut config.kafka.max_event_bytes, o.max_event_bytes);
