@@ -90,12 +90,7 @@ async fn two_spokes_make_one_golden_record_readable_over_grpc() {
     assert!(bad.message().contains("golden_id"));
 
     // Standard health service.
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", hub.grpc_addr()))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel(&hub).await);
     let status = health
         .check(tonic_health::pb::HealthCheckRequest {
             service: "cmdm.v1.CustomerHub".into(),
@@ -106,6 +101,34 @@ async fn two_spokes_make_one_golden_record_readable_over_grpc() {
     assert_eq!(
         status.status,
         tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+
+    // Server reflection lists the services, so tools need no proto files.
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let mut reflection = ServerReflectionClient::new(channel(&hub).await);
+    let ask = tonic_reflection::pb::v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut answers = reflection
+        .server_reflection_info(tokio_stream::iter(vec![ask]))
+        .await
+        .unwrap()
+        .into_inner();
+    let answer = answers.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("unexpected reflection answer {answer:?}")
+    };
+    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    assert!(
+        names.contains(&"cmdm.v1.CustomerHub".to_owned()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"grpc.health.v1.Health".to_owned()),
+        "{names:?}"
     );
 
     // The change feed carries the golden record, keyed by its id.

@@ -155,6 +155,15 @@ pub fn applied(hub: &RunningHub) -> usize {
     hub.engine().store().tree(TreeName::Dedup).len()
 }
 
+/// A plain channel to the hub, for the standard services' generated clients.
+pub async fn channel(hub: &RunningHub) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{}", hub.grpc_addr()))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("grpc channel")
+}
+
 pub async fn client(hub: &RunningHub) -> CustomerHubClient<tonic::transport::Channel> {
     CustomerHubClient::connect(format!("http://{}", hub.grpc_addr()))
         .await

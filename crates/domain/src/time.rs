@@ -5,10 +5,25 @@ use serde::{Deserialize, Serialize};
 
 use crate::DomainError;
 
-/// A point in time in microseconds since the Unix epoch, UTC.
+/// A point in time in microseconds since the Unix epoch, UTC. Serialised as RFC 3339
+/// text with microseconds, so the log, the projections and the change feed read plainly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
+#[serde(into = "String", try_from = "String")]
 pub struct Timestamp(pub i64);
+
+impl From<Timestamp> for String {
+    fn from(t: Timestamp) -> Self {
+        t.to_rfc3339()
+    }
+}
+
+impl TryFrom<String> for Timestamp {
+    type Error = DomainError;
+
+    fn try_from(text: String) -> Result<Self, Self::Error> {
+        Timestamp::parse_rfc3339("time", &text)
+    }
+}
 
 impl Timestamp {
     /// Parses an RFC 3339 time such as `2026-11-23T10:00:00Z`.
@@ -46,5 +61,8 @@ mod tests {
         let t = Timestamp::parse_rfc3339("time", "2026-11-23T11:00:00+01:00").unwrap();
         assert_eq!(t.to_rfc3339(), "2026-11-23T10:00:00.000000Z");
         assert!(Timestamp::parse_rfc3339("time", "yesterday").is_err());
+        let json = serde_json::to_string(&t).unwrap();
+        assert_eq!(json, "\"2026-11-23T10:00:00.000000Z\"");
+        assert_eq!(serde_json::from_str::<Timestamp>(&json).unwrap(), t);
     }
 }
