@@ -108,12 +108,17 @@ fn key(k: Option<&pb::SourceKey>) -> String {
         .unwrap_or_default()
 }
 
+/// Map entries in key order (protobuf maps arrive unordered).
+fn sorted<V>(map: &std::collections::HashMap<String, V>) -> Vec<(&String, &V)> {
+    let mut entries: Vec<_> = map.iter().collect();
+    entries.sort_by(|a, b| a.0.cmp(b.0));
+    entries
+}
+
 fn to_json(record: &pb::GoldenRecord, note: Option<&str>) -> serde_json::Value {
     let values = |map: &std::collections::HashMap<String, pb::GoldenValue>| {
-        let mut sorted: Vec<_> = map.iter().collect();
-        sorted.sort_by(|a, b| a.0.cmp(b.0));
         serde_json::Value::Object(
-            sorted
+            sorted(map)
                 .into_iter()
                 .map(|(name, v)| {
                     let value = serde_json::json!({
@@ -124,8 +129,7 @@ fn to_json(record: &pb::GoldenRecord, note: Option<&str>) -> serde_json::Value {
                 .collect(),
         )
     };
-    let mut consents: Vec<_> = record.consents.iter().collect();
-    consents.sort_by(|a, b| a.0.cmp(b.0));
+    let consents = sorted(&record.consents);
     serde_json::json!({
         "golden_id": record.golden_id,
         "redirect": note,
@@ -153,16 +157,15 @@ fn print_table(record: &pb::GoldenRecord, note: Option<&str>) {
         if map.is_empty() {
             return;
         }
-        let mut sorted: Vec<_> = map.iter().collect();
-        sorted.sort_by(|a, b| a.0.cmp(b.0));
-        let width = sorted
+        let entries = sorted(map);
+        let width = entries
             .iter()
             .map(|(k, _)| k.len())
             .max()
             .unwrap_or(0)
             .max(title.len());
         println!("\n{title:<width$}  {:<32}  {:<24}  time", "value", "from");
-        for (name, v) in sorted {
+        for (name, v) in entries {
             println!(
                 "{name:<width$}  {:<32}  {:<24}  {}",
                 v.value,
@@ -174,8 +177,7 @@ fn print_table(record: &pb::GoldenRecord, note: Option<&str>) {
     rows("attribute", &record.attributes);
     rows("preference", &record.preferences);
     if !record.consents.is_empty() {
-        let mut consents: Vec<_> = record.consents.iter().collect();
-        consents.sort_by(|a, b| a.0.cmp(b.0));
+        let consents = sorted(&record.consents);
         println!(
             "\n{:<24}  {:<10}  {:<24}  time",
             "consent", "status", "from"
