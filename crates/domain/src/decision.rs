@@ -3,18 +3,34 @@ use serde::{Deserialize, Serialize};
 use crate::event::EventType;
 use crate::{GoldenId, SourceKey, Timestamp};
 
-/// Why the matcher linked records: the rule and which identifiers agreed, never their values.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// One field's part in a match score: its comparison level and weight, never its values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FieldWeight {
+    pub field: String,
+    pub level: String,
+    /// log2(m/u) of the level.
+    pub weight: f64,
+}
+
+/// Why the matcher decided as it did: the score against the closest member of the
+/// entity, field by field, and the model that scored it.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct MatchExplanation {
+    /// What decided (`fellegi-sunter`, `steward`, …).
     pub rule: String,
-    /// Identifier kinds that agreed (`email`, `phone`, `source_key`).
-    pub agreed: Vec<String>,
-    /// The records it agreed with.
+    /// Total log2 odds, prior included.
+    pub weight: f64,
+    pub probability: f64,
+    pub fields: Vec<FieldWeight>,
+    /// The entity member(s) the record was compared with.
     pub with: Vec<SourceKey>,
+    /// The lowest probability against any member of the entity.
+    #[serde(default)]
+    pub weakest_probability: f64,
 }
 
 /// A decision of the hub, logged so that replay repeats it instead of re-deciding.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "decision")]
 pub enum Decision {
     /// A new entity was started for a record; its id is the decision's sequence number.
@@ -36,6 +52,14 @@ pub enum Decision {
         entity: GoldenId,
         record: SourceKey,
         reason: String,
+    },
+    /// The matcher was unsure whether `record` belongs to `entity`: a steward decides.
+    /// The task id is the decision's sequence number.
+    ReviewOpened {
+        task: u64,
+        record: SourceKey,
+        entity: GoldenId,
+        explanation: MatchExplanation,
     },
 }
 
@@ -64,7 +88,7 @@ impl LoggedEvent {
 }
 
 /// One entry of the append-only log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "entry")]
 pub enum LogEntry {
     Event(LoggedEvent),

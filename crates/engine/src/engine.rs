@@ -1,12 +1,13 @@
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
+use cmdm_domain::MatchExplanation;
 use cmdm_domain::record::RecordChange;
 use cmdm_domain::{
     Decision, GoldenId, GoldenRecord, InboundEvent, LogEntry, LoggedEvent, OutboundChange,
     OutboundKind, SourceKey, SourceRecord, Timestamp,
 };
-use cmdm_matching::{Candidate, Matcher, Survivorship};
+use cmdm_matching::{EntityCandidate, Matcher, Prepared, Survivorship};
 use cmdm_store::crypto::DataKey;
 use cmdm_store::{Batch, Store, TreeName};
 use tracing::debug;
@@ -35,7 +36,10 @@ pub struct BatchReport {
     pub applied: usize,
     pub duplicates: usize,
     pub decisions: usize,
+    pub review_tasks: usize,
     pub outbox: usize,
+    /// Blocking keys found shared by more records than the generic limit.
+    pub generic_keys: BTreeSet<String>,
 }
 
 /// A change waiting in the outbox, with its storage key.
@@ -140,12 +144,15 @@ impl Engine {
             )?;
             report.applied += 1;
             if change == RecordChange::Profile {
-                for decision in self.decide(&batch, &record)? {
+                for decision in self.decide(&batch, &record, &mut report)? {
                     let seq = batch.append_log(&LogEntry::Decision(decision.clone()))?;
                     debug!(seq, ?decision, "decided");
                     self.projector()
                         .decision(&mut batch, &decision, seq, &mut touched)?;
                     report.decisions += 1;
+                    if matches!(decision, Decision::ReviewOpened { .. }) {
+                        report.review_tasks += 1;
+                    }
                 }
             }
             report.outbox += write_outbox(&mut batch, &touched, &mut outbox_n)?;
@@ -172,7 +179,12 @@ impl Engine {
     }
 
     /// Decides where a record whose profile changed belongs.
-    fn decide(&self, batch: &Batch<'_>, record: &SourceRecord) -> Result<Vec<Decision>> {
+    fn decide(
+        &self,
+        batch: &Batch<'_>,
+        record: &SourceRecord,
+        report: &mut BatchReport,
+    ) -> Result<Vec<Decision>> {
         let current = membership(batch, &record.key)?;
         if !record.is_active() {
             return Ok(current
@@ -184,85 +196,142 @@ impl Engine {
                 .into_iter()
                 .collect());
         }
-        let candidates = self.candidates(batch, record)?;
-        let outcome = self.matcher.decide(record, &candidates);
-        let mut decisions = Vec::new();
-        let matched: BTreeSet<GoldenId> = outcome.entities.keys().copied().collect();
-        let survivor = match current {
-            Some(entity) => matched
-                .iter()
-                .copied()
-                .chain([entity])
-                .min()
-                .unwrap_or(entity),
-            None => match matched.first() {
-                None => {
-                    let entity = GoldenId(batch.next_seq());
-                    return Ok(vec![Decision::EntityCreated {
-                        entity,
-                        record: record.key.clone(),
-                    }]);
-                }
-                Some(&first) => {
-                    decisions.push(Decision::RecordLinked {
-                        entity: first,
-                        record: record.key.clone(),
-                        explanation: outcome.entities[&first].clone(),
-                    });
-                    first
-                }
-            },
+        let Some(prepared) =
+            batch.get_json::<Prepared>(TreeName::Features, record.key.encode().as_bytes())?
+        else {
+            // Nothing to match on (every value unparseable): the record stands alone.
+            return Ok(match current {
+                Some(_) => Vec::new(),
+                None => vec![Decision::EntityCreated {
+                    entity: GoldenId(batch.next_seq()),
+                    record: record.key.clone(),
+                }],
+            });
         };
-        for entity in matched
-            .iter()
-            .copied()
-            .chain(current)
-            .collect::<BTreeSet<_>>()
-        {
-            if entity == survivor {
-                continue;
+        let home = current
+            .map(|entity| self.entity_candidate(batch, entity))
+            .transpose()?;
+        let candidates = self.candidates(batch, &prepared, current, report)?;
+        let outcome = self.matcher.decide(&prepared, home.as_ref(), &candidates);
+
+        let mut decisions = Vec::new();
+        // The entity the record ends in before merges; the oldest id survives merges.
+        let base = match (current, &outcome.link) {
+            (Some(entity), _) => entity,
+            (None, Some((entity, explanation))) => {
+                decisions.push(Decision::RecordLinked {
+                    entity: *entity,
+                    record: record.key.clone(),
+                    explanation: explanation.clone(),
+                });
+                *entity
             }
-            let explanation = outcome
-                .entities
-                .get(&entity)
-                .or_else(|| outcome.entities.get(&survivor))
-                .cloned()
-                .unwrap_or_default();
-            decisions.push(Decision::EntitiesMerged {
-                survivor,
-                merged: entity,
+            (None, None) => {
+                let entity = GoldenId(batch.next_seq());
+                decisions.push(Decision::EntityCreated {
+                    entity,
+                    record: record.key.clone(),
+                });
+                entity
+            }
+        };
+        let survivor = outcome
+            .merge
+            .iter()
+            .map(|(e, _)| *e)
+            .chain([base])
+            .min()
+            .unwrap_or(base);
+        for (entity, explanation) in outcome
+            .merge
+            .iter()
+            .cloned()
+            .chain([(base, MatchExplanation::default())])
+        {
+            if entity != survivor {
+                let explanation = if entity == base {
+                    outcome
+                        .merge
+                        .iter()
+                        .find(|(e, _)| *e == survivor)
+                        .map(|(_, x)| x.clone())
+                } else {
+                    Some(explanation)
+                };
+                decisions.push(Decision::EntitiesMerged {
+                    survivor,
+                    merged: entity,
+                    explanation: explanation.unwrap_or_default(),
+                });
+            }
+        }
+        for (entity, explanation) in outcome.review {
+            // The task id is the sequence number its decision will get.
+            let task = batch.next_seq() + decisions.len() as u64;
+            decisions.push(Decision::ReviewOpened {
+                task,
+                record: record.key.clone(),
+                entity,
                 explanation,
             });
         }
         Ok(decisions)
     }
 
-    fn candidates(&self, batch: &Batch<'_>, record: &SourceRecord) -> Result<Vec<Candidate>> {
-        let mut shared: BTreeMap<SourceKey, Vec<cmdm_matching::BlockKey>> = BTreeMap::new();
+    /// An entity with all its members prepared.
+    fn entity_candidate(&self, batch: &Batch<'_>, entity: GoldenId) -> Result<EntityCandidate> {
+        let golden: GoldenRecord = batch
+            .get_json(TreeName::Entities, &id_key(entity))?
+            .ok_or_else(|| EngineError::Inconsistent(format!("entity {entity} is absent")))?;
+        let mut members = Vec::with_capacity(golden.members.len());
+        for member in &golden.members {
+            if let Some(p) =
+                batch.get_json::<Prepared>(TreeName::Features, member.encode().as_bytes())?
+            {
+                members.push(p);
+            }
+        }
+        Ok(EntityCandidate { entity, members })
+    }
+
+    /// Entities other than `home` holding a record that shares a non-generic blocking key.
+    fn candidates(
+        &self,
+        batch: &Batch<'_>,
+        record: &Prepared,
+        home: Option<GoldenId>,
+        report: &mut BatchReport,
+    ) -> Result<Vec<EntityCandidate>> {
+        let limit = self.matcher.generic_limit();
+        let mut entities = BTreeSet::new();
         for block in self.matcher.block_keys(record) {
             let mut prefix = block.0.as_bytes().to_vec();
             prefix.push(0);
-            for (key, _) in batch.scan_prefix(TreeName::Index, &prefix)? {
+            let found =
+                batch.scan_prefix_limit(TreeName::Index, &prefix, limit.saturating_add(1))?;
+            if found.len() > limit {
+                report.generic_keys.insert(block.0);
+                continue;
+            }
+            for (key, _) in found {
                 let other = std::str::from_utf8(&key[prefix.len()..])
                     .map_err(|e| EngineError::Inconsistent(format!("index key: {e}")))?
                     .parse::<SourceKey>()
                     .map_err(|e| EngineError::Inconsistent(format!("index key: {e}")))?;
-                if other != record.key {
-                    shared.entry(other).or_default().push(block.clone());
+                if other == record.key {
+                    continue;
+                }
+                if let Some(entity) = membership(batch, &other)?
+                    && Some(entity) != home
+                {
+                    entities.insert(entity);
                 }
             }
         }
-        let mut candidates = Vec::with_capacity(shared.len());
-        for (other, blocks) in shared {
-            if let Some(entity) = membership(batch, &other)? {
-                candidates.push(Candidate {
-                    record: other,
-                    entity,
-                    shared: blocks,
-                });
-            }
-        }
-        Ok(candidates)
+        entities
+            .into_iter()
+            .map(|e| self.entity_candidate(batch, e))
+            .collect()
     }
 
     /// The stored next offset of a partition, if any batch recorded one.

@@ -5,9 +5,10 @@ use std::collections::BTreeSet;
 
 use cmdm_domain::record::RecordChange;
 use cmdm_domain::{
-    Decision, GoldenId, GoldenRecord, LoggedEvent, Payload, SourceKey, SourceRecord, Stamp,
+    Decision, GoldenId, GoldenRecord, LoggedEvent, Payload, ReviewStatus, ReviewTask, SourceKey,
+    SourceRecord, Stamp,
 };
-use cmdm_matching::{Matcher, Survivorship, survive};
+use cmdm_matching::{BlockKey, Matcher, Prepared, Survivorship, survive};
 use cmdm_store::{Batch, TreeName};
 
 use crate::Result;
@@ -74,7 +75,6 @@ impl Projector<'_> {
         let Some(payload) = payload else {
             return Ok((record, RecordChange::None));
         };
-        let old_keys: BTreeSet<_> = self.matcher.block_keys(&record).into_iter().collect();
         let change = record.apply(
             payload,
             Stamp {
@@ -86,21 +86,40 @@ impl Projector<'_> {
             return Ok((record, change));
         }
         batch.put_json(TreeName::Records, key.encode(), &record)?;
-        let new_keys: BTreeSet<_> = if record.is_active() {
-            self.matcher.block_keys(&record).into_iter().collect()
-        } else {
-            BTreeSet::new()
-        };
-        for gone in old_keys.difference(&new_keys) {
-            batch.delete(TreeName::Index, index_key(&gone.0, &key));
-        }
-        for added in new_keys.difference(&old_keys) {
-            batch.put(TreeName::Index, index_key(&added.0, &key), Vec::new());
+        if change == RecordChange::Profile {
+            self.reindex(batch, &record)?;
         }
         if let Some(entity) = membership(batch, &key)? {
             self.recompute(batch, entity, seq, touched)?;
         }
         Ok((record, change))
+    }
+
+    /// Stores the record's prepared form and moves its blocking keys in the index.
+    fn reindex(&self, batch: &mut Batch<'_>, record: &SourceRecord) -> Result<()> {
+        let key = record.key.encode();
+        let old: BTreeSet<BlockKey> = batch
+            .get_json::<Prepared>(TreeName::Features, key.as_bytes())?
+            .map(|p| self.matcher.block_keys(&p).into_iter().collect())
+            .unwrap_or_default();
+        let prepared = self.matcher.prepare(record);
+        let new: BTreeSet<BlockKey> = self.matcher.block_keys(&prepared).into_iter().collect();
+        if prepared.values.is_empty() {
+            batch.delete(TreeName::Features, key.clone());
+        } else {
+            batch.put_json(TreeName::Features, key.clone(), &prepared)?;
+        }
+        for gone in old.difference(&new) {
+            batch.delete(TreeName::Index, index_key(&gone.0, &record.key));
+        }
+        for added in new.difference(&old) {
+            batch.put(
+                TreeName::Index,
+                index_key(&added.0, &record.key),
+                Vec::new(),
+            );
+        }
+        Ok(())
     }
 
     /// Applies a hub decision to membership, redirects and golden records.
@@ -169,6 +188,21 @@ impl Projector<'_> {
             Decision::RecordUnlinked { entity, record, .. } => {
                 batch.delete(TreeName::Membership, record.encode());
                 self.remove_member(batch, *entity, record, seq, touched)?;
+            }
+            Decision::ReviewOpened {
+                task,
+                record,
+                entity,
+                explanation,
+            } => {
+                let review = ReviewTask {
+                    id: *task,
+                    record: record.clone(),
+                    entity: *entity,
+                    explanation: explanation.clone(),
+                    status: ReviewStatus::Open,
+                };
+                batch.put_json(TreeName::Reviews, task.to_be_bytes(), &review)?;
             }
         }
         Ok(())

@@ -3,20 +3,25 @@
 use std::sync::Arc;
 
 use cmdm_domain::{GoldenId, InboundEvent, SourceKey};
-use cmdm_matching::{ExactMatcher, Survivorship};
+use cmdm_matching::{FuzzyMatcher, MatcherConfig, Model, Survivorship};
 use cmdm_store::{Store, TreeName};
 use serde_json::{Value, json};
 
 use crate::rebuild::verify;
 use crate::{Engine, EngineConfig, SourceOffset};
 
+fn matcher() -> FuzzyMatcher {
+    FuzzyMatcher::new(Model::default_person(), MatcherConfig::default()).unwrap()
+}
+
 fn engine(store: Store) -> Engine {
     let config = EngineConfig {
         survivorship: Survivorship {
             source_trust: vec!["crm".into(), "web".into()],
+            ..Survivorship::default()
         },
     };
-    Engine::new(store, Arc::new(ExactMatcher::new("44")), config)
+    Engine::new(store, Arc::new(matcher()), config)
 }
 
 fn event(

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Args;
-use cmdm_matching::Survivorship;
+use cmdm_matching::normalise::DateOrder;
+use cmdm_matching::{FuzzyMatcher, MatcherConfig, Model, PrepareConfig, Survivorship};
 use serde::Deserialize;
 
 /// Everything the hub can be configured with.
@@ -49,6 +50,12 @@ pub struct KafkaConfig {
 pub struct MatchingConfig {
     /// Calling code assumed for phone numbers written without one (`44`, `1`, …).
     pub default_country_code: String,
+    /// Reading of ambiguous dates like 01/02/2000: `dmy` or `mdy`.
+    pub date_order: DateOrder,
+    /// A blocking key shared by more records than this is generic and links nothing.
+    pub generic_limit: usize,
+    /// A model file from `cmdm model train`; unset uses the shipped default model.
+    pub model: Option<PathBuf>,
 }
 
 impl Default for HubConfig {
@@ -85,6 +92,9 @@ impl Default for MatchingConfig {
     fn default() -> Self {
         MatchingConfig {
             default_country_code: "44".to_owned(),
+            date_order: DateOrder::Dmy,
+            generic_limit: MatcherConfig::default().generic_limit,
+            model: None,
         }
     }
 }
@@ -134,6 +144,15 @@ pub struct Overrides {
     /// Sources from most to least trusted, comma-separated, for survivorship ties.
     #[arg(long, env = "CMDM_SOURCE_TRUST", value_delimiter = ',', global = true)]
     pub source_trust: Option<Vec<String>>,
+    /// Reading of ambiguous dates such as 01/02/2000, `dmy` or `mdy` [default: dmy].
+    #[arg(long, env = "CMDM_DATE_ORDER", global = true, value_parser = parse_date_order)]
+    pub date_order: Option<DateOrder>,
+    /// Records sharing a blocking key above which the key is generic [default: 100].
+    #[arg(long, env = "CMDM_GENERIC_LIMIT", global = true)]
+    pub generic_limit: Option<usize>,
+    /// Matching model file from `cmdm model train` [default: the shipped model].
+    #[arg(long, env = "CMDM_MODEL", global = true)]
+    pub model: Option<PathBuf>,
     /// Seconds allowed for a graceful shutdown [default: 10].
     #[arg(long, env = "CMDM_SHUTDOWN_DEADLINE_SECS", global = true)]
     pub shutdown_deadline_secs: Option<u64>,
@@ -174,6 +193,11 @@ impl HubConfig {
             &mut config.matching.default_country_code,
             o.default_country_code,
         );
+        set(&mut config.matching.date_order, o.date_order);
+        set(&mut config.matching.generic_limit, o.generic_limit);
+        if o.model.is_some() {
+            config.matching.model = o.model;
+        }
         set(&mut config.survivorship.source_trust, o.source_trust);
         set(&mut config.shutdown_deadline_secs, o.shutdown_deadline_secs);
         set(&mut config.log_format, o.log_format);
@@ -205,6 +229,38 @@ impl HubConfig {
             "matching.default_country_code must be digits such as 44"
         );
         Ok(())
+    }
+}
+
+/// Reads `dmy` or `mdy`.
+pub fn parse_date_order(text: &str) -> Result<DateOrder, String> {
+    match text {
+        "dmy" => Ok(DateOrder::Dmy),
+        "mdy" => Ok(DateOrder::Mdy),
+        other => Err(format!("`{other}` is not a date order: use dmy or mdy")),
+    }
+}
+
+impl MatchingConfig {
+    /// The matcher these settings describe, with its model loaded and checked.
+    pub fn matcher(&self) -> anyhow::Result<FuzzyMatcher> {
+        let model = match &self.model {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read model file {}", path.display()))?;
+                serde_json::from_str::<Model>(&text)
+                    .with_context(|| format!("invalid model file {}", path.display()))?
+            }
+            None => Model::default_person(),
+        };
+        let config = MatcherConfig {
+            prepare: PrepareConfig {
+                default_country_code: self.default_country_code.clone(),
+                date_order: self.date_order,
+            },
+            generic_limit: self.generic_limit,
+        };
+        FuzzyMatcher::new(model, config).map_err(|e| anyhow::anyhow!("matching model: {e}"))
     }
 }
 

@@ -12,7 +12,6 @@ use anyhow::Context;
 use cmdm_api::{CustomerHubServer, HubService, pb};
 use cmdm_engine::{Engine, EngineConfig};
 use cmdm_kafka::{EmbeddedBroker, IngestConfig, OutboxConfig, run_ingest, run_outbox};
-use cmdm_matching::ExactMatcher;
 use cmdm_store::Store;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -31,7 +30,7 @@ pub fn open_engine(config: &HubConfig) -> anyhow::Result<Arc<Engine>> {
             config.data_dir.display()
         )
     })?;
-    let matcher = Arc::new(ExactMatcher::new(&config.matching.default_country_code));
+    let matcher = Arc::new(config.matching.matcher()?);
     let rules = EngineConfig {
         survivorship: config.survivorship.clone(),
     };

@@ -1,41 +1,60 @@
-//! The matching core: normalise, block, decide, survive. Pure code, no I/O: the engine
-//! hands it records and candidates and stores what it decides.
+//! The matching core: normalise, block, score, decide, survive. Pure code, no I/O: the
+//! engine hands it prepared records and candidate entities and stores what it decides.
 
-pub mod exact;
+pub mod blocking;
+pub mod fuzzy;
+pub mod model;
 pub mod normalise;
+pub mod prepare;
 pub mod survive;
+pub mod train;
 
-use std::collections::BTreeMap;
+use cmdm_domain::{GoldenId, MatchExplanation, SourceRecord};
 
-use cmdm_domain::{GoldenId, MatchExplanation, SourceKey, SourceRecord};
+pub use fuzzy::{FuzzyMatcher, MatcherConfig};
+pub use model::Model;
+pub use prepare::{PrepareConfig, Prepared};
+pub use survive::{Strategy, Survivorship, survive};
 
-pub use exact::ExactMatcher;
-pub use survive::{Survivorship, survive};
-
-/// A blocking key such as `email:ann@example.org`: records sharing one are candidates.
+/// A blocking key such as `em:ann@example.org`: records sharing one are candidates.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct BlockKey(pub String);
 
-/// A record found through a shared blocking key, with its current entity.
+/// An entity found through shared blocking keys, with all its members prepared.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Candidate {
-    pub record: SourceKey,
+pub struct EntityCandidate {
     pub entity: GoldenId,
-    /// The blocking keys it shares with the record being matched.
-    pub shared: Vec<BlockKey>,
+    pub members: Vec<Prepared>,
 }
 
-/// The entities a record belongs with, each with why. Empty means a new entity.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// What the matcher decided for one record.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct MatchOutcome {
-    pub entities: BTreeMap<GoldenId, MatchExplanation>,
+    /// The entity to join (none: start a new entity). Never set when a home was given.
+    pub link: Option<(GoldenId, MatchExplanation)>,
+    /// Further entities that are the same person and compatible: merge them.
+    pub merge: Vec<(GoldenId, MatchExplanation)>,
+    /// Entities the record may belong to: a steward decides.
+    pub review: Vec<(GoldenId, MatchExplanation)>,
 }
 
 /// The matcher interface the engine calls; implementations are pure and deterministic.
 pub trait Matcher: Send + Sync {
-    /// The blocking keys of a record; empty for a record with nothing to block on.
-    fn block_keys(&self, record: &SourceRecord) -> Vec<BlockKey>;
+    /// Normalises a record for blocking and comparison.
+    fn prepare(&self, record: &SourceRecord) -> Prepared;
 
-    /// Which candidate entities the record matches.
-    fn decide(&self, record: &SourceRecord, candidates: &[Candidate]) -> MatchOutcome;
+    /// The blocking keys of a prepared record.
+    fn block_keys(&self, record: &Prepared) -> Vec<BlockKey>;
+
+    /// Keys shared by more records than this are generic and produce no candidates.
+    fn generic_limit(&self) -> usize;
+
+    /// Decides where `record` belongs. `home` is the entity it already belongs to, if any;
+    /// `candidates` are the other entities found through its blocking keys.
+    fn decide(
+        &self,
+        record: &Prepared,
+        home: Option<&EntityCandidate>,
+        candidates: &[EntityCandidate],
+    ) -> MatchOutcome;
 }

@@ -9,12 +9,31 @@ use serde::{Deserialize, Serialize};
 
 const DO_NOT_CONTACT: &str = "do_not_contact";
 
-/// Survivorship configuration: most recent by event time, ties to the most trusted source.
+/// How one attribute's golden value is chosen among the entity's records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// The latest by event time; ties to the most trusted source.
+    #[default]
+    MostRecent,
+    /// The most trusted source's value; ties to the latest.
+    SourceTrust,
+    /// The value most records agree on (compared folded); ties to the latest.
+    MostFrequent,
+    /// The longest value; ties to the latest.
+    MostComplete,
+}
+
+/// Survivorship configuration: a strategy per attribute and a source trust order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct Survivorship {
     /// Sources from most to least trusted; unlisted sources rank after all listed ones.
-    #[serde(default)]
     pub source_trust: Vec<String>,
+    /// The strategy of attributes not listed in `attributes`.
+    pub default: Strategy,
+    /// Attribute → strategy.
+    pub attributes: BTreeMap<String, Strategy>,
 }
 
 impl Survivorship {
@@ -52,14 +71,17 @@ pub fn survive<'a>(
     members: impl IntoIterator<Item = &'a SourceRecord>,
     rules: &Survivorship,
 ) -> Survived {
-    let mut attributes: BTreeMap<String, (GoldenValue, Stamp)> = BTreeMap::new();
+    let mut offered: BTreeMap<&str, Vec<(&str, &SourceKey, Stamp)>> = BTreeMap::new();
     let mut preferences: BTreeMap<String, (GoldenValue, Stamp)> = BTreeMap::new();
     let mut consents: BTreeMap<String, (GoldenConsent, Stamp)> = BTreeMap::new();
     // A do-not-contact from any record holds for the whole entity, whatever is more recent.
     let mut dnc_held: BTreeMap<String, (GoldenValue, Stamp)> = BTreeMap::new();
     for record in members.into_iter().filter(|r| r.is_active()) {
         for (name, value, stamp) in record.live_attributes() {
-            offer(&mut attributes, name, value, &record.key, stamp, rules);
+            offered
+                .entry(name)
+                .or_default()
+                .push((value, &record.key, stamp));
         }
         for (item, value) in &record.preferences {
             offer(
@@ -106,11 +128,62 @@ pub fn survive<'a>(
     if let Some(dnc) = dnc_held.remove(DO_NOT_CONTACT) {
         preferences.insert(DO_NOT_CONTACT.to_owned(), dnc);
     }
+    let attributes = offered
+        .into_iter()
+        .filter_map(|(name, values)| {
+            let strategy = rules.attributes.get(name).copied().unwrap_or(rules.default);
+            choose(&values, strategy, rules).map(|(value, source, stamp)| {
+                let golden = GoldenValue {
+                    value: value.to_owned(),
+                    source: source.clone(),
+                    time: stamp.time,
+                };
+                (name.to_owned(), golden)
+            })
+        })
+        .collect();
     Survived {
-        attributes: attributes.into_iter().map(|(k, (v, _))| (k, v)).collect(),
+        attributes,
         consents: consents.into_iter().map(|(k, (v, _))| (k, v)).collect(),
         preferences: preferences.into_iter().map(|(k, (v, _))| (k, v)).collect(),
     }
+}
+
+/// Picks one offered value by the strategy; every tie falls to the most recent rule, so
+/// the choice never depends on the order of the records.
+fn choose<'a>(
+    values: &[(&'a str, &'a SourceKey, Stamp)],
+    strategy: Strategy,
+    rules: &Survivorship,
+) -> Option<(&'a str, &'a SourceKey, Stamp)> {
+    let recent = |a: &(&str, &SourceKey, Stamp), b: &(&str, &SourceKey, Stamp)| {
+        rules
+            .prefer((a.1, a.2), (b.1, b.2))
+            .then_with(|| b.0.cmp(a.0))
+    };
+    let folded = |v: &str| crate::normalise::fold(v);
+    let frequency = |v: &str| {
+        values
+            .iter()
+            .filter(|(w, _, _)| folded(w) == folded(v))
+            .count()
+    };
+    values.iter().copied().max_by(|a, b| match strategy {
+        Strategy::MostRecent => recent(a, b),
+        Strategy::SourceTrust => rules
+            .trust_rank(&b.1.source)
+            .cmp(&rules.trust_rank(&a.1.source))
+            .then_with(|| recent(a, b)),
+        Strategy::MostFrequent => frequency(a.0)
+            .cmp(&frequency(b.0))
+            .then_with(|| recent(a, b)),
+        Strategy::MostComplete => {
+            a.0.chars()
+                .count()
+                .cmp(&b.0.chars().count())
+                .then_with(|| recent(a, b))
+        }
+    })
 }
 
 fn offer(
@@ -159,6 +232,7 @@ mod tests {
     fn rules() -> Survivorship {
         Survivorship {
             source_trust: vec!["crm".into(), "web".into()],
+            ..Survivorship::default()
         }
     }
 
@@ -182,6 +256,69 @@ mod tests {
             survive([&web, &crm], &rules()).attributes["given_name"].value,
             "John"
         );
+    }
+
+    #[test]
+    fn strategies_per_attribute() {
+        let mut rules = rules();
+        rules
+            .attributes
+            .insert("given_name".into(), Strategy::SourceTrust);
+        let web = record("web", 10, "Jon");
+        let pos = record("pos", 20, "Jonathan");
+        let pos2 = {
+            let mut r = record("pos", 30, "Jon");
+            r.key.subject = "2".into();
+            r
+        };
+        assert_eq!(
+            survive([&web, &pos], &rules).attributes["given_name"].value,
+            "Jon"
+        );
+        rules
+            .attributes
+            .insert("given_name".into(), Strategy::MostComplete);
+        assert_eq!(
+            survive([&web, &pos], &rules).attributes["given_name"].value,
+            "Jonathan"
+        );
+        rules
+            .attributes
+            .insert("given_name".into(), Strategy::MostFrequent);
+        let golden = survive([&web, &pos, &pos2], &rules);
+        assert_eq!(golden.attributes["given_name"].value, "Jon");
+        assert_eq!(
+            golden.attributes["given_name"].source, pos2.key,
+            "the latest of the agreeing"
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_arrival_order_gives_the_same_golden_record(
+            times in proptest::collection::vec((0i64..5, 0usize..3, 0usize..4), 1..6),
+            rotate in 0usize..6,
+            strategy in 0usize..4,
+        ) {
+            let strategies = [Strategy::MostRecent, Strategy::SourceTrust, Strategy::MostFrequent, Strategy::MostComplete];
+            let rules = Survivorship { default: strategies[strategy], ..rules() };
+            let sources = ["crm", "web", "pos"];
+            let names = ["Jon", "John", "Jonathan", "jon"];
+            let records: Vec<SourceRecord> = times
+                .iter()
+                .enumerate()
+                .map(|(i, (t, s, n))| {
+                    let mut r = record(sources[*s], *t, names[*n]);
+                    r.key.subject = i.to_string();
+                    r
+                })
+                .collect();
+            let mut shuffled: Vec<&SourceRecord> = records.iter().collect();
+            let k = rotate % shuffled.len();
+            shuffled.rotate_left(k);
+            shuffled.reverse();
+            proptest::prop_assert_eq!(survive(&records, &rules), survive(shuffled, &rules));
+        }
     }
 
     #[test]

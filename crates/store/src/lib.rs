@@ -51,11 +51,15 @@ pub enum TreeName {
     Outbox,
     /// `topic\0partition` → next offset to consume (i64 BE).
     Offsets,
+    /// source key → the record prepared for matching (normalised values).
+    Features,
+    /// task id (u64 BE) → steward review task.
+    Reviews,
 }
 
 impl TreeName {
     /// Every tree, in a fixed order.
-    pub const ALL: [TreeName; 10] = [
+    pub const ALL: [TreeName; 12] = [
         TreeName::Log,
         TreeName::Dedup,
         TreeName::Keys,
@@ -66,16 +70,20 @@ impl TreeName {
         TreeName::Index,
         TreeName::Outbox,
         TreeName::Offsets,
+        TreeName::Features,
+        TreeName::Reviews,
     ];
 
     /// The projections: everything a replay of the log must reproduce exactly.
-    pub const PROJECTIONS: [TreeName; 6] = [
+    pub const PROJECTIONS: [TreeName; 8] = [
         TreeName::Dedup,
         TreeName::Records,
         TreeName::Membership,
         TreeName::Entities,
         TreeName::Redirects,
         TreeName::Index,
+        TreeName::Features,
+        TreeName::Reviews,
     ];
 
     /// The tree's name in sled.
@@ -91,6 +99,8 @@ impl TreeName {
             TreeName::Index => "index",
             TreeName::Outbox => "outbox",
             TreeName::Offsets => "offsets",
+            TreeName::Features => "features",
+            TreeName::Reviews => "reviews",
         }
     }
 
@@ -242,22 +252,41 @@ impl Batch<'_> {
 
     /// Every key under a prefix, as the batch would leave the tree, in key order.
     pub fn scan_prefix(&self, tree: TreeName, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.scan_prefix_limit(tree, prefix, usize::MAX)
+    }
+
+    /// At most `limit` keys under a prefix, as the batch would leave the tree, in key order.
+    pub fn scan_prefix_limit(
+        &self,
+        tree: TreeName,
+        prefix: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let pending = &self.writes[tree.index()];
+        let in_range = || {
+            pending
+                .range(prefix.to_vec()..)
+                .take_while(|(k, _)| k.starts_with(prefix))
+        };
+        // Pending deletions may hide stored keys: read enough to still fill the limit.
+        let hidden = in_range().filter(|(_, v)| v.is_none()).count();
         let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-        for item in self.store.tree(tree).scan_prefix(prefix) {
+        for item in self
+            .store
+            .tree(tree)
+            .scan_prefix(prefix)
+            .take(limit.saturating_add(hidden))
+        {
             let (k, v) = item?;
             merged.insert(k.to_vec(), v.to_vec());
         }
-        let pending = &self.writes[tree.index()];
-        for (k, v) in pending
-            .range(prefix.to_vec()..)
-            .take_while(|(k, _)| k.starts_with(prefix))
-        {
+        for (k, v) in in_range() {
             match v {
                 Some(v) => merged.insert(k.clone(), v.clone()),
                 None => merged.remove(k),
             };
         }
-        Ok(merged.into_iter().collect())
+        Ok(merged.into_iter().take(limit).collect())
     }
 
     /// The sequence number the next appended log entry gets.
@@ -373,6 +402,11 @@ mod tests {
         batch.delete(TreeName::Index, b"email:a\0web/1".to_vec());
         let left = batch.scan_prefix(TreeName::Index, b"email:a\0").unwrap();
         assert_eq!(left, vec![(b"email:a\0web/2".to_vec(), Vec::new())]);
+        batch.put(TreeName::Index, b"email:a\0web/0".to_vec(), Vec::new());
+        let first = batch
+            .scan_prefix_limit(TreeName::Index, b"email:a\0", 1)
+            .unwrap();
+        assert_eq!(first, vec![(b"email:a\0web/0".to_vec(), Vec::new())]);
         drop(batch);
         assert_eq!(
             store.tree(TreeName::Index).len(),

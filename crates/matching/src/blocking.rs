@@ -1,0 +1,104 @@
+//! Blocking: several keys per record, so that records with a typo in one field still meet
+//! through another. Keys shared by too many records are generic and produce nothing.
+
+use crate::BlockKey;
+use crate::prepare::{Prepared, fields::*};
+
+/// Values that identify no one (placeholders and test data).
+const STOP_VALUES: &[&str] = &[
+    "test@test.com",
+    "test@example.com",
+    "noemail@noemail.com",
+    "none@none.com",
+    "na@na.com",
+    "no@email.com",
+    "unknown@unknown.com",
+    "+440000000000",
+    "+10000000000",
+    "0",
+    "00000000",
+    "000000000",
+    "999999999",
+    "123456789",
+    "NA",
+    "NONE",
+    "UNKNOWN",
+];
+
+fn prefix(s: &str, n: usize) -> &str {
+    s.char_indices().nth(n).map_or(s, |(i, _)| &s[..i])
+}
+
+/// The blocking keys of a prepared record.
+pub fn block_keys(p: &Prepared) -> Vec<BlockKey> {
+    let mut keys = Vec::new();
+    let mut push = |key: String| keys.push(BlockKey(key));
+    for (field, tag) in [(EMAIL, "em"), (PHONE, "ph"), (NATIONAL_ID, "id")] {
+        if let Some(v) = p.get(field).filter(|v| !STOP_VALUES.contains(v)) {
+            push(format!("{tag}:{v}"));
+        }
+    }
+    let given = p.get(GIVEN_NAME);
+    let family = p.get(FAMILY_NAME);
+    let given_sound = p.phonetic.get(GIVEN_NAME);
+    let family_sound = p.phonetic.get(FAMILY_NAME);
+    if let Some(dob) = p.get(DATE_OF_BIRTH) {
+        if let Some(f) = family_sound {
+            push(format!("dob-fs:{dob}|{f}"));
+        }
+        if let Some(g) = given_sound {
+            push(format!("dob-gs:{dob}|{g}"));
+        }
+        if let (Some(g), Some(f)) = (given, family) {
+            // Day and month swapped or mistyped: the year and both initials still agree.
+            push(format!(
+                "yob-init:{}|{}|{}",
+                &dob[..4],
+                prefix(g, 1),
+                prefix(f, 1)
+            ));
+        }
+    }
+    if let (Some(g), Some(f)) = (given_sound, family_sound) {
+        push(format!("names:{g}|{f}"));
+    }
+    if let (Some(g), Some(f)) = (given, family) {
+        // Given and family names written the other way round.
+        let (a, b) = if g <= f { (g, f) } else { (f, g) };
+        push(format!("name-set:{a}|{b}"));
+    }
+    if let Some(pc) = p.get(POSTCODE) {
+        if let Some(f) = family {
+            push(format!("pc-f:{pc}|{}", prefix(f, 3)));
+        }
+        if let Some(g) = given {
+            push(format!("pc-g:{pc}|{}", prefix(g, 3)));
+        }
+    }
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prepare::{PrepareConfig, prepare, tests::record};
+
+    #[test]
+    fn several_keys_and_no_key_from_placeholders() {
+        let r = record(
+            "1",
+            &[
+                ("given_name", "Jon"),
+                ("family_name", "Smyth"),
+                ("email", "test@test.com"),
+                ("date_of_birth", "1980-02-03"),
+            ],
+        );
+        let keys = block_keys(&prepare(&r, &PrepareConfig::default()));
+        assert!(keys.iter().all(|k| !k.0.starts_with("em:")), "{keys:?}");
+        assert!(keys.iter().any(|k| k.0.starts_with("dob-fs:1980-02-03|")));
+        assert!(keys.iter().any(|k| k.0 == "yob-init:1980|j|s"));
+    }
+}

@@ -1,0 +1,270 @@
+//! The probabilistic matcher: Fellegi-Sunter scores against every member of each
+//! candidate entity, so a record joins an entity only if it fits the whole entity.
+
+use cmdm_domain::{FieldWeight, GoldenId, MatchExplanation, SourceRecord};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Model, PairScore};
+use crate::prepare::{PrepareConfig, Prepared, prepare};
+use crate::{BlockKey, EntityCandidate, MatchOutcome, Matcher, blocking};
+
+/// Matcher settings besides the model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MatcherConfig {
+    pub prepare: PrepareConfig,
+    /// A blocking key shared by more records than this is generic (a shop's phone number).
+    pub generic_limit: usize,
+}
+
+impl Default for MatcherConfig {
+    fn default() -> Self {
+        MatcherConfig {
+            prepare: PrepareConfig::default(),
+            generic_limit: 100,
+        }
+    }
+}
+
+/// Fellegi-Sunter matching with entity-level decisions.
+#[derive(Debug, Clone)]
+pub struct FuzzyMatcher {
+    model: Model,
+    config: MatcherConfig,
+}
+
+/// How a record fits one entity.
+struct Fit {
+    entity: GoldenId,
+    best: PairScore,
+    best_member: usize,
+    weakest: f64,
+}
+
+impl FuzzyMatcher {
+    /// A matcher over a validated model.
+    pub fn new(model: Model, config: MatcherConfig) -> Result<Self, String> {
+        model.validate()?;
+        Ok(FuzzyMatcher { model, config })
+    }
+
+    /// The model in use.
+    pub fn model(&self) -> &Model {
+        &self.model
+    }
+
+    fn fit(&self, record: &Prepared, candidate: &EntityCandidate) -> Option<Fit> {
+        let mut best: Option<(PairScore, usize)> = None;
+        let mut weakest = f64::INFINITY;
+        for (i, member) in candidate.members.iter().enumerate() {
+            let score = self.model.score(record, member);
+            weakest = weakest.min(score.probability());
+            if best.as_ref().is_none_or(|(b, _)| score.weight > b.weight) {
+                best = Some((score, i));
+            }
+        }
+        let (best, best_member) = best?;
+        Some(Fit {
+            entity: candidate.entity,
+            best,
+            best_member,
+            weakest,
+        })
+    }
+
+    fn explain(&self, fit: &Fit, candidate: &EntityCandidate) -> MatchExplanation {
+        MatchExplanation {
+            rule: "fellegi-sunter".to_owned(),
+            weight: round(fit.best.weight),
+            probability: round(fit.best.probability()),
+            fields: fit
+                .best
+                .fields
+                .iter()
+                .map(|f| FieldWeight {
+                    field: f.field.clone(),
+                    level: f.level.clone(),
+                    weight: round(f.weight),
+                })
+                .collect(),
+            with: vec![candidate.members[fit.best_member].key.clone()],
+            weakest_probability: round(fit.weakest),
+        }
+    }
+
+    /// Whether no member of `a` contradicts any member of `b`.
+    fn compatible(&self, a: &[&Prepared], b: &[Prepared]) -> bool {
+        let conflict = self.model.thresholds.conflict;
+        a.iter().all(|x| {
+            b.iter()
+                .all(|y| self.model.score(x, y).probability() >= conflict)
+        })
+    }
+}
+
+/// Explanations keep six significant decimals so the log stays compact and stable.
+fn round(x: f64) -> f64 {
+    (x * 1e6).round() / 1e6
+}
+
+impl Matcher for FuzzyMatcher {
+    fn prepare(&self, record: &SourceRecord) -> Prepared {
+        prepare(record, &self.config.prepare)
+    }
+
+    fn block_keys(&self, record: &Prepared) -> Vec<BlockKey> {
+        blocking::block_keys(record)
+    }
+
+    fn generic_limit(&self) -> usize {
+        self.config.generic_limit
+    }
+
+    fn decide(
+        &self,
+        record: &Prepared,
+        home: Option<&EntityCandidate>,
+        candidates: &[EntityCandidate],
+    ) -> MatchOutcome {
+        let t = &self.model.thresholds;
+        let mut fits: Vec<(Fit, &EntityCandidate)> = candidates
+            .iter()
+            .filter(|c| home.is_none_or(|h| h.entity != c.entity))
+            .filter_map(|c| self.fit(record, c).map(|f| (f, c)))
+            .collect();
+        // Strongest first; ties to the older entity, so the outcome never depends on order.
+        fits.sort_by(|(a, _), (b, _)| {
+            b.best
+                .weight
+                .total_cmp(&a.best.weight)
+                .then(a.entity.cmp(&b.entity))
+        });
+        let mut outcome = MatchOutcome::default();
+        // Members of the entity the record belongs to after this decision.
+        let mut joined: Vec<&Prepared> =
+            home.map(|h| h.members.iter().collect()).unwrap_or_default();
+        let mut placed = home.is_some();
+        for (fit, candidate) in &fits {
+            let p = fit.best.probability();
+            let fits_whole_entity = fit.weakest >= t.conflict;
+            let explanation = self.explain(fit, candidate);
+            if p >= t.link && fits_whole_entity && self.compatible(&joined, &candidate.members) {
+                if placed {
+                    outcome.merge.push((fit.entity, explanation));
+                } else {
+                    outcome.link = Some((fit.entity, explanation));
+                    placed = true;
+                }
+                joined.extend(candidate.members.iter());
+            } else if p >= t.review {
+                outcome.review.push((fit.entity, explanation));
+            }
+        }
+        outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prepare::tests::record;
+
+    fn matcher() -> FuzzyMatcher {
+        FuzzyMatcher::new(Model::default_person(), MatcherConfig::default()).unwrap()
+    }
+
+    fn person(id: &str, pairs: &[(&str, &str)]) -> Prepared {
+        matcher().prepare(&record(id, pairs))
+    }
+
+    fn entity(id: u64, members: Vec<Prepared>) -> EntityCandidate {
+        EntityCandidate {
+            entity: GoldenId(id),
+            members,
+        }
+    }
+
+    #[test]
+    fn typos_still_link_and_strangers_do_not() {
+        let m = matcher();
+        let jon = person(
+            "1",
+            &[
+                ("given_name", "Jon"),
+                ("family_name", "Smyth"),
+                ("date_of_birth", "1980-02-03"),
+                ("postcode", "2119"),
+            ],
+        );
+        let john = person(
+            "2",
+            &[
+                ("given_name", "John"),
+                ("family_name", "Smith"),
+                ("date_of_birth", "1980-02-03"),
+                ("postcode", "2119"),
+            ],
+        );
+        let other = person(
+            "3",
+            &[
+                ("given_name", "Mary"),
+                ("family_name", "Jones"),
+                ("date_of_birth", "1971-10-13"),
+                ("postcode", "2119"),
+            ],
+        );
+        let outcome = m.decide(&john, None, &[entity(1, vec![jon.clone()])]);
+        let (id, why) = outcome.link.expect("links");
+        assert_eq!(id, GoldenId(1));
+        assert!(
+            why.fields
+                .iter()
+                .any(|f| f.field == "date_of_birth" && f.level == "exact")
+        );
+        assert!(
+            m.decide(&other, None, &[entity(1, vec![jon])])
+                .link
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_record_must_fit_the_whole_entity() {
+        let m = matcher();
+        // B resembles A and C; A and C are clearly different people.
+        let a = person(
+            "a",
+            &[
+                ("given_name", "Ann"),
+                ("family_name", "Lee"),
+                ("email", "ann.lee@x.org"),
+                ("date_of_birth", "1990-01-01"),
+            ],
+        );
+        let c = person(
+            "c",
+            &[
+                ("given_name", "Bob"),
+                ("family_name", "Stone"),
+                ("phone", "01632960001"),
+                ("date_of_birth", "1955-07-30"),
+            ],
+        );
+        let b = person(
+            "b",
+            &[
+                ("given_name", "Ann"),
+                ("family_name", "Lee"),
+                ("email", "ann.lee@x.org"),
+                ("phone", "01632960001"),
+            ],
+        );
+        let outcome = m.decide(&b, None, &[entity(1, vec![a]), entity(2, vec![c])]);
+        assert_eq!(outcome.link.map(|l| l.0), Some(GoldenId(1)));
+        assert!(
+            outcome.merge.is_empty(),
+            "A and C must not be merged through B"
+        );
+    }
+}

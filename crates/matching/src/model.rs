@@ -1,0 +1,423 @@
+//! The Fellegi-Sunter model: per field, comparison levels with m (agreement among
+//! matches) and u (agreement among non-matches) probabilities; a pair's weight is the sum
+//! of log2(m/u) of its levels plus the prior's log-odds. Stored as a versioned JSON file.
+
+use serde::{Deserialize, Serialize};
+use strsim::{damerau_levenshtein, jaro_winkler, levenshtein};
+
+use crate::normalise::formal_given_name;
+use crate::prepare::{Prepared, fields};
+
+/// Version of the model file format this code reads and writes.
+pub const MODEL_FORMAT: u32 = 1;
+
+/// How a field's two values are compared; each kind has fixed levels, best first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Family or other names: exact, close spelling, similar or same sound, different.
+    Name,
+    /// Given names: also nicknames (Bob ~ Robert) and initials.
+    GivenName,
+    /// Dates `YYYY-MM-DD`: exact, one typo or day/month swapped, same year, different.
+    Date,
+    /// E-mail: exact, same mailbox name or one slip, different.
+    Email,
+    /// Phone E.164: exact, same last 8 digits or one slip, different.
+    Phone,
+    /// National ids and account numbers: exact, one typo, two typos, different.
+    Identifier,
+    /// Postcodes: exact, one typo, different.
+    Postcode,
+    /// Free text such as address lines: exact, close, similar, different.
+    Text,
+    /// Exact or not (gender, street number).
+    Exact,
+}
+
+impl Kind {
+    /// Level labels, best first.
+    pub fn labels(self) -> &'static [&'static str] {
+        match self {
+            Kind::Name => &["exact", "close", "similar", "different"],
+            Kind::GivenName => &[
+                "exact",
+                "close_or_nickname",
+                "similar_or_initial",
+                "different",
+            ],
+            Kind::Date => &["exact", "one_typo_or_swap", "same_year", "different"],
+            Kind::Email => &["exact", "close", "different"],
+            Kind::Phone => &["exact", "close", "different"],
+            Kind::Identifier => &["exact", "one_typo", "two_typos", "different"],
+            Kind::Postcode => &["exact", "one_typo", "different"],
+            Kind::Text => &["exact", "close", "similar", "different"],
+            Kind::Exact => &["exact", "different"],
+        }
+    }
+
+    /// The comparison level of two normalised values (phonetic codes where names have them).
+    pub fn level(self, a: &str, b: &str, phon_a: Option<&str>, phon_b: Option<&str>) -> usize {
+        if a == b {
+            return 0;
+        }
+        let same_sound = matches!((phon_a, phon_b), (Some(x), Some(y)) if !x.is_empty() && x == y);
+        match self {
+            Kind::Name => {
+                let jw = jaro_winkler(a, b);
+                if jw >= 0.92 {
+                    1
+                } else if jw >= 0.80 || same_sound {
+                    2
+                } else {
+                    3
+                }
+            }
+            Kind::GivenName => {
+                let jw = jaro_winkler(a, b);
+                let initial =
+                    (a.len() == 1 && b.starts_with(a)) || (b.len() == 1 && a.starts_with(b));
+                if jw >= 0.92 || formal_given_name(a) == formal_given_name(b) {
+                    1
+                } else if jw >= 0.80 || same_sound || initial {
+                    2
+                } else {
+                    3
+                }
+            }
+            Kind::Date => {
+                let (da, db) = (a.replace('-', ""), b.replace('-', ""));
+                let swapped = a.len() == 10
+                    && b.len() == 10
+                    && a[..4] == b[..4]
+                    && a[5..7] == b[8..10]
+                    && a[8..10] == b[5..7];
+                if damerau_levenshtein(&da, &db) <= 1 || swapped {
+                    1
+                } else if a.get(..4) == b.get(..4) {
+                    2
+                } else {
+                    3
+                }
+            }
+            Kind::Email => {
+                let local = |e: &str| e.split('@').next().map(str::to_owned);
+                if local(a) == local(b) || levenshtein(a, b) <= 2 {
+                    1
+                } else {
+                    2
+                }
+            }
+            Kind::Phone => {
+                let tail = |p: &str| p.get(p.len().saturating_sub(8)..).map(str::to_owned);
+                if tail(a) == tail(b) || damerau_levenshtein(a, b) <= 1 {
+                    1
+                } else {
+                    2
+                }
+            }
+            Kind::Identifier => match damerau_levenshtein(a, b) {
+                1 => 1,
+                2 => 2,
+                _ => 3,
+            },
+            Kind::Postcode => {
+                if damerau_levenshtein(a, b) <= 1 {
+                    1
+                } else {
+                    2
+                }
+            }
+            Kind::Text => {
+                let jw = jaro_winkler(a, b);
+                if jw >= 0.92 {
+                    1
+                } else if jw >= 0.80 {
+                    2
+                } else {
+                    3
+                }
+            }
+            Kind::Exact => 1,
+        }
+    }
+}
+
+/// One comparison level's probabilities.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Level {
+    pub label: String,
+    /// P(level | the records are the same person).
+    pub m: f64,
+    /// P(level | they are not).
+    pub u: f64,
+}
+
+impl Level {
+    /// The level's weight, log2(m/u).
+    pub fn weight(&self) -> f64 {
+        (self.m.max(1e-6) / self.u.max(1e-6)).log2()
+    }
+}
+
+/// The model of one field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FieldModel {
+    pub field: String,
+    pub kind: Kind,
+    pub levels: Vec<Level>,
+}
+
+/// The decision thresholds, as match probabilities.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Thresholds {
+    /// At or above: link automatically.
+    pub link: f64,
+    /// At or above (and below `link`): open a steward review task.
+    pub review: f64,
+    /// Below: the records contradict each other, which keeps an entity from taking the
+    /// record even when another of its members matches (chains do not collapse).
+    pub conflict: f64,
+}
+
+/// A versioned Fellegi-Sunter model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Model {
+    pub format: u32,
+    /// Free text: how the model was made (`default`, `trained on … at …`).
+    pub name: String,
+    /// Prior probability that a candidate pair (records sharing a blocking key) matches.
+    pub prior: f64,
+    pub thresholds: Thresholds,
+    pub fields: Vec<FieldModel>,
+}
+
+/// A field's contribution to a pair's score.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FieldScore {
+    pub field: String,
+    pub level: String,
+    pub weight: f64,
+}
+
+/// A pair's score with its explanation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PairScore {
+    /// Log2 odds that the pair matches.
+    pub weight: f64,
+    pub fields: Vec<FieldScore>,
+}
+
+impl PairScore {
+    /// The match probability.
+    pub fn probability(&self) -> f64 {
+        probability(self.weight)
+    }
+}
+
+/// Probability from log2 odds.
+pub fn probability(weight: f64) -> f64 {
+    1.0 / (1.0 + (-weight).exp2())
+}
+
+fn level(label: &str, m: f64, u: f64) -> Level {
+    Level {
+        label: label.to_owned(),
+        m,
+        u,
+    }
+}
+
+fn field(field: &str, kind: Kind, mu: &[(f64, f64)]) -> FieldModel {
+    let levels = kind
+        .labels()
+        .iter()
+        .zip(mu)
+        .map(|(l, (m, u))| level(l, *m, *u))
+        .collect();
+    FieldModel {
+        field: field.to_owned(),
+        kind,
+        levels,
+    }
+}
+
+impl Model {
+    /// The shipped default: generic m and u values for person data, before any training.
+    pub fn default_person() -> Self {
+        use fields::*;
+        let name_mu = [(0.85, 0.005), (0.07, 0.005), (0.04, 0.03), (0.04, 0.96)];
+        let text_mu = [(0.80, 0.02), (0.08, 0.02), (0.04, 0.06), (0.08, 0.90)];
+        Model {
+            format: MODEL_FORMAT,
+            name: "default person model".to_owned(),
+            prior: 0.1,
+            thresholds: Thresholds {
+                link: 0.95,
+                review: 0.5,
+                conflict: 1e-4,
+            },
+            fields: vec![
+                field(
+                    GIVEN_NAME,
+                    Kind::GivenName,
+                    &[(0.80, 0.01), (0.10, 0.01), (0.05, 0.05), (0.05, 0.93)],
+                ),
+                field(
+                    MIDDLE_NAME,
+                    Kind::GivenName,
+                    &[(0.80, 0.02), (0.05, 0.01), (0.10, 0.10), (0.05, 0.87)],
+                ),
+                field(FAMILY_NAME, Kind::Name, &name_mu),
+                field(
+                    DATE_OF_BIRTH,
+                    Kind::Date,
+                    &[(0.88, 0.0005), (0.08, 0.005), (0.02, 0.02), (0.02, 0.9745)],
+                ),
+                field(
+                    EMAIL,
+                    Kind::Email,
+                    &[(0.90, 0.0001), (0.05, 0.001), (0.05, 0.9989)],
+                ),
+                field(
+                    PHONE,
+                    Kind::Phone,
+                    &[(0.85, 0.0001), (0.05, 0.001), (0.10, 0.9989)],
+                ),
+                field(
+                    NATIONAL_ID,
+                    Kind::Identifier,
+                    &[
+                        (0.92, 0.00001),
+                        (0.05, 0.0001),
+                        (0.01, 0.001),
+                        (0.02, 0.99889),
+                    ],
+                ),
+                field(
+                    POSTCODE,
+                    Kind::Postcode,
+                    &[(0.85, 0.01), (0.07, 0.05), (0.08, 0.94)],
+                ),
+                field(STREET_NUMBER, Kind::Exact, &[(0.85, 0.02), (0.15, 0.98)]),
+                field("address_line1", Kind::Text, &text_mu),
+                field("address_line2", Kind::Text, &text_mu),
+                field("city", Kind::Text, &text_mu),
+                field("state", Kind::Exact, &[(0.95, 0.2), (0.05, 0.8)]),
+                field(GENDER, Kind::Exact, &[(0.97, 0.5), (0.03, 0.5)]),
+            ],
+        }
+    }
+
+    /// Adds a free-text comparison for an attribute the model does not know yet.
+    pub fn ensure_field(&mut self, name: &str) {
+        if !self.fields.iter().any(|f| f.field == name) {
+            let mu = [(0.80, 0.02), (0.08, 0.02), (0.04, 0.06), (0.08, 0.90)];
+            self.fields.push(field(name, Kind::Text, &mu));
+        }
+    }
+
+    /// Prior log2 odds.
+    pub fn prior_weight(&self) -> f64 {
+        (self.prior / (1.0 - self.prior)).log2()
+    }
+
+    /// Each field's level for a pair, `None` where either value is missing.
+    pub fn levels(&self, a: &Prepared, b: &Prepared) -> Vec<Option<usize>> {
+        self.fields
+            .iter()
+            .map(|f| {
+                let (va, vb) = (a.get(&f.field)?, b.get(&f.field)?);
+                let (pa, pb) = (a.phonetic.get(&f.field), b.phonetic.get(&f.field));
+                Some(
+                    f.kind
+                        .level(va, vb, pa.map(String::as_str), pb.map(String::as_str)),
+                )
+            })
+            .collect()
+    }
+
+    /// Scores a pair, keeping each field's level and weight.
+    pub fn score(&self, a: &Prepared, b: &Prepared) -> PairScore {
+        let mut weight = self.prior_weight();
+        let mut fields = Vec::new();
+        for (f, level) in self.fields.iter().zip(self.levels(a, b)) {
+            if let Some(level) = level {
+                let l = &f.levels[level];
+                let w = l.weight();
+                weight += w;
+                fields.push(FieldScore {
+                    field: f.field.clone(),
+                    level: l.label.clone(),
+                    weight: w,
+                });
+            }
+        }
+        PairScore { weight, fields }
+    }
+
+    /// Checks the file's shape: format, levels matching their kinds, probabilities.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.format != MODEL_FORMAT {
+            return Err(format!(
+                "model format {} (this hub reads {MODEL_FORMAT})",
+                self.format
+            ));
+        }
+        if !(0.0..1.0).contains(&self.prior) || self.prior <= 0.0 {
+            return Err("prior must be between 0 and 1".into());
+        }
+        let t = &self.thresholds;
+        if !(t.conflict < t.review && t.review <= t.link && t.link < 1.0) {
+            return Err("thresholds must satisfy conflict < review <= link < 1".into());
+        }
+        for f in &self.fields {
+            let labels = f.kind.labels();
+            if f.levels.len() != labels.len()
+                || f.levels
+                    .iter()
+                    .zip(labels)
+                    .any(|(l, want)| l.label != *want)
+            {
+                return Err(format!("field `{}`: levels must be {labels:?}", f.field));
+            }
+            if f.levels
+                .iter()
+                .any(|l| !(l.m > 0.0 && l.m <= 1.0 && l.u > 0.0 && l.u <= 1.0))
+            {
+                return Err(format!("field `{}`: m and u must be in (0, 1]", f.field));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn levels_by_kind() {
+        assert_eq!(Kind::Name.level("smith", "smith", None, None), 0);
+        assert_eq!(Kind::Name.level("smith", "smiht", None, None), 1);
+        assert_eq!(Kind::Name.level("smith", "jones", None, None), 3);
+        assert_eq!(Kind::GivenName.level("bob", "robert", None, None), 1);
+        assert_eq!(Kind::GivenName.level("r", "robert", None, None), 2);
+        assert_eq!(Kind::Date.level("1956-04-09", "1956-09-04", None, None), 1);
+        assert_eq!(Kind::Date.level("1956-04-09", "1956-04-19", None, None), 1);
+        assert_eq!(Kind::Date.level("1956-04-09", "1956-12-30", None, None), 2);
+        assert_eq!(Kind::Identifier.level("1804974", "1804947", None, None), 1);
+        assert_eq!(Kind::Identifier.level("1804974", "9999999", None, None), 3);
+    }
+
+    #[test]
+    fn the_default_model_is_valid_and_round_trips() {
+        let model = Model::default_person();
+        model.validate().unwrap();
+        let json = serde_json::to_string(&model).unwrap();
+        assert_eq!(serde_json::from_str::<Model>(&json).unwrap(), model);
+        let mut bad = model.clone();
+        bad.format = 99;
+        assert!(bad.validate().is_err());
+    }
+}

@@ -1,0 +1,167 @@
+//! Unsupervised training: u from random record pairs, m and the prior by
+//! expectation-maximisation over the blocked candidate pairs, no labels needed.
+
+use std::collections::HashMap;
+
+use crate::blocking::block_keys;
+use crate::model::Model;
+use crate::prepare::Prepared;
+
+/// What training saw, for its report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainingReport {
+    pub records: usize,
+    pub random_pairs: usize,
+    pub candidate_pairs: usize,
+    pub iterations: usize,
+    pub prior: f64,
+}
+
+/// A small deterministic generator (SplitMix64), so training is repeatable.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Candidate pairs: records sharing a blocking key, skipping keys shared by more than
+/// `generic_limit` records (as live matching does).
+pub fn candidate_pairs(records: &[Prepared], generic_limit: usize) -> Vec<(usize, usize)> {
+    let mut blocks: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, r) in records.iter().enumerate() {
+        for key in block_keys(r) {
+            blocks.entry(key.0).or_default().push(i);
+        }
+    }
+    let mut pairs = Vec::new();
+    for members in blocks
+        .values()
+        .filter(|m| m.len() > 1 && m.len() <= generic_limit)
+    {
+        for (x, &i) in members.iter().enumerate() {
+            for &j in &members[x + 1..] {
+                pairs.push((i.min(j), i.max(j)));
+            }
+        }
+    }
+    pairs.sort_unstable();
+    pairs.dedup();
+    pairs
+}
+
+/// Trains `model` on `records` in place: u from `random_pairs` random pairs, then m and
+/// the prior by EM over the candidate pairs, at most `max_iterations` rounds.
+pub fn train(
+    model: &mut Model,
+    records: &[Prepared],
+    random_pairs: usize,
+    max_iterations: usize,
+    generic_limit: usize,
+) -> TrainingReport {
+    const SMOOTH: f64 = 1e-4;
+    let n = records.len();
+    let fields = model.fields.len();
+    // u: how often each level occurs between two records drawn at random.
+    let mut rng = SplitMix(0x00C0_FFEE);
+    let mut u_counts = vec![Vec::<f64>::new(); fields];
+    for (f, counts) in model.fields.iter().zip(&mut u_counts) {
+        *counts = vec![SMOOTH; f.levels.len()];
+    }
+    let mut sampled = 0;
+    if n >= 2 {
+        for _ in 0..random_pairs {
+            let (i, j) = (rng.below(n), rng.below(n));
+            if i == j {
+                continue;
+            }
+            sampled += 1;
+            for (f, level) in model
+                .levels(&records[i], &records[j])
+                .into_iter()
+                .enumerate()
+            {
+                if let Some(level) = level {
+                    u_counts[f][level] += 1.0;
+                }
+            }
+        }
+    }
+    for (f, counts) in u_counts.iter().enumerate() {
+        let total: f64 = counts.iter().sum();
+        for (level, count) in counts.iter().enumerate() {
+            model.fields[f].levels[level].u = (count / total).clamp(1e-6, 1.0);
+        }
+    }
+
+    // m and the prior: EM over the candidate pairs, u held fixed.
+    let pairs = candidate_pairs(records, generic_limit);
+    let vectors: Vec<Vec<Option<usize>>> = pairs
+        .iter()
+        .map(|&(i, j)| model.levels(&records[i], &records[j]))
+        .collect();
+    let mut iterations = 0;
+    for _ in 0..max_iterations {
+        iterations += 1;
+        let prior_weight = model.prior_weight();
+        let weights: Vec<Vec<f64>> = model
+            .fields
+            .iter()
+            .map(|f| f.levels.iter().map(crate::model::Level::weight).collect())
+            .collect();
+        let mut m_counts: Vec<Vec<f64>> = model
+            .fields
+            .iter()
+            .map(|f| vec![SMOOTH; f.levels.len()])
+            .collect();
+        let mut match_mass = 0.0;
+        for vector in &vectors {
+            let w: f64 = prior_weight
+                + vector
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(f, l)| l.map(|l| weights[f][l]))
+                    .sum::<f64>();
+            let p = crate::model::probability(w);
+            match_mass += p;
+            for (f, level) in vector.iter().enumerate() {
+                if let Some(level) = level {
+                    m_counts[f][*level] += p;
+                }
+            }
+        }
+        let mut change: f64 = 0.0;
+        for (f, counts) in m_counts.iter().enumerate() {
+            let total: f64 = counts.iter().sum();
+            for (level, count) in counts.iter().enumerate() {
+                let m = (count / total).clamp(1e-6, 1.0);
+                change = change.max((model.fields[f].levels[level].m - m).abs());
+                model.fields[f].levels[level].m = m;
+            }
+        }
+        if !vectors.is_empty() {
+            let prior = (match_mass / vectors.len() as f64).clamp(1e-6, 0.999);
+            change = change.max((model.prior - prior).abs());
+            model.prior = prior;
+        }
+        if change < 1e-4 {
+            break;
+        }
+    }
+    TrainingReport {
+        records: n,
+        random_pairs: sampled,
+        candidate_pairs: pairs.len(),
+        iterations,
+        prior: model.prior,
+    }
+}
