@@ -1,16 +1,22 @@
-//! `cmdm`: reads golden records from a running hub over gRPC.
+//! `cmdm`: the customer master data hub's command line for stewards and operators.
+//! Reads go to a running hub over gRPC; `import`, `eval` and `model train` work on a
+//! data directory directly.
+
+mod local;
+mod table;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use cmdm_api::CustomerHubClient;
 use cmdm_api::pb;
+use cmdm_hub::{HubConfig, Overrides};
 
 /// Command line for the customer master data hub.
 #[derive(Debug, Parser)]
 #[command(name = "cmdm", version)]
 struct Cli {
-    /// The hub's gRPC address.
+    /// The hub's gRPC address (for get and lookup).
     #[arg(
         long,
         env = "CMDM_HUB",
@@ -21,6 +27,9 @@ struct Cli {
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
     json: bool,
+    /// Hub settings for the commands that open a data directory (import, eval, model).
+    #[command(flatten)]
+    settings: Overrides,
     #[command(subcommand)]
     command: Command,
 }
@@ -39,21 +48,38 @@ enum Command {
         /// The spoke's record id.
         subject: String,
     },
+    /// Load a legacy CSV extract into the data directory through the matching engine
+    /// (stop the hub on that directory first).
+    Import(local::ImportArgs),
+    /// Import a CSV with known truth into a fresh data directory and measure matching:
+    /// pairwise and cluster precision, recall and F1, blocking recall, review band, time.
+    Eval(local::EvalArgs),
+    /// Matching models.
+    #[command(subcommand)]
+    Model(ModelCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ModelCommand {
+    /// Estimate a model from a CSV without labels (u by sampling, m by EM) and write it.
+    Train(local::TrainArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("cmdm: {e}");
-            return ExitCode::FAILURE;
+    let result = match &cli.command {
+        Command::Get { .. } | Command::Lookup { .. } => remote(&cli),
+        Command::Import(args) => {
+            HubConfig::load(&cli.settings).and_then(|c| local::import(&c, args))
+        }
+        Command::Eval(args) => {
+            HubConfig::load(&cli.settings).and_then(|c| local::eval(&c, args, cli.json))
+        }
+        Command::Model(ModelCommand::Train(args)) => {
+            HubConfig::load(&cli.settings).and_then(|c| local::train(&c, args))
         }
     };
-    match runtime.block_on(run(cli)) {
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             match e.downcast_ref::<tonic::Status>() {
@@ -65,22 +91,32 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+fn remote(cli: &Cli) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run_remote(cli))
+}
+
+async fn run_remote(cli: &Cli) -> anyhow::Result<()> {
     let mut client = CustomerHubClient::connect(cli.hub.clone())
         .await
         .map_err(|e| anyhow::anyhow!("cannot reach the hub at {}: {e}", cli.hub))?;
-    let (record, note) = match cli.command {
+    let (record, note) = match &cli.command {
         Command::Get { golden_id } => {
-            let response = client
-                .get_golden_record(pb::GetGoldenRecordRequest { golden_id })
-                .await?
-                .into_inner();
+            let request = pb::GetGoldenRecordRequest {
+                golden_id: golden_id.clone(),
+            };
+            let response = client.get_golden_record(request).await?.into_inner();
             let note = (!response.redirected_from.is_empty())
                 .then(|| format!("{} was merged into this record", response.redirected_from));
             (response.record, note)
         }
         Command::Lookup { source, subject } => {
-            let request = pb::LookupBySourceKeyRequest { source, subject };
+            let request = pb::LookupBySourceKeyRequest {
+                source: source.clone(),
+                subject: subject.clone(),
+            };
             (
                 client
                     .lookup_by_source_key(request)
@@ -90,6 +126,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 None,
             )
         }
+        _ => unreachable!("only reads go to the hub"),
     };
     let record = record.ok_or_else(|| anyhow::anyhow!("the hub answered without a record"))?;
     if cli.json {

@@ -36,7 +36,15 @@ pub struct BatchReport {
     pub applied: usize,
     pub duplicates: usize,
     pub decisions: usize,
+    /// Records that started a new entity.
+    pub created: usize,
+    /// Records linked to an existing entity.
+    pub linked: usize,
+    /// Entities merged into another.
+    pub merged: usize,
     pub review_tasks: usize,
+    /// Values kept raw because they did not parse.
+    pub findings: usize,
     pub outbox: usize,
     /// Blocking keys found shared by more records than the generic limit.
     pub generic_keys: BTreeSet<String>,
@@ -143,6 +151,7 @@ impl Engine {
                 &mut touched,
             )?;
             report.applied += 1;
+            report.findings += touched.findings;
             if change == RecordChange::Profile {
                 for decision in self.decide(&batch, &record, &mut report)? {
                     let seq = batch.append_log(&LogEntry::Decision(decision.clone()))?;
@@ -150,8 +159,12 @@ impl Engine {
                     self.projector()
                         .decision(&mut batch, &decision, seq, &mut touched)?;
                     report.decisions += 1;
-                    if matches!(decision, Decision::ReviewOpened { .. }) {
-                        report.review_tasks += 1;
+                    match decision {
+                        Decision::EntityCreated { .. } => report.created += 1,
+                        Decision::RecordLinked { .. } => report.linked += 1,
+                        Decision::EntitiesMerged { .. } => report.merged += 1,
+                        Decision::ReviewOpened { .. } => report.review_tasks += 1,
+                        Decision::RecordUnlinked { .. } => {}
                     }
                 }
             }

@@ -24,6 +24,8 @@ pub(crate) struct Projector<'a> {
 pub(crate) struct Touched {
     pub entities: BTreeSet<GoldenId>,
     pub merged: Vec<(GoldenId, GoldenId)>,
+    /// Values of the event's record that did not parse.
+    pub findings: usize,
 }
 
 pub(crate) fn dedup_key(source: &str, id: &str) -> Vec<u8> {
@@ -87,7 +89,7 @@ impl Projector<'_> {
         }
         batch.put_json(TreeName::Records, key.encode(), &record)?;
         if change == RecordChange::Profile {
-            self.reindex(batch, &record)?;
+            touched.findings += self.reindex(batch, &record)?;
         }
         if let Some(entity) = membership(batch, &key)? {
             self.recompute(batch, entity, seq, touched)?;
@@ -96,7 +98,8 @@ impl Projector<'_> {
     }
 
     /// Stores the record's prepared form and moves its blocking keys in the index.
-    fn reindex(&self, batch: &mut Batch<'_>, record: &SourceRecord) -> Result<()> {
+    /// Returns how many values did not parse.
+    fn reindex(&self, batch: &mut Batch<'_>, record: &SourceRecord) -> Result<usize> {
         let key = record.key.encode();
         let old: BTreeSet<BlockKey> = batch
             .get_json::<Prepared>(TreeName::Features, key.as_bytes())?
@@ -119,7 +122,7 @@ impl Projector<'_> {
                 Vec::new(),
             );
         }
-        Ok(())
+        Ok(prepared.findings.len())
     }
 
     /// Applies a hub decision to membership, redirects and golden records.

@@ -253,14 +253,19 @@ impl MatchingConfig {
             }
             None => Model::default_person(),
         };
-        let config = MatcherConfig {
+        FuzzyMatcher::new(model, self.matcher_config())
+            .map_err(|e| anyhow::anyhow!("matching model: {e}"))
+    }
+
+    /// The matcher settings besides the model.
+    pub fn matcher_config(&self) -> MatcherConfig {
+        MatcherConfig {
             prepare: PrepareConfig {
                 default_country_code: self.default_country_code.clone(),
                 date_order: self.date_order,
             },
             generic_limit: self.generic_limit,
-        };
-        FuzzyMatcher::new(model, config).map_err(|e| anyhow::anyhow!("matching model: {e}"))
+        }
     }
 }
 

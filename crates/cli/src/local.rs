@@ -1,0 +1,607 @@
+//! Commands that work on a data directory directly (the hub must not be running on it):
+//! import a CSV extract, train a matching model, evaluate matching against the truth.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Args;
+use cmdm_domain::{GoldenId, SourceKey, SourceRecord, Stamp, Timestamp};
+use cmdm_engine::{BatchReport, Engine, EngineConfig};
+use cmdm_hub::HubConfig;
+use cmdm_matching::{FuzzyMatcher, Matcher, Model, Prepared};
+use cmdm_store::{Store, TreeName};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::table::{self, Mapping, Rejected, Row, Truth};
+
+/// Where a CSV comes from and how to read it.
+#[derive(Debug, Clone, Args)]
+pub struct CsvArgs {
+    /// The CSV file (first row: column names).
+    #[arg(long)]
+    pub csv: PathBuf,
+    /// Attribute=column pairs, e.g. given_name=first_name,family_name=surname,
+    /// date_of_birth=dob; join columns with +: address_line1=number+street.
+    #[arg(long)]
+    pub map: String,
+    /// The column holding the legacy system's record id [default: the line number].
+    #[arg(long)]
+    pub id: Option<String>,
+    /// The spoke system name the records are filed under.
+    #[arg(long, default_value = "import")]
+    pub source: String,
+}
+
+/// `cmdm import`.
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    #[command(flatten)]
+    pub csv: CsvArgs,
+    /// Rows applied per storage transaction.
+    #[arg(long, default_value_t = 1000)]
+    pub batch: usize,
+}
+
+/// `cmdm model train`.
+#[derive(Debug, Clone, Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub csv: CsvArgs,
+    /// Where to write the model file.
+    #[arg(long, default_value = "model.json")]
+    pub out: PathBuf,
+    /// Random record pairs sampled to estimate u.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub random_pairs: usize,
+    /// Most expectation-maximisation rounds.
+    #[arg(long, default_value_t = 50)]
+    pub iterations: usize,
+}
+
+/// `cmdm eval`.
+#[derive(Debug, Clone, Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub csv: CsvArgs,
+    /// The column naming each row's true person, optionally with a regex whose first
+    /// group is the person: `rec_id:rec-(\d+)`.
+    #[arg(long)]
+    pub truth: String,
+    /// Keep the evaluation's data directory here instead of a temporary one.
+    #[arg(long)]
+    pub keep_data: Option<PathBuf>,
+}
+
+fn progress_bar(path: &Path) -> ProgressBar {
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let bar = ProgressBar::new(size);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {bytes}/{total_bytes} [{bar:30}] {per_sec} {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+fn print_rejected(rejected: &[Rejected]) {
+    for r in rejected.iter().take(20) {
+        eprintln!("  line {}: {}", r.line, r.reason);
+    }
+    if rejected.len() > 20 {
+        eprintln!("  … and {} more", rejected.len() - 20);
+    }
+}
+
+/// What an import did.
+#[derive(Debug, Default, Serialize)]
+pub struct ImportSummary {
+    pub rows: usize,
+    pub applied: usize,
+    pub duplicates: usize,
+    pub entities: usize,
+    pub created: usize,
+    pub linked: usize,
+    pub merged: usize,
+    pub review_tasks: usize,
+    pub findings: usize,
+    pub generic_keys: BTreeSet<String>,
+    pub rejected: usize,
+    pub seconds: f64,
+}
+
+impl ImportSummary {
+    fn add(&mut self, report: &BatchReport) {
+        self.applied += report.applied;
+        self.duplicates += report.duplicates;
+        self.created += report.created;
+        self.linked += report.linked;
+        self.merged += report.merged;
+        self.review_tasks += report.review_tasks;
+        self.findings += report.findings;
+        self.generic_keys
+            .extend(report.generic_keys.iter().cloned());
+    }
+
+    fn print(&self) {
+        let rate = self.rows as f64 / self.seconds.max(1e-9);
+        println!("rows read          {:>10}", self.rows);
+        println!(
+            "records applied    {:>10}  ({} already imported)",
+            self.applied, self.duplicates
+        );
+        println!("entities in store  {:>10}", self.entities);
+        println!("new entities       {:>10}", self.created);
+        println!("linked             {:>10}", self.linked);
+        println!("merged             {:>10}", self.merged);
+        println!("review tasks       {:>10}", self.review_tasks);
+        println!(
+            "quality findings   {:>10}  (values kept raw: unparseable)",
+            self.findings
+        );
+        println!("generic keys       {:>10}", self.generic_keys.len());
+        for key in self.generic_keys.iter().take(10) {
+            println!("  {key}");
+        }
+        println!("rejected rows      {:>10}", self.rejected);
+        println!(
+            "time               {:>10.2} s  ({rate:.0} rows/s)",
+            self.seconds
+        );
+    }
+}
+
+/// Applies rows through the engine's batch path, as Kafka events would be.
+fn apply_rows(
+    engine: &Engine,
+    rows: impl IntoIterator<Item = Row>,
+    source: &str,
+    batch: usize,
+    summary: &mut ImportSummary,
+) -> anyhow::Result<()> {
+    let time = Timestamp::now();
+    let mut pending = Vec::with_capacity(batch);
+    let flush = |pending: &mut Vec<_>, summary: &mut ImportSummary| -> anyhow::Result<()> {
+        let report = engine.apply_batch(pending, &[])?;
+        summary.add(&report);
+        pending.clear();
+        Ok(())
+    };
+    for row in rows {
+        summary.rows += 1;
+        pending.push(row.event(source, time)?);
+        if pending.len() >= batch.max(1) {
+            flush(&mut pending, summary)?;
+        }
+    }
+    flush(&mut pending, summary)?;
+    Ok(())
+}
+
+/// `cmdm import`: loads a legacy extract through the engine into the data directory.
+pub fn import(config: &HubConfig, args: &ImportArgs) -> anyhow::Result<()> {
+    let mapping = Mapping::parse(&args.csv.map)?;
+    let engine = cmdm_hub::open_engine(config)?;
+    let bar = progress_bar(&args.csv.csv);
+    let started = Instant::now();
+    let mut summary = ImportSummary::default();
+    let mut chunk = Vec::with_capacity(args.batch);
+    let mut failure = None;
+    let rejected = table::read_each(
+        &args.csv.csv,
+        &mapping,
+        args.csv.id.as_deref(),
+        None,
+        |pos| bar.set_position(pos),
+        |row| {
+            chunk.push(row);
+            if chunk.len() >= args.batch.max(1) {
+                let rows = std::mem::take(&mut chunk);
+                if let Err(e) =
+                    apply_rows(&engine, rows, &args.csv.source, args.batch, &mut summary)
+                {
+                    failure = Some(e);
+                    anyhow::bail!("stopped");
+                }
+            }
+            Ok(())
+        },
+    );
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let rejected = rejected?;
+    apply_rows(&engine, chunk, &args.csv.source, args.batch, &mut summary)?;
+    engine.store().flush_blocking()?;
+    bar.finish_and_clear();
+    summary.rejected = rejected.len();
+    summary.entities = engine.store().tree(TreeName::Entities).len();
+    summary.seconds = started.elapsed().as_secs_f64();
+    summary.print();
+    if !rejected.is_empty() {
+        eprintln!("rejected rows:");
+        print_rejected(&rejected);
+    }
+    Ok(())
+}
+
+/// Prepares rows in memory the way the engine would.
+fn prepare_rows(
+    matcher: &FuzzyMatcher,
+    rows: &[Row],
+    source: &str,
+) -> anyhow::Result<Vec<Prepared>> {
+    rows.iter()
+        .map(|row| {
+            let event = row.event(source, Timestamp(0))?;
+            let mut record = SourceRecord::new(event.key());
+            record.apply(
+                &event.payload,
+                Stamp {
+                    time: event.time,
+                    seq: 1,
+                },
+            );
+            Ok(matcher.prepare(&record))
+        })
+        .collect()
+}
+
+/// Trains a model on rows: the default model plus a text comparison for every mapped
+/// attribute it lacks, then u by sampling and m by EM.
+fn train_model(
+    config: &HubConfig,
+    rows: &[Row],
+    mapping: &Mapping,
+    source: &str,
+    random_pairs: usize,
+    iterations: usize,
+) -> anyhow::Result<(Model, cmdm_matching::train::TrainingReport)> {
+    let base = config.matching.matcher()?;
+    let mut model = base.model().clone();
+    for (attribute, _) in &mapping.0 {
+        let known = matches!(attribute.as_str(), "full_name");
+        if !known {
+            model.ensure_field(attribute);
+        }
+    }
+    let prepared = prepare_rows(&base, rows, source)?;
+    let report = cmdm_matching::train::train(
+        &mut model,
+        &prepared,
+        random_pairs,
+        iterations,
+        config.matching.generic_limit,
+    );
+    model.name = format!(
+        "trained on {} ({} rows, {} candidate pairs, {} EM rounds)",
+        mapping_label(rows, source),
+        report.records,
+        report.candidate_pairs,
+        report.iterations
+    );
+    model
+        .validate()
+        .map_err(|e| anyhow::anyhow!("trained model: {e}"))?;
+    Ok((model, report))
+}
+
+fn mapping_label(rows: &[Row], source: &str) -> String {
+    format!("{source} extract of {} rows", rows.len())
+}
+
+/// `cmdm model train`.
+pub fn train(config: &HubConfig, args: &TrainArgs) -> anyhow::Result<()> {
+    let mapping = Mapping::parse(&args.csv.map)?;
+    let (rows, rejected) = table::read(
+        &args.csv.csv,
+        &mapping,
+        args.csv.id.as_deref(),
+        None,
+        |_| {},
+    )?;
+    let started = Instant::now();
+    let (model, report) = train_model(
+        config,
+        &rows,
+        &mapping,
+        &args.csv.source,
+        args.random_pairs,
+        args.iterations,
+    )?;
+    std::fs::write(&args.out, serde_json::to_string_pretty(&model)?)
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    println!(
+        "trained on {} rows ({} rejected): {} random pairs for u, {} candidate pairs, {} EM rounds, prior {:.4}, {:.2} s",
+        report.records,
+        rejected.len(),
+        report.random_pairs,
+        report.candidate_pairs,
+        report.iterations,
+        report.prior,
+        started.elapsed().as_secs_f64()
+    );
+    println!(
+        "{:<16} {:<20} {:>8} {:>10} {:>8}",
+        "field", "level", "m", "u", "weight"
+    );
+    for field in &model.fields {
+        for level in &field.levels {
+            println!(
+                "{:<16} {:<20} {:>8.4} {:>10.6} {:>8.2}",
+                field.field,
+                level.label,
+                level.m,
+                level.u,
+                level.weight()
+            );
+        }
+    }
+    println!(
+        "model written to {} (use it with --model or CMDM_MODEL)",
+        args.out.display()
+    );
+    if !rejected.is_empty() {
+        print_rejected(&rejected);
+    }
+    Ok(())
+}
+
+/// Precision, recall and F1.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Prf {
+    pub precision: f64,
+    pub recall: f64,
+    pub f1: f64,
+}
+
+impl Prf {
+    fn new(true_positive: f64, predicted: f64, actual: f64) -> Self {
+        let precision = if predicted > 0.0 {
+            true_positive / predicted
+        } else {
+            1.0
+        };
+        let recall = if actual > 0.0 {
+            true_positive / actual
+        } else {
+            1.0
+        };
+        let f1 = if precision + recall > 0.0 {
+            2.0 * precision * recall / (precision + recall)
+        } else {
+            0.0
+        };
+        Prf {
+            precision,
+            recall,
+            f1,
+        }
+    }
+}
+
+/// The evaluation report.
+#[derive(Debug, Serialize)]
+pub struct EvalReport {
+    pub file: String,
+    pub rows: usize,
+    pub rejected: usize,
+    pub true_clusters: usize,
+    pub true_pairs: u64,
+    pub predicted_clusters: usize,
+    pub predicted_pairs: u64,
+    /// Over within-cluster record pairs, clusters as the hub formed them.
+    pub pairwise: Prf,
+    /// Over whole clusters: a predicted cluster counts only if it equals a true one.
+    pub cluster: Prf,
+    /// Share of true pairs that share at least one non-generic blocking key.
+    pub blocking_recall: f64,
+    pub review_tasks: usize,
+    pub generic_keys: usize,
+    pub model: String,
+    pub train_seconds: f64,
+    pub import_seconds: f64,
+    pub rows_per_second: f64,
+}
+
+fn pairs(n: usize) -> u64 {
+    (n as u64) * (n as u64).saturating_sub(1) / 2
+}
+
+/// `cmdm eval`.
+/// With a model configured (`--model`), it is used as is; otherwise one is trained on the
+/// file first, without its truth column (unsupervised).
+pub fn eval(config: &HubConfig, args: &EvalArgs, json: bool) -> anyhow::Result<()> {
+    let mapping = Mapping::parse(&args.csv.map)?;
+    let truth = Truth::parse(&args.truth)?;
+    let (rows, rejected) = table::read(
+        &args.csv.csv,
+        &mapping,
+        args.csv.id.as_deref(),
+        Some(&truth),
+        |_| {},
+    )?;
+    let source = args.csv.source.as_str();
+
+    let train_started = Instant::now();
+    let model = match &config.matching.model {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read model file {}", path.display()))?;
+            serde_json::from_str::<Model>(&text)
+                .with_context(|| format!("invalid model file {}", path.display()))?
+        }
+        None => train_model(config, &rows, &mapping, source, 2_000_000, 50)?.0,
+    };
+    let train_seconds = train_started.elapsed().as_secs_f64();
+
+    let temporary;
+    let data_dir = match &args.keep_data {
+        Some(dir) => {
+            anyhow::ensure!(
+                !dir.exists() || std::fs::read_dir(dir)?.next().is_none(),
+                "{} is not empty: eval needs a fresh data directory",
+                dir.display()
+            );
+            dir.clone()
+        }
+        None => {
+            temporary = tempfile::tempdir()?;
+            temporary.path().to_owned()
+        }
+    };
+    let matcher = FuzzyMatcher::new(model.clone(), config.matching.matcher_config())
+        .map_err(|e| anyhow::anyhow!("model: {e}"))?;
+    let engine = Engine::new(
+        Store::open(&data_dir)?,
+        Arc::new(matcher.clone()),
+        EngineConfig {
+            survivorship: config.survivorship.clone(),
+        },
+    );
+    let import_started = Instant::now();
+    let mut summary = ImportSummary::default();
+    apply_rows(&engine, rows.iter().cloned(), source, 1000, &mut summary)?;
+    let import_seconds = import_started.elapsed().as_secs_f64();
+
+    // Clusters as the hub formed them, and the truth.
+    let mut predicted: HashMap<GoldenId, Vec<usize>> = HashMap::new();
+    let mut actual: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, row) in rows.iter().enumerate() {
+        let key = SourceKey::new(source, &row.subject)?;
+        let entity = engine
+            .lookup(&key)?
+            .map(|g| g.id)
+            .with_context(|| format!("line {}: record {key} has no golden record", row.line))?;
+        predicted.entry(entity).or_default().push(i);
+        actual
+            .entry(row.truth.as_deref().unwrap_or(""))
+            .or_default()
+            .push(i);
+    }
+    let truth_of: Vec<&str> = rows
+        .iter()
+        .map(|r| r.truth.as_deref().unwrap_or(""))
+        .collect();
+    let mut true_positive = 0u64;
+    for members in predicted.values() {
+        let mut by_truth: HashMap<&str, usize> = HashMap::new();
+        for &i in members {
+            *by_truth.entry(truth_of[i]).or_default() += 1;
+        }
+        true_positive += by_truth.values().map(|&n| pairs(n)).sum::<u64>();
+    }
+    let predicted_pairs: u64 = predicted.values().map(|m| pairs(m.len())).sum();
+    let true_pairs: u64 = actual.values().map(|m| pairs(m.len())).sum();
+    let as_sets = |clusters: Vec<Vec<usize>>| -> BTreeSet<Vec<usize>> {
+        clusters
+            .into_iter()
+            .map(|mut c| {
+                c.sort_unstable();
+                c
+            })
+            .collect()
+    };
+    let predicted_sets = as_sets(predicted.values().cloned().collect());
+    let actual_sets = as_sets(actual.values().cloned().collect());
+    let exact = predicted_sets.intersection(&actual_sets).count();
+
+    // Blocking recall: do the true pairs share a key that is not generic?
+    let prepared = prepare_rows(&matcher, &rows, source)?;
+    let keys: Vec<Vec<String>> = prepared
+        .iter()
+        .map(|p| matcher.block_keys(p).into_iter().map(|k| k.0).collect())
+        .collect();
+    let mut key_count: HashMap<&str, usize> = HashMap::new();
+    for k in keys.iter().flatten() {
+        *key_count.entry(k.as_str()).or_default() += 1;
+    }
+    let limit = matcher.generic_limit();
+    let mut blocked = 0u64;
+    for members in actual.values() {
+        for (x, &i) in members.iter().enumerate() {
+            for &j in &members[x + 1..] {
+                if keys[i]
+                    .iter()
+                    .any(|k| key_count[k.as_str()] <= limit && keys[j].contains(k))
+                {
+                    blocked += 1;
+                }
+            }
+        }
+    }
+
+    let report = EvalReport {
+        file: args.csv.csv.display().to_string(),
+        rows: rows.len(),
+        rejected: rejected.len(),
+        true_clusters: actual.len(),
+        true_pairs,
+        predicted_clusters: predicted.len(),
+        predicted_pairs,
+        pairwise: Prf::new(
+            true_positive as f64,
+            predicted_pairs as f64,
+            true_pairs as f64,
+        ),
+        cluster: Prf::new(
+            exact as f64,
+            predicted_sets.len() as f64,
+            actual_sets.len() as f64,
+        ),
+        blocking_recall: if true_pairs > 0 {
+            blocked as f64 / true_pairs as f64
+        } else {
+            1.0
+        },
+        review_tasks: summary.review_tasks,
+        generic_keys: summary.generic_keys.len(),
+        model: model.name.clone(),
+        train_seconds,
+        import_seconds,
+        rows_per_second: rows.len() as f64 / import_seconds.max(1e-9),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_eval(&report);
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    Ok(())
+}
+
+fn print_eval(r: &EvalReport) {
+    println!("file               {}", r.file);
+    println!("rows               {} ({} rejected)", r.rows, r.rejected);
+    println!(
+        "true clusters      {} ({} pairs)",
+        r.true_clusters, r.true_pairs
+    );
+    println!(
+        "hub clusters       {} ({} pairs)",
+        r.predicted_clusters, r.predicted_pairs
+    );
+    println!();
+    println!("                   precision   recall       F1");
+    println!(
+        "pairwise           {:>9.4} {:>8.4} {:>8.4}",
+        r.pairwise.precision, r.pairwise.recall, r.pairwise.f1
+    );
+    println!(
+        "exact clusters     {:>9.4} {:>8.4} {:>8.4}",
+        r.cluster.precision, r.cluster.recall, r.cluster.f1
+    );
+    println!();
+    println!("blocking recall    {:.4}", r.blocking_recall);
+    println!("review tasks       {}", r.review_tasks);
+    println!("generic keys       {}", r.generic_keys);
+    println!("model              {}", r.model);
+    println!("training           {:.3} s", r.train_seconds);
+    println!(
+        "import+match       {:.3} s ({:.0} rows/s)",
+        r.import_seconds, r.rows_per_second
+    );
+}
