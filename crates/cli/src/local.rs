@@ -74,6 +74,10 @@ pub struct EvalArgs {
     /// Keep the evaluation's data directory here instead of a temporary one.
     #[arg(long)]
     pub keep_data: Option<PathBuf>,
+    /// Print up to N examples of each kind of error (true pairs never compared, true
+    /// pairs left apart, false pairs joined), with their normalised values.
+    #[arg(long, default_value_t = 0)]
+    pub show_errors: usize,
 }
 
 fn progress_bar(path: &Path) -> ProgressBar {
@@ -521,14 +525,38 @@ pub fn eval(config: &HubConfig, args: &EvalArgs, json: bool) -> anyhow::Result<(
     }
     let limit = matcher.generic_limit();
     let mut blocked = 0u64;
+    let entity_of: HashMap<usize, GoldenId> = predicted
+        .iter()
+        .flat_map(|(e, m)| m.iter().map(|&i| (i, *e)))
+        .collect();
+    let (mut unblocked_shown, mut apart_shown) = (0, 0);
     for members in actual.values() {
         for (x, &i) in members.iter().enumerate() {
             for &j in &members[x + 1..] {
-                if keys[i]
+                let shares = keys[i]
                     .iter()
-                    .any(|k| key_count[k.as_str()] <= limit && keys[j].contains(k))
-                {
+                    .any(|k| key_count[k.as_str()] <= limit && keys[j].contains(k));
+                if shares {
                     blocked += 1;
+                }
+                if !shares && unblocked_shown < args.show_errors {
+                    unblocked_shown += 1;
+                    show_pair("never compared", &prepared[i], &prepared[j], &matcher);
+                } else if shares && entity_of[&i] != entity_of[&j] && apart_shown < args.show_errors
+                {
+                    apart_shown += 1;
+                    show_pair("left apart", &prepared[i], &prepared[j], &matcher);
+                }
+            }
+        }
+    }
+    let mut joined_shown = 0;
+    for members in predicted.values() {
+        for (x, &i) in members.iter().enumerate() {
+            for &j in &members[x + 1..] {
+                if truth_of[i] != truth_of[j] && joined_shown < args.show_errors {
+                    joined_shown += 1;
+                    show_pair("joined in error", &prepared[i], &prepared[j], &matcher);
                 }
             }
         }
@@ -571,6 +599,26 @@ pub fn eval(config: &HubConfig, args: &EvalArgs, json: bool) -> anyhow::Result<(
         println!("{}", serde_json::to_string(&report)?);
     }
     Ok(())
+}
+
+fn show_pair(what: &str, a: &Prepared, b: &Prepared, matcher: &FuzzyMatcher) {
+    let score = matcher.model().score(a, b);
+    eprintln!(
+        "{what}: {} ~ {}  p={:.4}",
+        a.key,
+        b.key,
+        score.probability()
+    );
+    let fields: BTreeSet<&String> = a.values.keys().chain(b.values.keys()).collect();
+    for f in fields {
+        let level = score.fields.iter().find(|s| &s.field == f);
+        eprintln!(
+            "    {f:<14} {:<28} {:<28} {}",
+            a.values.get(f).map_or("", String::as_str),
+            b.values.get(f).map_or("", String::as_str),
+            level.map_or(String::new(), |l| format!("{} {:+.2}", l.level, l.weight))
+        );
+    }
 }
 
 fn print_eval(r: &EvalReport) {

@@ -24,9 +24,10 @@ pub struct MatchExplanation {
     pub fields: Vec<FieldWeight>,
     /// The entity member(s) the record was compared with.
     pub with: Vec<SourceKey>,
-    /// The lowest probability against any member of the entity.
+    /// The lowest evidence (log2 Bayes factor, prior left out) against any member of the
+    /// entity: a strongly negative value means the record contradicts a member.
     #[serde(default)]
-    pub weakest_probability: f64,
+    pub weakest_evidence: f64,
 }
 
 /// A decision of the hub, logged so that replay repeats it instead of re-deciding.

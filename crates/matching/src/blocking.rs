@@ -43,11 +43,12 @@ pub fn block_keys(p: &Prepared) -> Vec<BlockKey> {
     let given_sound = p.phonetic.get(GIVEN_NAME);
     let family_sound = p.phonetic.get(FAMILY_NAME);
     if let Some(dob) = p.get(DATE_OF_BIRTH) {
-        if let Some(f) = family_sound {
-            push(format!("dob-fs:{dob}|{f}"));
+        // One tag for both names, so given and family written the other way round meet.
+        for sound in [given_sound, family_sound].into_iter().flatten() {
+            push(format!("dob-n:{dob}|{sound}"));
         }
-        if let Some(g) = given_sound {
-            push(format!("dob-gs:{dob}|{g}"));
+        if let Some(pc) = p.get(POSTCODE) {
+            push(format!("dob-pc:{dob}|{pc}"));
         }
         if let (Some(g), Some(f)) = (given, family) {
             // Day and month swapped or mistyped: the year and both initials still agree.
@@ -58,6 +59,24 @@ pub fn block_keys(p: &Prepared) -> Vec<BlockKey> {
                 prefix(f, 1)
             ));
         }
+    }
+    if let (Some(pc), Some(number)) = (p.get(POSTCODE), p.get(STREET_NUMBER)) {
+        push(format!("pc-num:{pc}|{number}"));
+    }
+    if let (Some(number), Some(street)) = (p.get(STREET_NUMBER), p.get("address_line1")) {
+        push(format!("addr:{number}|{}", prefix(street, 5)));
+    }
+    if let Some(id) = p
+        .get(NATIONAL_ID)
+        .filter(|v| v.len() >= 6 && !STOP_VALUES.contains(v))
+    {
+        // Transposed characters keep the same multiset of characters.
+        let mut sorted: Vec<char> = id.chars().collect();
+        sorted.sort_unstable();
+        push(format!(
+            "id-sorted:{}",
+            sorted.into_iter().collect::<String>()
+        ));
     }
     if let (Some(g), Some(f)) = (given_sound, family_sound) {
         push(format!("names:{g}|{f}"));
@@ -98,7 +117,7 @@ mod tests {
         );
         let keys = block_keys(&prepare(&r, &PrepareConfig::default()));
         assert!(keys.iter().all(|k| !k.0.starts_with("em:")), "{keys:?}");
-        assert!(keys.iter().any(|k| k.0.starts_with("dob-fs:1980-02-03|")));
+        assert!(keys.iter().any(|k| k.0.starts_with("dob-n:1980-02-03|")));
         assert!(keys.iter().any(|k| k.0 == "yob-init:1980|j|s"));
     }
 }

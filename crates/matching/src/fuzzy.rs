@@ -38,6 +38,7 @@ struct Fit {
     entity: GoldenId,
     best: PairScore,
     best_member: usize,
+    /// The lowest evidence against any member.
     weakest: f64,
 }
 
@@ -58,7 +59,7 @@ impl FuzzyMatcher {
         let mut weakest = f64::INFINITY;
         for (i, member) in candidate.members.iter().enumerate() {
             let score = self.model.score(record, member);
-            weakest = weakest.min(score.probability());
+            weakest = weakest.min(score.evidence());
             if best.as_ref().is_none_or(|(b, _)| score.weight > b.weight) {
                 best = Some((score, i));
             }
@@ -88,16 +89,16 @@ impl FuzzyMatcher {
                 })
                 .collect(),
             with: vec![candidate.members[fit.best_member].key.clone()],
-            weakest_probability: round(fit.weakest),
+            weakest_evidence: round(fit.weakest),
         }
     }
 
     /// Whether no member of `a` contradicts any member of `b`.
     fn compatible(&self, a: &[&Prepared], b: &[Prepared]) -> bool {
-        let conflict = self.model.thresholds.conflict;
+        let conflict = self.model.thresholds.conflict_weight;
         a.iter().all(|x| {
             b.iter()
-                .all(|y| self.model.score(x, y).probability() >= conflict)
+                .all(|y| self.model.score(x, y).evidence() >= conflict)
         })
     }
 }
@@ -146,7 +147,7 @@ impl Matcher for FuzzyMatcher {
         let mut placed = home.is_some();
         for (fit, candidate) in &fits {
             let p = fit.best.probability();
-            let fits_whole_entity = fit.weakest >= t.conflict;
+            let fits_whole_entity = fit.weakest >= t.conflict_weight;
             let explanation = self.explain(fit, candidate);
             if p >= t.link && fits_whole_entity && self.compatible(&joined, &candidate.members) {
                 if placed {

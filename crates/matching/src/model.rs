@@ -3,7 +3,7 @@
 //! of log2(m/u) of its levels plus the prior's log-odds. Stored as a versioned JSON file.
 
 use serde::{Deserialize, Serialize};
-use strsim::{damerau_levenshtein, jaro_winkler, levenshtein};
+use strsim::{jaro_winkler, levenshtein, osa_distance};
 
 use crate::normalise::formal_given_name;
 use crate::prepare::{Prepared, fields};
@@ -92,7 +92,7 @@ impl Kind {
                     && a[..4] == b[..4]
                     && a[5..7] == b[8..10]
                     && a[8..10] == b[5..7];
-                if damerau_levenshtein(&da, &db) <= 1 || swapped {
+                if osa_distance(&da, &db) <= 1 || swapped {
                     1
                 } else if a.get(..4) == b.get(..4) {
                     2
@@ -110,19 +110,19 @@ impl Kind {
             }
             Kind::Phone => {
                 let tail = |p: &str| p.get(p.len().saturating_sub(8)..).map(str::to_owned);
-                if tail(a) == tail(b) || damerau_levenshtein(a, b) <= 1 {
+                if tail(a) == tail(b) || osa_distance(a, b) <= 1 {
                     1
                 } else {
                     2
                 }
             }
-            Kind::Identifier => match damerau_levenshtein(a, b) {
+            Kind::Identifier => match osa_distance(a, b) {
                 1 => 1,
                 2 => 2,
                 _ => 3,
             },
             Kind::Postcode => {
-                if damerau_levenshtein(a, b) <= 1 {
+                if osa_distance(a, b) <= 1 {
                     1
                 } else {
                     2
@@ -156,7 +156,7 @@ pub struct Level {
 impl Level {
     /// The level's weight, log2(m/u).
     pub fn weight(&self) -> f64 {
-        (self.m.max(1e-6) / self.u.max(1e-6)).log2()
+        (self.m.max(1e-12) / self.u.max(1e-12)).log2()
     }
 }
 
@@ -175,9 +175,10 @@ pub struct Thresholds {
     pub link: f64,
     /// At or above (and below `link`): open a steward review task.
     pub review: f64,
-    /// Below: the records contradict each other, which keeps an entity from taking the
-    /// record even when another of its members matches (chains do not collapse).
-    pub conflict: f64,
+    /// Evidence (log2 Bayes factor of the fields, prior left out) below which two records
+    /// contradict each other: an entity does not take a record that contradicts any of
+    /// its members, even when another member matches (chains do not collapse).
+    pub conflict_weight: f64,
 }
 
 /// A versioned Fellegi-Sunter model.
@@ -209,6 +210,11 @@ pub struct PairScore {
 }
 
 impl PairScore {
+    /// The fields' evidence alone: the weight without the prior.
+    pub fn evidence(&self) -> f64 {
+        self.fields.iter().map(|f| f.weight).sum()
+    }
+
     /// The match probability.
     pub fn probability(&self) -> f64 {
         probability(self.weight)
@@ -251,11 +257,11 @@ impl Model {
         Model {
             format: MODEL_FORMAT,
             name: "default person model".to_owned(),
-            prior: 0.1,
+            prior: 1e-4,
             thresholds: Thresholds {
                 link: 0.95,
                 review: 0.5,
-                conflict: 1e-4,
+                conflict_weight: -8.0,
             },
             fields: vec![
                 field(
@@ -277,22 +283,17 @@ impl Model {
                 field(
                     EMAIL,
                     Kind::Email,
-                    &[(0.90, 0.0001), (0.05, 0.001), (0.05, 0.9989)],
+                    &[(0.90, 1e-7), (0.05, 1e-4), (0.05, 0.9999)],
                 ),
                 field(
                     PHONE,
                     Kind::Phone,
-                    &[(0.85, 0.0001), (0.05, 0.001), (0.10, 0.9989)],
+                    &[(0.85, 1e-6), (0.05, 1e-4), (0.10, 0.9999)],
                 ),
                 field(
                     NATIONAL_ID,
                     Kind::Identifier,
-                    &[
-                        (0.92, 0.00001),
-                        (0.05, 0.0001),
-                        (0.01, 0.001),
-                        (0.02, 0.99889),
-                    ],
+                    &[(0.92, 1e-8), (0.05, 1e-6), (0.01, 1e-4), (0.02, 0.9999)],
                 ),
                 field(
                     POSTCODE,
@@ -368,8 +369,11 @@ impl Model {
             return Err("prior must be between 0 and 1".into());
         }
         let t = &self.thresholds;
-        if !(t.conflict < t.review && t.review <= t.link && t.link < 1.0) {
-            return Err("thresholds must satisfy conflict < review <= link < 1".into());
+        if !(0.0 < t.review && t.review <= t.link && t.link < 1.0) {
+            return Err("thresholds must satisfy 0 < review <= link < 1".into());
+        }
+        if !t.conflict_weight.is_finite() {
+            return Err("thresholds.conflict_weight must be a number".into());
         }
         for f in &self.fields {
             let labels = f.kind.labels();

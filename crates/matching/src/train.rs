@@ -99,7 +99,7 @@ pub fn train(
     for (f, counts) in u_counts.iter().enumerate() {
         let total: f64 = counts.iter().sum();
         for (level, count) in counts.iter().enumerate() {
-            model.fields[f].levels[level].u = (count / total).clamp(1e-6, 1.0);
+            model.fields[f].levels[level].u = (count / total).clamp(1e-9, 1.0);
         }
     }
 
@@ -156,6 +156,14 @@ pub fn train(
         if change < 1e-4 {
             break;
         }
+    }
+    // EM's prior is the share of matches among candidate pairs; the model's prior is the
+    // chance that two records drawn at random match, which does not count the blocking
+    // fields' agreement twice.
+    let all_pairs = (n as f64) * (n as f64 - 1.0) / 2.0;
+    if all_pairs > 0.0 && !vectors.is_empty() {
+        let matches = model.prior * vectors.len() as f64;
+        model.prior = (matches / all_pairs).clamp(1e-9, 0.5);
     }
     TrainingReport {
         records: n,
