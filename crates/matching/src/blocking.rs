@@ -50,6 +50,10 @@ pub fn block_keys(p: &Prepared) -> Vec<BlockKey> {
         if let Some(pc) = p.get(POSTCODE) {
             push(format!("dob-pc:{dob}|{pc}"));
         }
+        if let Some(g) = given {
+            // Initials and short forms of the given name (F. ~ Frederik ~ Fred).
+            push(format!("dob-gi:{dob}|{}", prefix(g, 1)));
+        }
         if let (Some(g), Some(f)) = (given, family) {
             // Day and month swapped or mistyped: the year and both initials still agree.
             push(format!(
@@ -78,6 +82,9 @@ pub fn block_keys(p: &Prepared) -> Vec<BlockKey> {
             sorted.into_iter().collect::<String>()
         ));
     }
+    if let (Some(g), Some(f)) = (given, family_sound) {
+        push(format!("gi-fs:{}|{f}", prefix(g, 1)));
+    }
     if let (Some(g), Some(f)) = (given_sound, family_sound) {
         push(format!("names:{g}|{f}"));
     }
@@ -91,7 +98,7 @@ pub fn block_keys(p: &Prepared) -> Vec<BlockKey> {
             push(format!("pc-f:{pc}|{}", prefix(f, 3)));
         }
         if let Some(g) = given {
-            push(format!("pc-g:{pc}|{}", prefix(g, 3)));
+            push(format!("pc-gi:{pc}|{}", prefix(g, 1)));
         }
     }
     keys.sort();

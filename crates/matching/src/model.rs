@@ -2,6 +2,8 @@
 //! matches) and u (agreement among non-matches) probabilities; a pair's weight is the sum
 //! of log2(m/u) of its levels plus the prior's log-odds. Stored as a versioned JSON file.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use strsim::{jaro_winkler, levenshtein, osa_distance};
 
@@ -160,12 +162,32 @@ impl Level {
     }
 }
 
+/// How common each value of a field is, so that agreeing on a common value (William,
+/// 1 January) counts for less than agreeing on a rare one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TermFrequencies {
+    /// Value → share of records holding it (values seen at least twice).
+    pub values: BTreeMap<String, f64>,
+    /// The share assumed for a value not in the table.
+    pub unseen: f64,
+}
+
+impl TermFrequencies {
+    /// The share of records holding `value`.
+    pub fn of(&self, value: &str) -> f64 {
+        self.values.get(value).copied().unwrap_or(self.unseen)
+    }
+}
+
 /// The model of one field.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FieldModel {
     pub field: String,
     pub kind: Kind,
     pub levels: Vec<Level>,
+    /// When present, an exact agreement weighs log2(m / share of the value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub term_frequencies: Option<TermFrequencies>,
 }
 
 /// The decision thresholds, as match probabilities.
@@ -245,6 +267,7 @@ fn field(field: &str, kind: Kind, mu: &[(f64, f64)]) -> FieldModel {
         field: field.to_owned(),
         kind,
         levels,
+        term_frequencies: None,
     }
 }
 
@@ -345,7 +368,10 @@ impl Model {
         for (f, level) in self.fields.iter().zip(self.levels(a, b)) {
             if let Some(level) = level {
                 let l = &f.levels[level];
-                let w = l.weight();
+                let w = match (&f.term_frequencies, level, a.get(&f.field)) {
+                    (Some(tf), 0, Some(value)) => (l.m.max(1e-12) / tf.of(value).max(1e-12)).log2(),
+                    _ => l.weight(),
+                };
                 weight += w;
                 fields.push(FieldScore {
                     field: f.field.clone(),

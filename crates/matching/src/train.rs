@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use crate::blocking::block_keys;
-use crate::model::Model;
+use crate::model::{Kind, Model, TermFrequencies};
 use crate::prepare::Prepared;
 
 /// What training saw, for its report.
@@ -31,6 +31,38 @@ impl SplitMix {
 
     fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
+    }
+}
+
+/// Fills each field's table of value shares, for the kinds where values repeat.
+fn add_term_frequencies(model: &mut Model, records: &[Prepared]) {
+    const MAX_VALUES: usize = 50_000;
+    for field in &mut model.fields {
+        if matches!(field.kind, Kind::Email | Kind::Phone | Kind::Identifier) {
+            continue;
+        }
+        let mut counts: HashMap<&str, usize> = HashMap::new();
+        for r in records {
+            if let Some(v) = r.get(&field.field) {
+                *counts.entry(v).or_default() += 1;
+            }
+        }
+        let total: usize = counts.values().sum();
+        if total < 2 {
+            field.term_frequencies = None;
+            continue;
+        }
+        let mut repeated: Vec<(&str, usize)> =
+            counts.into_iter().filter(|(_, c)| *c >= 2).collect();
+        repeated.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        repeated.truncate(MAX_VALUES);
+        field.term_frequencies = Some(TermFrequencies {
+            values: repeated
+                .into_iter()
+                .map(|(v, c)| (v.to_owned(), c as f64 / total as f64))
+                .collect(),
+            unseen: 1.0 / total as f64,
+        });
     }
 }
 
@@ -70,29 +102,54 @@ pub fn train(
 ) -> TrainingReport {
     const SMOOTH: f64 = 1e-4;
     let n = records.len();
-    let fields = model.fields.len();
-    // u: how often each level occurs between two records drawn at random.
-    let mut rng = SplitMix(0x00C0_FFEE);
-    let mut u_counts = vec![Vec::<f64>::new(); fields];
-    for (f, counts) in model.fields.iter().zip(&mut u_counts) {
-        *counts = vec![SMOOTH; f.levels.len()];
-    }
+    // u: how often each level occurs between two records drawn at random. The pairs are
+    // drawn from fixed seeds, split over the available cores.
+    let workers = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .clamp(1, 8);
+    let empty: Vec<Vec<f64>> = model
+        .fields
+        .iter()
+        .map(|f| vec![SMOOTH; f.levels.len()])
+        .collect();
+    let model_ref: &Model = model;
+    let partials: Vec<(Vec<Vec<f64>>, usize)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|w| {
+                let mut counts = empty.clone();
+                scope.spawn(move || {
+                    let mut rng = SplitMix(0x00C0_FFEE + w as u64);
+                    let mut sampled = 0;
+                    let share = random_pairs / workers + usize::from(w < random_pairs % workers);
+                    for _ in 0..if n >= 2 { share } else { 0 } {
+                        let (i, j) = (rng.below(n), rng.below(n));
+                        if i == j {
+                            continue;
+                        }
+                        sampled += 1;
+                        let levels = model_ref.levels(&records[i], &records[j]);
+                        for (f, level) in levels.into_iter().enumerate() {
+                            if let Some(level) = level {
+                                counts[f][level] += 1.0;
+                            }
+                        }
+                    }
+                    (counts, sampled)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    let mut u_counts = empty;
     let mut sampled = 0;
-    if n >= 2 {
-        for _ in 0..random_pairs {
-            let (i, j) = (rng.below(n), rng.below(n));
-            if i == j {
-                continue;
-            }
-            sampled += 1;
-            for (f, level) in model
-                .levels(&records[i], &records[j])
-                .into_iter()
-                .enumerate()
-            {
-                if let Some(level) = level {
-                    u_counts[f][level] += 1.0;
-                }
+    for (counts, n) in partials {
+        sampled += n;
+        for (total, part) in u_counts.iter_mut().zip(counts) {
+            for (t, p) in total.iter_mut().zip(part) {
+                *t += p - SMOOTH;
             }
         }
     }
@@ -157,6 +214,7 @@ pub fn train(
             break;
         }
     }
+    add_term_frequencies(model, records);
     // EM's prior is the share of matches among candidate pairs; the model's prior is the
     // chance that two records drawn at random match, which does not count the blocking
     // fields' agreement twice.
