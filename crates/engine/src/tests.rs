@@ -295,3 +295,128 @@ fn dump(store: &Store) -> Vec<(String, Vec<u8>, Vec<u8>)> {
         })
         .collect()
 }
+
+/// The fixture of exact expected clusters: a chain that must not collapse, a generic
+/// phone that must not join strangers, and a typo'd duplicate that must join.
+#[test]
+fn fixture_forms_exactly_the_expected_clusters() {
+    let config = MatcherConfig {
+        generic_limit: 3,
+        ..MatcherConfig::default()
+    };
+    let matcher = FuzzyMatcher::new(Model::default_person(), config).unwrap();
+    let engine = Engine::new(
+        Store::temporary().unwrap(),
+        Arc::new(matcher),
+        EngineConfig::default(),
+    );
+    let t = "2026-01-01T00:00:00Z";
+    let store_phone = "01632 999999";
+    let events = vec![
+        // A and B share an e-mail; C shares B's phone but contradicts A.
+        profile(
+            "1",
+            "web",
+            "a",
+            t,
+            json!({"given_name": "Ann", "family_name": "Lee", "email": "ann.lee@x.org", "date_of_birth": "1990-01-01"}),
+        ),
+        profile(
+            "2",
+            "pos",
+            "b",
+            t,
+            json!({"given_name": "Ann", "family_name": "Lee", "email": "ann.lee@x.org", "phone": "01632 960001"}),
+        ),
+        profile(
+            "3",
+            "crm",
+            "c",
+            t,
+            json!({"given_name": "Bob", "family_name": "Stone", "phone": "01632 960001", "date_of_birth": "1955-07-30"}),
+        ),
+        // A typo'd duplicate.
+        profile(
+            "4",
+            "web",
+            "j1",
+            t,
+            json!({"given_name": "Jonathan", "family_name": "Smith", "date_of_birth": "1970-05-05", "postcode": "SW1A 1AA"}),
+        ),
+        profile(
+            "5",
+            "pos",
+            "j2",
+            t,
+            json!({"given_name": "Jonathon", "family_name": "Smyth", "date_of_birth": "05/05/1970", "postcode": "sw1a1aa"}),
+        ),
+        // Strangers giving the shop's phone; the last two even share a family name.
+        profile(
+            "6",
+            "pos",
+            "x1",
+            t,
+            json!({"given_name": "Carl", "family_name": "Ng", "phone": store_phone}),
+        ),
+        profile(
+            "7",
+            "pos",
+            "x2",
+            t,
+            json!({"given_name": "Dana", "family_name": "Ortiz", "phone": store_phone}),
+        ),
+        profile(
+            "8",
+            "pos",
+            "x3",
+            t,
+            json!({"given_name": "Eve", "family_name": "Park", "phone": store_phone}),
+        ),
+        profile(
+            "9",
+            "pos",
+            "x4",
+            t,
+            json!({"given_name": "Fay", "family_name": "Quinn", "phone": store_phone}),
+        ),
+        profile(
+            "10",
+            "pos",
+            "x5",
+            t,
+            json!({"given_name": "Gus", "family_name": "Quinn", "phone": store_phone}),
+        ),
+    ];
+    let report = engine.apply_batch(&events, &[]).unwrap();
+    assert!(
+        report.generic_keys.contains("ph:+441632999999"),
+        "{:?}",
+        report.generic_keys
+    );
+
+    let mut clusters: Vec<Vec<String>> = Vec::new();
+    for item in engine.store().tree(TreeName::Entities).iter() {
+        let (_, value) = item.unwrap();
+        let golden: cmdm_domain::GoldenRecord = serde_json::from_slice(&value).unwrap();
+        clusters.push(golden.members.iter().map(ToString::to_string).collect());
+    }
+    clusters.sort();
+    let expected: Vec<Vec<String>> = vec![
+        vec!["crm/c"],
+        vec!["pos/b", "web/a"],
+        vec!["pos/j2", "web/j1"],
+        vec!["pos/x1"],
+        vec!["pos/x2"],
+        vec!["pos/x3"],
+        vec!["pos/x4"],
+        vec!["pos/x5"],
+    ]
+    .into_iter()
+    .map(|c| c.into_iter().map(str::to_owned).collect())
+    .collect();
+    assert_eq!(clusters, expected);
+    // Every decision kept its explanation.
+    let jon = engine.lookup(&key("pos/j2")).unwrap().unwrap();
+    assert_eq!(jon.members.len(), 2);
+    assert!(verify(&engine).unwrap().is_identical());
+}
