@@ -29,6 +29,15 @@ fn prefix(s: &str, n: usize) -> &str {
     s.char_indices().nth(n).map_or(s, |(i, _)| &s[..i])
 }
 
+/// Whether pairs sharing this key may teach the model. Keys made of an address alone
+/// bring together whole households; trained on them, expectation-maximisation learns to
+/// find households instead of persons. They still find candidates.
+pub fn identifies_person(key: &BlockKey) -> bool {
+    !["pc-num:", "addr:", "pc-f:", "pc-gi:"]
+        .iter()
+        .any(|tag| key.0.starts_with(tag))
+}
+
 /// The blocking keys of a prepared record.
 pub fn block_keys(p: &Prepared) -> Vec<BlockKey> {
     let mut keys = Vec::new();

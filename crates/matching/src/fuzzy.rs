@@ -38,7 +38,7 @@ struct Fit {
     entity: GoldenId,
     best: PairScore,
     best_member: usize,
-    /// The lowest evidence against any member.
+    /// The lowest identity evidence against any member.
     weakest: f64,
 }
 
@@ -59,7 +59,7 @@ impl FuzzyMatcher {
         let mut weakest = f64::INFINITY;
         for (i, member) in candidate.members.iter().enumerate() {
             let score = self.model.score(record, member);
-            weakest = weakest.min(score.evidence());
+            weakest = weakest.min(score.evidence_of(&self.model.thresholds.conflict_fields));
             if best.as_ref().is_none_or(|(b, _)| score.weight > b.weight) {
                 best = Some((score, i));
             }
@@ -95,10 +95,11 @@ impl FuzzyMatcher {
 
     /// Whether no member of `a` contradicts any member of `b`.
     fn compatible(&self, a: &[&Prepared], b: &[Prepared]) -> bool {
-        let conflict = self.model.thresholds.conflict_weight;
+        let t = &self.model.thresholds;
         a.iter().all(|x| {
-            b.iter()
-                .all(|y| self.model.score(x, y).evidence() >= conflict)
+            b.iter().all(|y| {
+                self.model.score(x, y).evidence_of(&t.conflict_fields) >= t.conflict_weight
+            })
         })
     }
 }

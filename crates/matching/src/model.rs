@@ -197,10 +197,26 @@ pub struct Thresholds {
     pub link: f64,
     /// At or above (and below `link`): open a steward review task.
     pub review: f64,
-    /// Evidence (log2 Bayes factor of the fields, prior left out) below which two records
+    /// Evidence of the `conflict_fields` (log2 Bayes factor) below which two records
     /// contradict each other: an entity does not take a record that contradicts any of
     /// its members, even when another member matches (chains do not collapse).
     pub conflict_weight: f64,
+    /// The fields that say who a person is, as opposed to where they live or how to reach
+    /// them: people sharing an address, a phone or a family name differ on these.
+    #[serde(default = "default_conflict_fields")]
+    pub conflict_fields: Vec<String>,
+}
+
+fn default_conflict_fields() -> Vec<String> {
+    [
+        fields::GIVEN_NAME,
+        fields::MIDDLE_NAME,
+        fields::DATE_OF_BIRTH,
+        fields::NATIONAL_ID,
+    ]
+    .iter()
+    .map(|f| (*f).to_owned())
+    .collect()
 }
 
 /// A versioned Fellegi-Sunter model.
@@ -232,9 +248,13 @@ pub struct PairScore {
 }
 
 impl PairScore {
-    /// The fields' evidence alone: the weight without the prior.
-    pub fn evidence(&self) -> f64 {
-        self.fields.iter().map(|f| f.weight).sum()
+    /// The evidence of some fields alone (log2 Bayes factor, no prior).
+    pub fn evidence_of(&self, fields: &[String]) -> f64 {
+        self.fields
+            .iter()
+            .filter(|f| fields.contains(&f.field))
+            .map(|f| f.weight)
+            .sum()
     }
 
     /// The match probability.
@@ -285,6 +305,7 @@ impl Model {
                 link: 0.95,
                 review: 0.5,
                 conflict_weight: -8.0,
+                conflict_fields: default_conflict_fields(),
             },
             fields: vec![
                 field(

@@ -3,9 +3,13 @@
 
 use std::collections::HashMap;
 
-use crate::blocking::block_keys;
+use crate::BlockKey;
+use crate::blocking::{block_keys, identifies_person};
 use crate::model::{Kind, Model, TermFrequencies};
 use crate::prepare::Prepared;
+use crate::prepare::fields::{
+    DATE_OF_BIRTH, EMAIL, FAMILY_NAME, GIVEN_NAME, NATIONAL_ID, PHONE, POSTCODE,
+};
 
 /// What training saw, for its report.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,6 +36,125 @@ impl SplitMix {
     fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
     }
+}
+
+/// A training session: the pairs sharing a key with one of `tags`, estimating every
+/// field except `fixed`.
+struct Session {
+    tags: &'static [&'static str],
+    fixed: &'static [&'static str],
+}
+
+const SESSIONS: [Session; 4] = [
+    Session {
+        tags: &["dob-n:"],
+        fixed: &[DATE_OF_BIRTH, GIVEN_NAME, FAMILY_NAME],
+    },
+    Session {
+        tags: &["names:", "name-set:"],
+        fixed: &[GIVEN_NAME, FAMILY_NAME],
+    },
+    Session {
+        tags: &["em:", "ph:", "id:", "id-sorted:"],
+        fixed: &[EMAIL, PHONE, NATIONAL_ID],
+    },
+    Session {
+        tags: &["dob-pc:"],
+        fixed: &[DATE_OF_BIRTH, POSTCODE],
+    },
+];
+
+/// Sessions with fewer pairs teach nothing reliable and are skipped.
+const MIN_SESSION_PAIRS: usize = 50;
+
+/// One EM round with u fixed: returns the new m (for `active` fields; others keep
+/// theirs and take no part) and the new share of matches.
+fn em_round(
+    model: &Model,
+    m: &[Vec<f64>],
+    lambda: f64,
+    vectors: &[Vec<Option<usize>>],
+    active: &[bool],
+) -> (Vec<Vec<f64>>, f64) {
+    const SMOOTH: f64 = 1e-4;
+    let prior_weight = (lambda / (1.0 - lambda)).log2();
+    let weights: Vec<Vec<f64>> = model
+        .fields
+        .iter()
+        .zip(m)
+        .map(|(f, m)| {
+            f.levels
+                .iter()
+                .zip(m)
+                .map(|(l, m)| (m.max(1e-12) / l.u.max(1e-12)).log2())
+                .collect()
+        })
+        .collect();
+    let mut counts: Vec<Vec<f64>> = m.iter().map(|levels| vec![SMOOTH; levels.len()]).collect();
+    let mut mass = 0.0;
+    for vector in vectors {
+        let w = prior_weight
+            + vector
+                .iter()
+                .enumerate()
+                .filter(|(f, _)| active[*f] || !active.iter().any(|a| *a))
+                .filter_map(|(f, l)| l.map(|l| weights[f][l]))
+                .sum::<f64>();
+        let p = crate::model::probability(w);
+        mass += p;
+        for (f, level) in vector.iter().enumerate() {
+            if let (true, Some(level)) = (active[f], level) {
+                counts[f][*level] += p;
+            }
+        }
+    }
+    let new_m = counts
+        .iter()
+        .zip(m)
+        .zip(active)
+        .map(|((c, old), is_active)| {
+            if *is_active {
+                let total: f64 = c.iter().sum();
+                c.iter().map(|x| (x / total).clamp(1e-6, 1.0)).collect()
+            } else {
+                old.clone()
+            }
+        })
+        .collect();
+    let lambda = if vectors.is_empty() {
+        lambda
+    } else {
+        (mass / vectors.len() as f64).clamp(1e-6, 0.999)
+    };
+    (new_m, lambda)
+}
+
+/// Record pairs sharing a non-generic key accepted by `keep`.
+fn pairs_sharing(
+    keys: &[Vec<BlockKey>],
+    generic_limit: usize,
+    keep: impl Fn(&BlockKey) -> bool,
+) -> Vec<(usize, usize)> {
+    let mut blocks: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, record_keys) in keys.iter().enumerate() {
+        for key in record_keys.iter().filter(|k| keep(k)) {
+            blocks.entry(key.0.as_str()).or_default().push(i);
+        }
+    }
+    let mut pairs = Vec::new();
+    for members in blocks
+        .values()
+        .filter(|m| m.len() > 1 && m.len() <= generic_limit)
+    {
+        for (x, &i) in members.iter().enumerate() {
+            for &j in &members[x + 1..] {
+                pairs.push((i.min(j), i.max(j)));
+            }
+        }
+    }
+    pairs.sort_unstable();
+    pairs.dedup();
+    pairs
 }
 
 /// Fills each field's table of value shares, for the kinds where values repeat.
@@ -66,12 +189,12 @@ fn add_term_frequencies(model: &mut Model, records: &[Prepared]) {
     }
 }
 
-/// Candidate pairs: records sharing a blocking key, skipping keys shared by more than
-/// `generic_limit` records (as live matching does).
+/// Training pairs: records sharing a blocking key that identifies a person (not an
+/// address alone), skipping keys shared by more than `generic_limit` records.
 pub fn candidate_pairs(records: &[Prepared], generic_limit: usize) -> Vec<(usize, usize)> {
     let mut blocks: HashMap<String, Vec<usize>> = HashMap::new();
     for (i, r) in records.iter().enumerate() {
-        for key in block_keys(r) {
+        for key in block_keys(r).into_iter().filter(identifies_person) {
             blocks.entry(key.0).or_default().push(i);
         }
     }
@@ -160,69 +283,97 @@ pub fn train(
         }
     }
 
-    // m and the prior: EM over the candidate pairs, u held fixed.
+    // m: expectation-maximisation in sessions, each over the pairs that share one kind
+    // of blocking key, estimating only the fields that kind of key does not involve (as
+    // Splink does): pairs found through a field agree on it and would overstate its m.
+    let keys: Vec<Vec<BlockKey>> = records.iter().map(block_keys).collect();
+    let default_m: Vec<Vec<f64>> = model
+        .fields
+        .iter()
+        .map(|f| f.levels.iter().map(|l| l.m).collect())
+        .collect();
+    let mut estimates: Vec<Vec<Vec<f64>>> = vec![Vec::new(); model.fields.len()];
+    let mut iterations = 0;
+    let mut session_pairs = 0;
+    for session in SESSIONS {
+        let pairs = pairs_sharing(&keys, generic_limit, |k| {
+            session.tags.iter().any(|t| k.0.starts_with(t))
+        });
+        if pairs.len() < MIN_SESSION_PAIRS {
+            continue;
+        }
+        session_pairs += pairs.len();
+        let active: Vec<bool> = model
+            .fields
+            .iter()
+            .map(|f| !session.fixed.contains(&f.field.as_str()))
+            .collect();
+        let vectors: Vec<Vec<Option<usize>>> = pairs
+            .iter()
+            .map(|&(i, j)| model.levels(&records[i], &records[j]))
+            .collect();
+        let mut m = default_m.clone();
+        let mut lambda = 0.5;
+        for _ in 0..max_iterations {
+            iterations += 1;
+            let (new_m, new_lambda) = em_round(model, &m, lambda, &vectors, &active);
+            let change = new_m
+                .iter()
+                .flatten()
+                .zip(m.iter().flatten())
+                .map(|(a, b)| (a - b).abs())
+                .fold((new_lambda - lambda).abs(), f64::max);
+            m = new_m;
+            lambda = new_lambda;
+            if change < 1e-4 {
+                break;
+            }
+        }
+        for (f, is_active) in active.iter().enumerate() {
+            if *is_active && vectors.iter().any(|v| v[f].is_some()) {
+                estimates[f].push(m[f].clone());
+            }
+        }
+    }
+    for (f, field_estimates) in estimates.iter().enumerate() {
+        if field_estimates.is_empty() {
+            continue;
+        }
+        for (level, l) in model.fields[f].levels.iter_mut().enumerate() {
+            let mean = field_estimates.iter().map(|e| e[level]).sum::<f64>()
+                / field_estimates.len() as f64;
+            l.m = mean.clamp(1e-6, 1.0);
+        }
+    }
+    add_term_frequencies(model, records);
+
+    // The prior: the share of matches among the person-identifying candidate pairs, with
+    // m and u now fixed, scaled to the chance that two records drawn at random match.
     let pairs = candidate_pairs(records, generic_limit);
     let vectors: Vec<Vec<Option<usize>>> = pairs
         .iter()
         .map(|&(i, j)| model.levels(&records[i], &records[j]))
         .collect();
-    let mut iterations = 0;
+    let m_now: Vec<Vec<f64>> = model
+        .fields
+        .iter()
+        .map(|f| f.levels.iter().map(|l| l.m).collect())
+        .collect();
+    let none_active = vec![false; model.fields.len()];
+    let mut lambda = 0.5;
     for _ in 0..max_iterations {
-        iterations += 1;
-        let prior_weight = model.prior_weight();
-        let weights: Vec<Vec<f64>> = model
-            .fields
-            .iter()
-            .map(|f| f.levels.iter().map(crate::model::Level::weight).collect())
-            .collect();
-        let mut m_counts: Vec<Vec<f64>> = model
-            .fields
-            .iter()
-            .map(|f| vec![SMOOTH; f.levels.len()])
-            .collect();
-        let mut match_mass = 0.0;
-        for vector in &vectors {
-            let w: f64 = prior_weight
-                + vector
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(f, l)| l.map(|l| weights[f][l]))
-                    .sum::<f64>();
-            let p = crate::model::probability(w);
-            match_mass += p;
-            for (f, level) in vector.iter().enumerate() {
-                if let Some(level) = level {
-                    m_counts[f][*level] += p;
-                }
-            }
-        }
-        let mut change: f64 = 0.0;
-        for (f, counts) in m_counts.iter().enumerate() {
-            let total: f64 = counts.iter().sum();
-            for (level, count) in counts.iter().enumerate() {
-                let m = (count / total).clamp(1e-6, 1.0);
-                change = change.max((model.fields[f].levels[level].m - m).abs());
-                model.fields[f].levels[level].m = m;
-            }
-        }
-        if !vectors.is_empty() {
-            let prior = (match_mass / vectors.len() as f64).clamp(1e-6, 0.999);
-            change = change.max((model.prior - prior).abs());
-            model.prior = prior;
-        }
-        if change < 1e-4 {
+        let (_, new_lambda) = em_round(model, &m_now, lambda, &vectors, &none_active);
+        let done = (new_lambda - lambda).abs() < 1e-6;
+        lambda = new_lambda;
+        if done {
             break;
         }
     }
-    add_term_frequencies(model, records);
-    // EM's prior is the share of matches among candidate pairs; the model's prior is the
-    // chance that two records drawn at random match, which does not count the blocking
-    // fields' agreement twice.
     let all_pairs = (n as f64) * (n as f64 - 1.0) / 2.0;
     if all_pairs > 0.0 && !vectors.is_empty() {
-        let matches = model.prior * vectors.len() as f64;
-        model.prior = (matches / all_pairs).clamp(1e-9, 0.5);
+        model.prior = (lambda * vectors.len() as f64 / all_pairs).clamp(1e-9, 0.5);
     }
+    let _ = session_pairs;
     TrainingReport {
         records: n,
         random_pairs: sampled,
