@@ -24,8 +24,8 @@ pub struct MatchExplanation {
     pub fields: Vec<FieldWeight>,
     /// The entity member(s) the record was compared with.
     pub with: Vec<SourceKey>,
-    /// The lowest evidence (log2 Bayes factor, prior left out) against any member of the
-    /// entity: a strongly negative value means the record contradicts a member.
+    /// The strongest contradiction (sum of negative identity-field weights) with any member
+    /// of the entity: a strongly negative value means the record contradicts a member.
     #[serde(default)]
     pub weakest_evidence: f64,
 }

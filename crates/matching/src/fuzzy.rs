@@ -59,7 +59,7 @@ impl FuzzyMatcher {
         let mut weakest = f64::INFINITY;
         for (i, member) in candidate.members.iter().enumerate() {
             let score = self.model.score(record, member);
-            weakest = weakest.min(score.evidence_of(&self.model.thresholds.conflict_fields));
+            weakest = weakest.min(score.contradiction_of(&self.model.thresholds.conflict_fields));
             if best.as_ref().is_none_or(|(b, _)| score.weight > b.weight) {
                 best = Some((score, i));
             }
@@ -98,7 +98,7 @@ impl FuzzyMatcher {
         let t = &self.model.thresholds;
         a.iter().all(|x| {
             b.iter().all(|y| {
-                self.model.score(x, y).evidence_of(&t.conflict_fields) >= t.conflict_weight
+                self.model.score(x, y).contradiction_of(&t.conflict_fields) >= t.conflict_weight
             })
         })
     }

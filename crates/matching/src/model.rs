@@ -197,7 +197,7 @@ pub struct Thresholds {
     pub link: f64,
     /// At or above (and below `link`): open a steward review task.
     pub review: f64,
-    /// Evidence of the `conflict_fields` (log2 Bayes factor) below which two records
+    /// Contradiction of the `conflict_fields` (sum of their negative weights) below which two records
     /// contradict each other: an entity does not take a record that contradicts any of
     /// its members, even when another member matches (chains do not collapse).
     pub conflict_weight: f64,
@@ -248,12 +248,13 @@ pub struct PairScore {
 }
 
 impl PairScore {
-    /// The evidence of some fields alone (log2 Bayes factor, no prior).
-    pub fn evidence_of(&self, fields: &[String]) -> f64 {
+    /// How strongly some fields contradict the match: the sum of their negative weights
+    /// (an agreeing middle initial does not undo a different birth date).
+    pub fn contradiction_of(&self, fields: &[String]) -> f64 {
         self.fields
             .iter()
             .filter(|f| fields.contains(&f.field))
-            .map(|f| f.weight)
+            .map(|f| f.weight.min(0.0))
             .sum()
     }
 
