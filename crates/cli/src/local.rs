@@ -54,9 +54,9 @@ pub struct TrainArgs {
     /// Where to write the model file.
     #[arg(long, default_value = "model.json")]
     pub out: PathBuf,
-    /// Random record pairs sampled to estimate u.
-    #[arg(long, default_value_t = 2_000_000)]
-    pub random_pairs: usize,
+    /// Random record pairs sampled to estimate u [default: 100 per row, 100,000 to 2,000,000].
+    #[arg(long)]
+    pub random_pairs: Option<usize>,
     /// Most expectation-maximisation rounds.
     #[arg(long, default_value_t = 50)]
     pub iterations: usize,
@@ -293,6 +293,11 @@ fn train_model(
     Ok((model, report))
 }
 
+/// Enough random pairs to see rare agreements, in proportion to the file.
+fn default_random_pairs(rows: usize) -> usize {
+    rows.saturating_mul(100).clamp(100_000, 2_000_000)
+}
+
 fn mapping_label(rows: &[Row], source: &str) -> String {
     format!("{source} extract of {} rows", rows.len())
 }
@@ -313,7 +318,8 @@ pub fn train(config: &HubConfig, args: &TrainArgs) -> anyhow::Result<()> {
         &rows,
         &mapping,
         &args.csv.source,
-        args.random_pairs,
+        args.random_pairs
+            .unwrap_or_else(|| default_random_pairs(rows.len())),
         args.iterations,
     )?;
     std::fs::write(&args.out, serde_json::to_string_pretty(&model)?)
@@ -438,7 +444,17 @@ pub fn eval(config: &HubConfig, args: &EvalArgs, json: bool) -> anyhow::Result<(
             serde_json::from_str::<Model>(&text)
                 .with_context(|| format!("invalid model file {}", path.display()))?
         }
-        None => train_model(config, &rows, &mapping, source, 2_000_000, 50)?.0,
+        None => {
+            train_model(
+                config,
+                &rows,
+                &mapping,
+                source,
+                default_random_pairs(rows.len()),
+                50,
+            )?
+            .0
+        }
     };
     let train_seconds = train_started.elapsed().as_secs_f64();
 

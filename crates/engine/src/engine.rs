@@ -121,7 +121,8 @@ impl Engine {
         let mut batch = self.store.begin()?;
         let mut report = BatchReport::default();
         let received_at = Timestamp::now();
-        let mut outbox_n = 0u32;
+        // Changes are published per batch: the final state of each entity it touched.
+        let mut touched = Touched::default();
         for event in events {
             if batch
                 .get(TreeName::Dedup, &dedup_key(&event.source, &event.id))?
@@ -130,7 +131,6 @@ impl Engine {
                 report.duplicates += 1;
                 continue;
             }
-            let mut touched = Touched::default();
             let key = event.key();
             let data_key = self.data_key(&mut batch, &key)?;
             let logged = LoggedEvent {
@@ -151,7 +151,6 @@ impl Engine {
                 &mut touched,
             )?;
             report.applied += 1;
-            report.findings += touched.findings;
             if change == RecordChange::Profile {
                 for decision in self.decide(&batch, &record, &mut report)? {
                     let seq = batch.append_log(&LogEntry::Decision(decision.clone()))?;
@@ -168,8 +167,9 @@ impl Engine {
                     }
                 }
             }
-            report.outbox += write_outbox(&mut batch, &touched, &mut outbox_n)?;
         }
+        report.findings = touched.findings;
+        report.outbox = write_outbox(&mut batch, &touched)?;
         for offset in offsets {
             batch.put(
                 TreeName::Offsets,
@@ -437,8 +437,9 @@ fn offset_key(topic: &str, partition: i32) -> Vec<u8> {
     key
 }
 
-/// Queues the final state of every entity an event touched.
-fn write_outbox(batch: &mut Batch<'_>, touched: &Touched, n: &mut u32) -> Result<usize> {
+/// Queues the merges of a batch, in order, then the final state of every entity it
+/// touched; keys follow the log, so the outbox publishes in order across batches.
+fn write_outbox(batch: &mut Batch<'_>, touched: &Touched) -> Result<usize> {
     let mut changes = Vec::new();
     for (merged, survivor) in &touched.merged {
         changes.push(OutboundChange {
@@ -468,10 +469,9 @@ fn write_outbox(batch: &mut Batch<'_>, touched: &Touched, n: &mut u32) -> Result
         };
         changes.push(change);
     }
-    for change in &changes {
+    for (n, change) in changes.iter().enumerate() {
         let mut key = (batch.next_seq() - 1).to_be_bytes().to_vec();
-        key.extend_from_slice(&n.to_be_bytes());
-        *n += 1;
+        key.extend_from_slice(&(n as u32).to_be_bytes());
         batch.put_json(TreeName::Outbox, key, change)?;
     }
     Ok(changes.len())

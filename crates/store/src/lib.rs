@@ -134,7 +134,10 @@ impl Store {
     }
 
     fn from_config(config: sled::Config) -> Result<Self> {
-        let db = config.cache_capacity(256 * 1024 * 1024).open()?;
+        let db = config
+            .cache_capacity(256 * 1024 * 1024)
+            .mode(sled::Mode::HighThroughput)
+            .open()?;
         let trees = TreeName::ALL
             .iter()
             .map(|t| db.open_tree(t.as_str()))
