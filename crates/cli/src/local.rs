@@ -62,6 +62,49 @@ pub struct TrainArgs {
     pub iterations: usize,
 }
 
+/// `cmdm generate`.
+#[derive(Debug, Clone, Args)]
+pub struct GenerateArgs {
+    /// How many distinct people.
+    #[arg(long, default_value_t = 100_000)]
+    pub people: usize,
+    /// Mean number of extra (duplicate) records per person.
+    #[arg(long, default_value_t = 0.3)]
+    pub duplicates: f64,
+    /// Seed: the same seed writes the same file.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Output CSV file.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// `cmdm generate`.
+pub fn generate(args: &GenerateArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.duplicates >= 0.0, "--duplicates must not be negative");
+    let records = cmdm_matching::synth::generate(args.people, args.duplicates, args.seed);
+    let mut out = csv::Writer::from_path(&args.out)
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    let mut header = vec!["record_id", "person_id"];
+    header.extend(cmdm_matching::synth::COLUMNS);
+    out.write_record(&header)?;
+    for (i, record) in records.iter().enumerate() {
+        let mut row = vec![format!("r{i}"), format!("p{}", record.person)];
+        for column in cmdm_matching::synth::COLUMNS {
+            row.push(record.attributes.get(column).cloned().unwrap_or_default());
+        }
+        out.write_record(&row)?;
+    }
+    out.flush()?;
+    println!(
+        "wrote {} records of {} people to {}",
+        records.len(),
+        args.people,
+        args.out.display()
+    );
+    Ok(())
+}
+
 /// `cmdm eval`.
 #[derive(Debug, Clone, Args)]
 pub struct EvalArgs {

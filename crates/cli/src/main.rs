@@ -57,6 +57,9 @@ enum Command {
     /// Matching models.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Write synthetic people with duplicates, e-mails, phones and the truth (person_id)
+    /// as CSV, for load tests and `cmdm eval`.
+    Generate(local::GenerateArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => {
             HubConfig::load(&cli.settings).and_then(|c| local::eval(&c, args, cli.json))
         }
+        Command::Generate(args) => local::generate(args),
         Command::Model(ModelCommand::Train(args)) => {
             HubConfig::load(&cli.settings).and_then(|c| local::train(&c, args))
         }

@@ -7,6 +7,7 @@ pub mod model;
 pub mod normalise;
 pub mod prepare;
 pub mod survive;
+pub mod synth;
 pub mod train;
 
 use cmdm_domain::{GoldenId, MatchExplanation, SourceRecord};

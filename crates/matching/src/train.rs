@@ -10,6 +10,7 @@ use crate::prepare::Prepared;
 use crate::prepare::fields::{
     DATE_OF_BIRTH, EMAIL, FAMILY_NAME, GIVEN_NAME, NATIONAL_ID, PHONE, POSTCODE,
 };
+use crate::synth::SplitMix;
 
 /// What training saw, for its report.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,23 +20,6 @@ pub struct TrainingReport {
     pub candidate_pairs: usize,
     pub iterations: usize,
     pub prior: f64,
-}
-
-/// A small deterministic generator (SplitMix64), so training is repeatable.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
 }
 
 /// A training session: the pairs sharing a key with one of `tags`, estimating every
