@@ -1,0 +1,122 @@
+//! Matching one new record against a large population, in memory: normalise, block,
+//! look up candidates, score against each and decide. The population size comes from
+//! `CMDM_BENCH_RECORDS` (default 1,000,000 synthetic records with duplicates).
+
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::time::Instant;
+
+use cmdm_domain::event::ProfilePatch;
+use cmdm_domain::{GoldenId, Payload, SourceKey, SourceRecord, Stamp, Timestamp};
+use cmdm_matching::synth::{SynthRecord, generate};
+use cmdm_matching::{
+    EntityCandidate, FuzzyMatcher, MatchOutcome, Matcher, MatcherConfig, Model, Prepared,
+};
+use criterion::{Criterion, criterion_group, criterion_main};
+
+fn source_record(i: usize, r: &SynthRecord) -> SourceRecord {
+    let key = SourceKey { source: "bench".into(), subject: i.to_string() };
+    let mut record = SourceRecord::new(key);
+    let patch = r.attributes.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect();
+    record.apply(&Payload::Profile(ProfilePatch(patch)), Stamp { time: Timestamp(0), seq: 1 });
+    record
+}
+
+struct Population {
+    matcher: FuzzyMatcher,
+    prepared: Vec<Prepared>,
+    index: HashMap<String, Vec<u32>>,
+}
+
+impl Population {
+    fn build(records: &[SynthRecord]) -> Self {
+        let matcher = FuzzyMatcher::new(Model::default_person(), MatcherConfig::default())
+            .expect("default model");
+        let prepared: Vec<Prepared> = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| matcher.prepare(&source_record(i, r)))
+            .collect();
+        let mut index: HashMap<String, Vec<u32>> = HashMap::new();
+        for (i, p) in prepared.iter().enumerate() {
+            for key in matcher.block_keys(p) {
+                index.entry(key.0).or_default().push(i as u32);
+            }
+        }
+        Population { matcher, prepared, index }
+    }
+
+    /// What the engine does for one arriving record, minus storage.
+    fn match_one(&self, record: &SourceRecord) -> MatchOutcome {
+        let prepared = self.matcher.prepare(record);
+        let limit = self.matcher.generic_limit();
+        let mut found: Vec<u32> = Vec::new();
+        for key in self.matcher.block_keys(&prepared) {
+            if let Some(members) = self.index.get(&key.0).filter(|m| m.len() <= limit) {
+                found.extend(members);
+            }
+        }
+        found.sort_unstable();
+        found.dedup();
+        let candidates: Vec<EntityCandidate> = found
+            .into_iter()
+            .map(|i| EntityCandidate {
+                entity: GoldenId(u64::from(i)),
+                members: vec![self.prepared[i as usize].clone()],
+            })
+            .collect();
+        self.matcher.decide(&prepared, None, &candidates)
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let records: usize = std::env::var("CMDM_BENCH_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let people = (records as f64 / 1.3) as usize;
+    let started = Instant::now();
+    let mut all = generate(people + 2_000, 0.3, 42);
+    // Queries: records held out of the population (new people and duplicates of people
+    // already in it).
+    let queries: Vec<SourceRecord> =
+        all.split_off(all.len() - 2_000).iter().enumerate().map(|(i, r)| source_record(i, r)).collect();
+    all.truncate(records);
+    let population = Population::build(&all);
+    eprintln!(
+        "population of {} records built in {:.1} s",
+        population.prepared.len(),
+        started.elapsed().as_secs_f64()
+    );
+
+    // Percentiles, which criterion does not report.
+    let mut times: Vec<f64> = queries
+        .iter()
+        .map(|q| {
+            let t = Instant::now();
+            black_box(population.match_one(q));
+            t.elapsed().as_secs_f64() * 1e6
+        })
+        .collect();
+    times.sort_by(f64::total_cmp);
+    let pct = |p: f64| times[((times.len() - 1) as f64 * p) as usize];
+    eprintln!(
+        "match one record against {}: p50 {:.1} µs, p99 {:.1} µs, max {:.1} µs ({} queries)",
+        population.prepared.len(),
+        pct(0.5),
+        pct(0.99),
+        pct(1.0),
+        times.len()
+    );
+
+    let mut next = 0;
+    c.bench_function(&format!("match_one_against_{}", population.prepared.len()), |b| {
+        b.iter(|| {
+            next = (next + 1) % queries.len();
+            black_box(population.match_one(&queries[next]))
+        })
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
