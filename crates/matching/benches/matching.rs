@@ -15,10 +15,23 @@ use cmdm_matching::{
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn source_record(i: usize, r: &SynthRecord) -> SourceRecord {
-    let key = SourceKey { source: "bench".into(), subject: i.to_string() };
+    let key = SourceKey {
+        source: "bench".into(),
+        subject: i.to_string(),
+    };
     let mut record = SourceRecord::new(key);
-    let patch = r.attributes.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect();
-    record.apply(&Payload::Profile(ProfilePatch(patch)), Stamp { time: Timestamp(0), seq: 1 });
+    let patch = r
+        .attributes
+        .iter()
+        .map(|(k, v)| (k.clone(), Some(v.clone())))
+        .collect();
+    record.apply(
+        &Payload::Profile(ProfilePatch(patch)),
+        Stamp {
+            time: Timestamp(0),
+            seq: 1,
+        },
+    );
     record
 }
 
@@ -43,7 +56,11 @@ impl Population {
                 index.entry(key.0).or_default().push(i as u32);
             }
         }
-        Population { matcher, prepared, index }
+        Population {
+            matcher,
+            prepared,
+            index,
+        }
     }
 
     /// What the engine does for one arriving record, minus storage.
@@ -79,8 +96,12 @@ fn bench(c: &mut Criterion) {
     let mut all = generate(people + 2_000, 0.3, 42);
     // Queries: records held out of the population (new people and duplicates of people
     // already in it).
-    let queries: Vec<SourceRecord> =
-        all.split_off(all.len() - 2_000).iter().enumerate().map(|(i, r)| source_record(i, r)).collect();
+    let queries: Vec<SourceRecord> = all
+        .split_off(all.len() - 2_000)
+        .iter()
+        .enumerate()
+        .map(|(i, r)| source_record(i, r))
+        .collect();
     all.truncate(records);
     let population = Population::build(&all);
     eprintln!(
@@ -110,12 +131,15 @@ fn bench(c: &mut Criterion) {
     );
 
     let mut next = 0;
-    c.bench_function(&format!("match_one_against_{}", population.prepared.len()), |b| {
-        b.iter(|| {
-            next = (next + 1) % queries.len();
-            black_box(population.match_one(&queries[next]))
-        })
-    });
+    c.bench_function(
+        &format!("match_one_against_{}", population.prepared.len()),
+        |b| {
+            b.iter(|| {
+                next = (next + 1) % queries.len();
+                black_box(population.match_one(&queries[next]))
+            })
+        },
+    );
 }
 
 criterion_group!(benches, bench);

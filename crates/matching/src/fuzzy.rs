@@ -4,7 +4,7 @@
 use cmdm_domain::{FieldWeight, GoldenId, MatchExplanation, SourceRecord};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Model, PairScore};
+use crate::model::Model;
 use crate::prepare::{PrepareConfig, Prepared, prepare};
 use crate::{BlockKey, EntityCandidate, MatchOutcome, Matcher, blocking};
 
@@ -36,7 +36,8 @@ pub struct FuzzyMatcher {
 /// How a record fits one entity.
 struct Fit {
     entity: GoldenId,
-    best: PairScore,
+    /// Total weight against the best member.
+    best: f64,
     best_member: usize,
     /// The lowest identity evidence against any member.
     weakest: f64,
@@ -55,13 +56,13 @@ impl FuzzyMatcher {
     }
 
     fn fit(&self, record: &Prepared, candidate: &EntityCandidate) -> Option<Fit> {
-        let mut best: Option<(PairScore, usize)> = None;
+        let mut best: Option<(f64, usize)> = None;
         let mut weakest = f64::INFINITY;
         for (i, member) in candidate.members.iter().enumerate() {
-            let score = self.model.score(record, member);
-            weakest = weakest.min(score.contradiction_of(&self.model.thresholds.conflict_fields));
-            if best.as_ref().is_none_or(|(b, _)| score.weight > b.weight) {
-                best = Some((score, i));
+            let (weight, contradiction) = self.model.quick_score(record, member);
+            weakest = weakest.min(contradiction);
+            if best.is_none_or(|(b, _)| weight > b) {
+                best = Some((weight, i));
             }
         }
         let (best, best_member) = best?;
@@ -73,13 +74,20 @@ impl FuzzyMatcher {
         })
     }
 
-    fn explain(&self, fit: &Fit, candidate: &EntityCandidate) -> MatchExplanation {
+    /// The explanation of a fit: the full field-by-field score of its best member.
+    fn explain(
+        &self,
+        record: &Prepared,
+        fit: &Fit,
+        candidate: &EntityCandidate,
+    ) -> MatchExplanation {
+        let member = &candidate.members[fit.best_member];
+        let score = self.model.score(record, member);
         MatchExplanation {
             rule: "fellegi-sunter".to_owned(),
-            weight: round(fit.best.weight),
-            probability: round(fit.best.probability()),
-            fields: fit
-                .best
+            weight: round(score.weight),
+            probability: round(score.probability()),
+            fields: score
                 .fields
                 .iter()
                 .map(|f| FieldWeight {
@@ -88,7 +96,7 @@ impl FuzzyMatcher {
                     weight: round(f.weight),
                 })
                 .collect(),
-            with: vec![candidate.members[fit.best_member].key.clone()],
+            with: vec![member.key.clone()],
             weakest_evidence: round(fit.weakest),
         }
     }
@@ -97,9 +105,8 @@ impl FuzzyMatcher {
     fn compatible(&self, a: &[&Prepared], b: &[Prepared]) -> bool {
         let t = &self.model.thresholds;
         a.iter().all(|x| {
-            b.iter().all(|y| {
-                self.model.score(x, y).contradiction_of(&t.conflict_fields) >= t.conflict_weight
-            })
+            b.iter()
+                .all(|y| self.model.quick_score(x, y).1 >= t.conflict_weight)
         })
     }
 }
@@ -135,31 +142,26 @@ impl Matcher for FuzzyMatcher {
             .filter_map(|c| self.fit(record, c).map(|f| (f, c)))
             .collect();
         // Strongest first; ties to the older entity, so the outcome never depends on order.
-        fits.sort_by(|(a, _), (b, _)| {
-            b.best
-                .weight
-                .total_cmp(&a.best.weight)
-                .then(a.entity.cmp(&b.entity))
-        });
+        fits.sort_by(|(a, _), (b, _)| b.best.total_cmp(&a.best).then(a.entity.cmp(&b.entity)));
         let mut outcome = MatchOutcome::default();
         // Members of the entity the record belongs to after this decision.
         let mut joined: Vec<&Prepared> =
             home.map(|h| h.members.iter().collect()).unwrap_or_default();
         let mut placed = home.is_some();
         for (fit, candidate) in &fits {
-            let p = fit.best.probability();
+            let p = crate::model::probability(fit.best);
             let fits_whole_entity = fit.weakest >= t.conflict_weight;
-            let explanation = self.explain(fit, candidate);
+            let explanation = || self.explain(record, fit, candidate);
             if p >= t.link && fits_whole_entity && self.compatible(&joined, &candidate.members) {
                 if placed {
-                    outcome.merge.push((fit.entity, explanation));
+                    outcome.merge.push((fit.entity, explanation()));
                 } else {
-                    outcome.link = Some((fit.entity, explanation));
+                    outcome.link = Some((fit.entity, explanation()));
                     placed = true;
                 }
                 joined.extend(candidate.members.iter());
             } else if p >= t.review {
-                outcome.review.push((fit.entity, explanation));
+                outcome.review.push((fit.entity, explanation()));
             }
         }
         outcome

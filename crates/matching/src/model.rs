@@ -383,25 +383,56 @@ impl Model {
             .collect()
     }
 
+    /// Each field's level and weight for a pair, without allocating: the hot path.
+    fn each_weight(
+        &self,
+        a: &Prepared,
+        b: &Prepared,
+        mut visit: impl FnMut(&FieldModel, usize, f64),
+    ) {
+        for f in &self.fields {
+            let (Some(va), Some(vb)) = (a.get(&f.field), b.get(&f.field)) else {
+                continue;
+            };
+            let (pa, pb) = (a.phonetic.get(&f.field), b.phonetic.get(&f.field));
+            let level = f
+                .kind
+                .level(va, vb, pa.map(String::as_str), pb.map(String::as_str));
+            let l = &f.levels[level];
+            let w = match (&f.term_frequencies, level) {
+                (Some(tf), 0) => (l.m.max(1e-12) / tf.of(va).max(1e-12)).log2(),
+                _ => l.weight(),
+            };
+            visit(f, level, w);
+        }
+    }
+
+    /// A pair's total weight (prior included) and its contradiction on `conflict_fields`.
+    pub fn quick_score(&self, a: &Prepared, b: &Prepared) -> (f64, f64) {
+        let mut weight = self.prior_weight();
+        let mut contradiction = 0.0;
+        let conflict_fields = &self.thresholds.conflict_fields;
+        self.each_weight(a, b, |f, _, w| {
+            weight += w;
+            if w < 0.0 && conflict_fields.contains(&f.field) {
+                contradiction += w;
+            }
+        });
+        (weight, contradiction)
+    }
+
     /// Scores a pair, keeping each field's level and weight.
     pub fn score(&self, a: &Prepared, b: &Prepared) -> PairScore {
         let mut weight = self.prior_weight();
         let mut fields = Vec::new();
-        for (f, level) in self.fields.iter().zip(self.levels(a, b)) {
-            if let Some(level) = level {
-                let l = &f.levels[level];
-                let w = match (&f.term_frequencies, level, a.get(&f.field)) {
-                    (Some(tf), 0, Some(value)) => (l.m.max(1e-12) / tf.of(value).max(1e-12)).log2(),
-                    _ => l.weight(),
-                };
-                weight += w;
-                fields.push(FieldScore {
-                    field: f.field.clone(),
-                    level: l.label.clone(),
-                    weight: w,
-                });
-            }
-        }
+        self.each_weight(a, b, |f, level, w| {
+            weight += w;
+            fields.push(FieldScore {
+                field: f.field.clone(),
+                level: f.levels[level].label.clone(),
+                weight: w,
+            });
+        });
         PairScore { weight, fields }
     }
 
