@@ -1,4 +1,4 @@
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use cmdm_domain::MatchExplanation;
@@ -316,7 +316,8 @@ impl Engine {
         report: &mut BatchReport,
     ) -> Result<Vec<EntityCandidate>> {
         let limit = self.matcher.generic_limit();
-        let mut entities = BTreeSet::new();
+        // Records found, with how many keys each shares with the record.
+        let mut shared: HashMap<SourceKey, usize> = HashMap::new();
         for block in self.matcher.block_keys(record) {
             let mut prefix = block.0.as_bytes().to_vec();
             prefix.push(0);
@@ -331,14 +332,17 @@ impl Engine {
                     .map_err(|e| EngineError::Inconsistent(format!("index key: {e}")))?
                     .parse::<SourceKey>()
                     .map_err(|e| EngineError::Inconsistent(format!("index key: {e}")))?;
-                if other == record.key {
-                    continue;
+                if other != record.key {
+                    *shared.entry(other).or_default() += 1;
                 }
-                if let Some(entity) = membership(batch, &other)?
-                    && Some(entity) != home
-                {
-                    entities.insert(entity);
-                }
+            }
+        }
+        let mut entities = BTreeSet::new();
+        for other in cmdm_matching::closest(shared, self.matcher.max_candidates()) {
+            if let Some(entity) = membership(batch, &other)?
+                && Some(entity) != home
+            {
+                entities.insert(entity);
             }
         }
         entities

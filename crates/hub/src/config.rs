@@ -54,6 +54,8 @@ pub struct MatchingConfig {
     pub date_order: DateOrder,
     /// A blocking key shared by more records than this is generic and links nothing.
     pub generic_limit: usize,
+    /// Most candidate records scored per record (those sharing the most keys).
+    pub max_candidates: usize,
     /// A model file from `cmdm model train`; unset uses the shipped default model.
     pub model: Option<PathBuf>,
 }
@@ -94,6 +96,7 @@ impl Default for MatchingConfig {
             default_country_code: "44".to_owned(),
             date_order: DateOrder::Dmy,
             generic_limit: MatcherConfig::default().generic_limit,
+            max_candidates: MatcherConfig::default().max_candidates,
             model: None,
         }
     }
@@ -265,6 +268,7 @@ impl MatchingConfig {
                 date_order: self.date_order,
             },
             generic_limit: self.generic_limit,
+            max_candidates: self.max_candidates,
         }
     }
 }

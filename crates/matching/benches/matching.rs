@@ -67,14 +67,15 @@ impl Population {
     fn match_one(&self, record: &SourceRecord) -> MatchOutcome {
         let prepared = self.matcher.prepare(record);
         let limit = self.matcher.generic_limit();
-        let mut found: Vec<u32> = Vec::new();
+        let mut shared: HashMap<u32, usize> = HashMap::new();
         for key in self.matcher.block_keys(&prepared) {
             if let Some(members) = self.index.get(&key.0).filter(|m| m.len() <= limit) {
-                found.extend(members);
+                for m in members {
+                    *shared.entry(*m).or_default() += 1;
+                }
             }
         }
-        found.sort_unstable();
-        found.dedup();
+        let found = cmdm_matching::closest(shared, self.matcher.max_candidates());
         let candidates: Vec<EntityCandidate> = found
             .into_iter()
             .map(|i| EntityCandidate {

@@ -15,6 +15,8 @@ pub struct MatcherConfig {
     pub prepare: PrepareConfig,
     /// A blocking key shared by more records than this is generic (a shop's phone number).
     pub generic_limit: usize,
+    /// Most candidate records scored per record (those sharing the most keys).
+    pub max_candidates: usize,
 }
 
 impl Default for MatcherConfig {
@@ -22,6 +24,7 @@ impl Default for MatcherConfig {
         MatcherConfig {
             prepare: PrepareConfig::default(),
             generic_limit: 100,
+            max_candidates: 200,
         }
     }
 }
@@ -127,6 +130,10 @@ impl Matcher for FuzzyMatcher {
 
     fn generic_limit(&self) -> usize {
         self.config.generic_limit
+    }
+
+    fn max_candidates(&self) -> usize {
+        self.config.max_candidates
     }
 
     fn decide(

@@ -17,6 +17,15 @@ pub use model::Model;
 pub use prepare::{PrepareConfig, Prepared};
 pub use survive::{Strategy, Survivorship, survive};
 
+/// The `max` records sharing the most blocking keys, ties to the smallest key, so the
+/// choice never depends on the order they were found in.
+pub fn closest<K: Ord>(shared: impl IntoIterator<Item = (K, usize)>, max: usize) -> Vec<K> {
+    let mut ranked: Vec<(K, usize)> = shared.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    ranked.truncate(max);
+    ranked.into_iter().map(|(k, _)| k).collect()
+}
+
 /// A blocking key such as `em:ann@example.org`: records sharing one are candidates.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct BlockKey(pub String);
@@ -49,6 +58,10 @@ pub trait Matcher: Send + Sync {
 
     /// Keys shared by more records than this are generic and produce no candidates.
     fn generic_limit(&self) -> usize;
+
+    /// At most this many candidate records are scored for one record: those sharing the
+    /// most blocking keys with it.
+    fn max_candidates(&self) -> usize;
 
     /// Decides where `record` belongs. `home` is the entity it already belongs to, if any;
     /// `candidates` are the other entities found through its blocking keys.
