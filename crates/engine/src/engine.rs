@@ -1,4 +1,4 @@
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use cmdm_domain::MatchExplanation;
@@ -70,8 +70,10 @@ pub struct Engine {
     store: Store,
     matcher: Arc<dyn Matcher>,
     config: EngineConfig,
-    /// One writer at a time: batches are decided against each other's results.
-    writer: Mutex<()>,
+    /// One writer at a time: batches are decided against each other's results. It also
+    /// holds the blocking keys found generic, which only grow while records arrive, so
+    /// they need not be scanned again.
+    writer: Mutex<HashSet<String>>,
 }
 
 impl Engine {
@@ -81,7 +83,7 @@ impl Engine {
             store,
             matcher,
             config,
-            writer: Mutex::new(()),
+            writer: Mutex::new(HashSet::new()),
         }
     }
 
@@ -114,7 +116,7 @@ impl Engine {
         events: &[InboundEvent],
         offsets: &[SourceOffset],
     ) -> Result<BatchReport> {
-        let _writer = self
+        let mut generic = self
             .writer
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -152,7 +154,7 @@ impl Engine {
             )?;
             report.applied += 1;
             if change == RecordChange::Profile {
-                for decision in self.decide(&batch, &record, &mut report)? {
+                for decision in self.decide(&batch, &record, &mut report, &mut generic)? {
                     let seq = batch.append_log(&LogEntry::Decision(decision.clone()))?;
                     debug!(seq, ?decision, "decided");
                     self.projector()
@@ -197,6 +199,7 @@ impl Engine {
         batch: &Batch<'_>,
         record: &SourceRecord,
         report: &mut BatchReport,
+        generic: &mut HashSet<String>,
     ) -> Result<Vec<Decision>> {
         let current = membership(batch, &record.key)?;
         if !record.is_active() {
@@ -224,7 +227,7 @@ impl Engine {
         let home = current
             .map(|entity| self.entity_candidate(batch, entity))
             .transpose()?;
-        let candidates = self.candidates(batch, &prepared, current, report)?;
+        let candidates = self.candidates(batch, &prepared, current, report, generic)?;
         let outcome = self.matcher.decide(&prepared, home.as_ref(), &candidates);
 
         let mut decisions = Vec::new();
@@ -293,7 +296,12 @@ impl Engine {
 
     /// An entity with all its members prepared.
     fn entity_candidate(&self, batch: &Batch<'_>, entity: GoldenId) -> Result<EntityCandidate> {
-        let golden: GoldenRecord = batch
+        // Only the member list is needed: skip the rest of the record while decoding.
+        #[derive(serde::Deserialize)]
+        struct Members {
+            members: Vec<SourceKey>,
+        }
+        let golden: Members = batch
             .get_json(TreeName::Entities, &id_key(entity))?
             .ok_or_else(|| EngineError::Inconsistent(format!("entity {entity} is absent")))?;
         let mut members = Vec::with_capacity(golden.members.len());
@@ -314,16 +322,22 @@ impl Engine {
         record: &Prepared,
         home: Option<GoldenId>,
         report: &mut BatchReport,
+        generic: &mut HashSet<String>,
     ) -> Result<Vec<EntityCandidate>> {
         let limit = self.matcher.generic_limit();
         // Records found, with how many keys each shares with the record.
         let mut shared: HashMap<SourceKey, usize> = HashMap::new();
         for block in self.matcher.block_keys(record) {
+            if generic.contains(&block.0) {
+                report.generic_keys.insert(block.0);
+                continue;
+            }
             let mut prefix = block.0.as_bytes().to_vec();
             prefix.push(0);
             let found =
                 batch.scan_prefix_limit(TreeName::Index, &prefix, limit.saturating_add(1))?;
             if found.len() > limit {
+                generic.insert(block.0.clone());
                 report.generic_keys.insert(block.0);
                 continue;
             }

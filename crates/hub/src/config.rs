@@ -153,6 +153,9 @@ pub struct Overrides {
     /// Records sharing a blocking key above which the key is generic [default: 100].
     #[arg(long, env = "CMDM_GENERIC_LIMIT", global = true)]
     pub generic_limit: Option<usize>,
+    /// Most candidate records scored per arriving record [default: 200].
+    #[arg(long, env = "CMDM_MAX_CANDIDATES", global = true)]
+    pub max_candidates: Option<usize>,
     /// Matching model file from `cmdm model train` [default: the shipped model].
     #[arg(long, env = "CMDM_MODEL", global = true)]
     pub model: Option<PathBuf>,
@@ -198,6 +201,7 @@ impl HubConfig {
         );
         set(&mut config.matching.date_order, o.date_order);
         set(&mut config.matching.generic_limit, o.generic_limit);
+        set(&mut config.matching.max_candidates, o.max_candidates);
         if o.model.is_some() {
             config.matching.model = o.model;
         }
