@@ -173,31 +173,6 @@ fn add_term_frequencies(model: &mut Model, records: &[Prepared]) {
     }
 }
 
-/// Training pairs: records sharing a blocking key that identifies a person (not an
-/// address alone), skipping keys shared by more than `generic_limit` records.
-pub fn candidate_pairs(records: &[Prepared], generic_limit: usize) -> Vec<(usize, usize)> {
-    let mut blocks: HashMap<String, Vec<usize>> = HashMap::new();
-    for (i, r) in records.iter().enumerate() {
-        for key in block_keys(r).into_iter().filter(identifies_person) {
-            blocks.entry(key.0).or_default().push(i);
-        }
-    }
-    let mut pairs = Vec::new();
-    for members in blocks
-        .values()
-        .filter(|m| m.len() > 1 && m.len() <= generic_limit)
-    {
-        for (x, &i) in members.iter().enumerate() {
-            for &j in &members[x + 1..] {
-                pairs.push((i.min(j), i.max(j)));
-            }
-        }
-    }
-    pairs.sort_unstable();
-    pairs.dedup();
-    pairs
-}
-
 /// Trains `model` on `records` in place: u from `random_pairs` random pairs, then m and
 /// the prior by EM over the candidate pairs, at most `max_iterations` rounds.
 pub fn train(
@@ -333,7 +308,7 @@ pub fn train(
 
     // The prior: the share of matches among the person-identifying candidate pairs, with
     // m and u now fixed, scaled to the chance that two records drawn at random match.
-    let pairs = candidate_pairs(records, generic_limit);
+    let pairs = pairs_sharing(&keys, generic_limit, identifies_person);
     let vectors: Vec<Vec<Option<usize>>> = pairs
         .iter()
         .map(|&(i, j)| model.levels(&records[i], &records[j]))
