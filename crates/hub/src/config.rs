@@ -311,6 +311,17 @@ mod tests {
     }
 
     #[test]
+    fn the_deploy_example_is_a_valid_configuration() {
+        let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/cmdm-hub.toml");
+        let config = HubConfig::from_file(&example).unwrap();
+        assert_eq!(config.matching.date_order, DateOrder::Dmy);
+        assert_eq!(
+            config.survivorship.attributes.get("address_line1"),
+            Some(&cmdm_matching::Strategy::MostComplete)
+        );
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("hub.toml");
