@@ -306,7 +306,7 @@ fn train_model(
     source: &str,
     random_pairs: usize,
     iterations: usize,
-) -> anyhow::Result<(Model, cmdm_matching::train::TrainingReport)> {
+) -> anyhow::Result<(Model, cmdm_matching::train::TrainingReport, Vec<Prepared>)> {
     let base = config.matching.matcher()?;
     let mut model = base.model().clone();
     for (attribute, _) in &mapping.0 {
@@ -333,7 +333,7 @@ fn train_model(
     model
         .validate()
         .map_err(|e| anyhow::anyhow!("trained model: {e}"))?;
-    Ok((model, report))
+    Ok((model, report, prepared))
 }
 
 /// Enough random pairs to see rare agreements, in proportion to the file.
@@ -356,7 +356,7 @@ pub fn train(config: &HubConfig, args: &TrainArgs) -> anyhow::Result<()> {
         |_| {},
     )?;
     let started = Instant::now();
-    let (model, report) = train_model(
+    let (model, report, _) = train_model(
         config,
         &rows,
         &mapping,
@@ -480,23 +480,13 @@ pub fn eval(config: &HubConfig, args: &EvalArgs, json: bool) -> anyhow::Result<(
     let source = args.csv.source.as_str();
 
     let train_started = Instant::now();
-    let model = match &config.matching.model {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read model file {}", path.display()))?;
-            serde_json::from_str::<Model>(&text)
-                .with_context(|| format!("invalid model file {}", path.display()))?
-        }
+    // Training prepares every row; the blocking-recall check below reuses that work.
+    let (model, trained_rows) = match config.matching.configured_model()? {
+        Some(model) => (model, None),
         None => {
-            train_model(
-                config,
-                &rows,
-                &mapping,
-                source,
-                default_random_pairs(rows.len()),
-                50,
-            )?
-            .0
+            let pairs = default_random_pairs(rows.len());
+            let (model, _, prepared) = train_model(config, &rows, &mapping, source, pairs, 50)?;
+            (model, Some(prepared))
         }
     };
     let train_seconds = train_started.elapsed().as_secs_f64();
@@ -573,7 +563,10 @@ pub fn eval(config: &HubConfig, args: &EvalArgs, json: bool) -> anyhow::Result<(
     let exact = predicted_sets.intersection(&actual_sets).count();
 
     // Blocking recall: do the true pairs share a key that is not generic?
-    let prepared = prepare_rows(&matcher, &rows, source)?;
+    let prepared = match trained_rows {
+        Some(prepared) => prepared,
+        None => prepare_rows(&matcher, &rows, source)?,
+    };
     let keys: Vec<Vec<String>> = prepared
         .iter()
         .map(|p| matcher.block_keys(p).into_iter().map(|k| k.0).collect())

@@ -251,17 +251,23 @@ pub fn parse_date_order(text: &str) -> Result<DateOrder, String> {
 impl MatchingConfig {
     /// The matcher these settings describe, with its model loaded and checked.
     pub fn matcher(&self) -> anyhow::Result<FuzzyMatcher> {
-        let model = match &self.model {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read model file {}", path.display()))?;
-                serde_json::from_str::<Model>(&text)
-                    .with_context(|| format!("invalid model file {}", path.display()))?
-            }
-            None => Model::default_person(),
-        };
+        let model = self
+            .configured_model()?
+            .unwrap_or_else(Model::default_person);
         FuzzyMatcher::new(model, self.matcher_config())
             .map_err(|e| anyhow::anyhow!("matching model: {e}"))
+    }
+
+    /// The model file named by `model`, read and decoded; `None` when none is set.
+    pub fn configured_model(&self) -> anyhow::Result<Option<Model>> {
+        let Some(path) = &self.model else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read model file {}", path.display()))?;
+        let model = serde_json::from_str::<Model>(&text)
+            .with_context(|| format!("invalid model file {}", path.display()))?;
+        Ok(Some(model))
     }
 
     /// The matcher settings besides the model.
