@@ -230,49 +230,55 @@ fn apply_rows(
 
 /// `cmdm import`: loads a legacy extract through the engine into the data directory.
 pub fn import(config: &HubConfig, args: &ImportArgs) -> anyhow::Result<()> {
-    let mapping = Mapping::parse(&args.csv.map)?;
-    let engine = cmdm_hub::open_engine(config)?;
     let bar = progress_bar(&args.csv.csv);
-    let started = Instant::now();
-    let mut summary = ImportSummary::default();
-    let mut chunk = Vec::with_capacity(args.batch);
-    let mut failure = None;
-    let rejected = table::read_each(
-        &args.csv.csv,
-        &mapping,
-        args.csv.id.as_deref(),
-        None,
-        |pos| bar.set_position(pos),
-        |row| {
-            chunk.push(row);
-            if chunk.len() >= args.batch.max(1) {
-                let rows = std::mem::take(&mut chunk);
-                if let Err(e) =
-                    apply_rows(&engine, rows, &args.csv.source, args.batch, &mut summary)
-                {
-                    failure = Some(e);
-                    anyhow::bail!("stopped");
-                }
-            }
-            Ok(())
-        },
-    );
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    let rejected = rejected?;
-    apply_rows(&engine, chunk, &args.csv.source, args.batch, &mut summary)?;
-    engine.store().flush_blocking()?;
+    let (summary, rejected) = run_import(config, args, |pos| bar.set_position(pos))?;
     bar.finish_and_clear();
-    summary.rejected = rejected.len();
-    summary.entities = engine.store().tree(TreeName::Entities).len();
-    summary.seconds = started.elapsed().as_secs_f64();
     summary.print();
     if !rejected.is_empty() {
         eprintln!("rejected rows:");
         print_rejected(&rejected);
     }
     Ok(())
+}
+
+/// The import itself: rows are applied in batches as they are read.
+fn run_import(
+    config: &HubConfig,
+    args: &ImportArgs,
+    progress: impl FnMut(u64),
+) -> anyhow::Result<(ImportSummary, Vec<Rejected>)> {
+    let mapping = Mapping::parse(&args.csv.map)?;
+    let engine = cmdm_hub::open_engine(config)?;
+    let started = Instant::now();
+    let mut summary = ImportSummary::default();
+    let mut chunk = Vec::with_capacity(args.batch);
+    let source = args.csv.source.as_str();
+    let rejected = table::read_each(
+        &args.csv.csv,
+        &mapping,
+        args.csv.id.as_deref(),
+        None,
+        progress,
+        |row| {
+            chunk.push(row);
+            if chunk.len() >= args.batch.max(1) {
+                apply_rows(
+                    &engine,
+                    std::mem::take(&mut chunk),
+                    source,
+                    args.batch,
+                    &mut summary,
+                )?;
+            }
+            Ok(())
+        },
+    )?;
+    apply_rows(&engine, chunk, source, args.batch, &mut summary)?;
+    engine.store().flush_blocking()?;
+    summary.rejected = rejected.len();
+    summary.entities = engine.store().tree(TreeName::Entities).len();
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok((summary, rejected))
 }
 
 /// Prepares rows in memory the way the engine would.
@@ -704,4 +710,48 @@ fn print_eval(r: &EvalReport) {
         "import+match       {:.3} s ({:.0} rows/s)",
         r.import_seconds, r.rows_per_second
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn import_goes_on_past_bad_rows_and_counts_what_it_did() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("legacy.csv");
+        std::fs::write(
+            &csv,
+            "no,first,last,dob,mail\n\
+             1,Ann,Lee,1990-01-01,ann@x.org\n\
+             2,Ann,Lee,01/01/1990,ANN@x.org\n\
+             3,Bob\n\
+             4,Cy,Stone,31/02/1990,cy@x.org\n",
+        )
+        .unwrap();
+        let config = HubConfig {
+            data_dir: dir.path().join("data"),
+            ..HubConfig::default()
+        };
+        let args = ImportArgs {
+            csv: CsvArgs {
+                csv,
+                map: "given_name=first,family_name=last,date_of_birth=dob,email=mail".into(),
+                id: Some("no".into()),
+                source: "legacy".into(),
+            },
+            batch: 2,
+        };
+        let (summary, rejected) = run_import(&config, &args, |_| {}).unwrap();
+        assert_eq!(summary.rows, 3);
+        assert_eq!(summary.applied, 3);
+        assert_eq!(summary.entities, 2, "Ann twice is one person");
+        assert_eq!(summary.linked, 1);
+        assert_eq!(summary.findings, 1, "31/02 is kept raw and flagged");
+        assert_eq!(rejected.len(), 1);
+        assert_eq!(rejected[0].line, 4);
+        // Importing again changes nothing.
+        let (again, _) = run_import(&config, &args, |_| {}).unwrap();
+        assert_eq!((again.applied, again.duplicates, again.entities), (0, 3, 2));
+    }
 }

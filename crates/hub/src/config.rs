@@ -317,6 +317,26 @@ mod tests {
     }
 
     #[test]
+    fn a_model_file_is_loaded_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model.json");
+        let mut model = Model::default_person();
+        model.name = "from a file".into();
+        std::fs::write(&path, serde_json::to_string(&model).unwrap()).unwrap();
+        let matching = MatchingConfig {
+            model: Some(path.clone()),
+            ..MatchingConfig::default()
+        };
+        assert_eq!(matching.matcher().unwrap().model().name, "from a file");
+        model.format = 99;
+        std::fs::write(&path, serde_json::to_string(&model).unwrap()).unwrap();
+        assert!(matching.matcher().is_err(), "a newer format is refused");
+        std::fs::write(&path, "{").unwrap();
+        let err = format!("{:#}", matching.matcher().unwrap_err());
+        assert!(err.contains("model.json"), "{err}");
+    }
+
+    #[test]
     fn the_deploy_example_is_a_valid_configuration() {
         let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/cmdm-hub.toml");
         let config = HubConfig::from_file(&example).unwrap();
