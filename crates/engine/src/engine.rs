@@ -225,9 +225,11 @@ impl Engine {
             });
         };
         let home = current
-            .map(|entity| self.entity_candidate(batch, entity))
+            .map(|entity| self.entity_members(batch, entity))
             .transpose()?;
-        let candidates = self.candidates(batch, &prepared, current, report, generic)?;
+        let found = self.candidates(batch, &prepared, current, report, generic)?;
+        let candidates: Vec<EntityCandidate<'_>> = found.iter().map(borrow).collect();
+        let home = home.as_ref().map(borrow);
         let outcome = self.matcher.decide(&prepared, home.as_ref(), &candidates);
 
         let mut decisions = Vec::new();
@@ -294,8 +296,12 @@ impl Engine {
         Ok(decisions)
     }
 
-    /// An entity with all its members prepared.
-    fn entity_candidate(&self, batch: &Batch<'_>, entity: GoldenId) -> Result<EntityCandidate> {
+    /// An entity's members, prepared.
+    fn entity_members(
+        &self,
+        batch: &Batch<'_>,
+        entity: GoldenId,
+    ) -> Result<(GoldenId, Vec<Prepared>)> {
         // Only the member list is needed: skip the rest of the record while decoding.
         #[derive(serde::Deserialize)]
         struct Members {
@@ -312,7 +318,7 @@ impl Engine {
                 members.push(p);
             }
         }
-        Ok(EntityCandidate { entity, members })
+        Ok((entity, members))
     }
 
     /// Entities other than `home` holding a record that shares a non-generic blocking key.
@@ -323,7 +329,7 @@ impl Engine {
         home: Option<GoldenId>,
         report: &mut BatchReport,
         generic: &mut HashSet<String>,
-    ) -> Result<Vec<EntityCandidate>> {
+    ) -> Result<Vec<(GoldenId, Vec<Prepared>)>> {
         let limit = self.matcher.generic_limit();
         // Records found, with how many keys each shares with the record.
         let mut shared: HashMap<SourceKey, usize> = HashMap::new();
@@ -361,7 +367,7 @@ impl Engine {
         }
         entities
             .into_iter()
-            .map(|e| self.entity_candidate(batch, e))
+            .map(|e| self.entity_members(batch, e))
             .collect()
     }
 
@@ -445,6 +451,14 @@ impl Engine {
     /// Removes published outbox entries.
     pub fn outbox_done(&self, keys: &[Vec<u8>]) -> Result<()> {
         Ok(self.store.remove_keys(TreeName::Outbox, keys)?)
+    }
+}
+
+/// A candidate entity borrowing members the engine decoded.
+fn borrow((entity, members): &(GoldenId, Vec<Prepared>)) -> EntityCandidate<'_> {
+    EntityCandidate {
+        entity: *entity,
+        members: members.iter().collect(),
     }
 }
 

@@ -80,7 +80,7 @@ impl Population {
             .into_iter()
             .map(|i| EntityCandidate {
                 entity: GoldenId(u64::from(i)),
-                members: vec![self.prepared[i as usize].clone()],
+                members: vec![&self.prepared[i as usize]],
             })
             .collect();
         self.matcher.decide(&prepared, None, &candidates)

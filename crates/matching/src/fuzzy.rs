@@ -58,7 +58,7 @@ impl FuzzyMatcher {
         &self.model
     }
 
-    fn fit(&self, record: &Prepared, candidate: &EntityCandidate) -> Option<Fit> {
+    fn fit(&self, record: &Prepared, candidate: &EntityCandidate<'_>) -> Option<Fit> {
         let mut best: Option<(f64, usize)> = None;
         let mut weakest = f64::INFINITY;
         for (i, member) in candidate.members.iter().enumerate() {
@@ -82,7 +82,7 @@ impl FuzzyMatcher {
         &self,
         record: &Prepared,
         fit: &Fit,
-        candidate: &EntityCandidate,
+        candidate: &EntityCandidate<'_>,
     ) -> MatchExplanation {
         let member = &candidate.members[fit.best_member];
         let score = self.model.score(record, member);
@@ -105,7 +105,7 @@ impl FuzzyMatcher {
     }
 
     /// Whether no member of `a` contradicts any member of `b`.
-    fn compatible(&self, a: &[&Prepared], b: &[Prepared]) -> bool {
+    fn compatible(&self, a: &[&Prepared], b: &[&Prepared]) -> bool {
         let t = &self.model.thresholds;
         a.iter().all(|x| {
             b.iter()
@@ -139,11 +139,11 @@ impl Matcher for FuzzyMatcher {
     fn decide(
         &self,
         record: &Prepared,
-        home: Option<&EntityCandidate>,
-        candidates: &[EntityCandidate],
+        home: Option<&EntityCandidate<'_>>,
+        candidates: &[EntityCandidate<'_>],
     ) -> MatchOutcome {
         let t = &self.model.thresholds;
-        let mut fits: Vec<(Fit, &EntityCandidate)> = candidates
+        let mut fits: Vec<(Fit, &EntityCandidate<'_>)> = candidates
             .iter()
             .filter(|c| home.is_none_or(|h| h.entity != c.entity))
             .filter_map(|c| self.fit(record, c).map(|f| (f, c)))
@@ -152,8 +152,7 @@ impl Matcher for FuzzyMatcher {
         fits.sort_by(|(a, _), (b, _)| b.best.total_cmp(&a.best).then(a.entity.cmp(&b.entity)));
         let mut outcome = MatchOutcome::default();
         // Members of the entity the record belongs to after this decision.
-        let mut joined: Vec<&Prepared> =
-            home.map(|h| h.members.iter().collect()).unwrap_or_default();
+        let mut joined: Vec<&Prepared> = home.map(|h| h.members.clone()).unwrap_or_default();
         let mut placed = home.is_some();
         for (fit, candidate) in &fits {
             let p = crate::model::probability(fit.best);
@@ -166,7 +165,7 @@ impl Matcher for FuzzyMatcher {
                     outcome.link = Some((fit.entity, explanation()));
                     placed = true;
                 }
-                joined.extend(candidate.members.iter());
+                joined.extend(candidate.members.iter().copied());
             } else if p >= t.review {
                 outcome.review.push((fit.entity, explanation()));
             }
@@ -188,10 +187,10 @@ mod tests {
         matcher().prepare(&record(id, pairs))
     }
 
-    fn entity(id: u64, members: Vec<Prepared>) -> EntityCandidate {
+    fn entity(id: u64, members: &[Prepared]) -> EntityCandidate<'_> {
         EntityCandidate {
             entity: GoldenId(id),
-            members,
+            members: members.iter().collect(),
         }
     }
 
@@ -225,7 +224,7 @@ mod tests {
                 ("postcode", "2119"),
             ],
         );
-        let outcome = m.decide(&john, None, &[entity(1, vec![jon.clone()])]);
+        let outcome = m.decide(&john, None, &[entity(1, std::slice::from_ref(&jon))]);
         let (id, why) = outcome.link.expect("links");
         assert_eq!(id, GoldenId(1));
         assert!(
@@ -234,7 +233,7 @@ mod tests {
                 .any(|f| f.field == "date_of_birth" && f.level == "exact")
         );
         assert!(
-            m.decide(&other, None, &[entity(1, vec![jon])])
+            m.decide(&other, None, &[entity(1, std::slice::from_ref(&jon))])
                 .link
                 .is_none()
         );
@@ -271,7 +270,14 @@ mod tests {
                 ("phone", "01632960001"),
             ],
         );
-        let outcome = m.decide(&b, None, &[entity(1, vec![a]), entity(2, vec![c])]);
+        let outcome = m.decide(
+            &b,
+            None,
+            &[
+                entity(1, std::slice::from_ref(&a)),
+                entity(2, std::slice::from_ref(&c)),
+            ],
+        );
         assert_eq!(outcome.link.map(|l| l.0), Some(GoldenId(1)));
         assert!(
             outcome.merge.is_empty(),

@@ -30,11 +30,12 @@ pub fn closest<K: Ord>(shared: impl IntoIterator<Item = (K, usize)>, max: usize)
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct BlockKey(pub String);
 
-/// An entity found through shared blocking keys, with all its members prepared.
+/// An entity found through shared blocking keys, with all its members prepared (borrowed
+/// from wherever the caller keeps them).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct EntityCandidate {
+pub struct EntityCandidate<'a> {
     pub entity: GoldenId,
-    pub members: Vec<Prepared>,
+    pub members: Vec<&'a Prepared>,
 }
 
 /// What the matcher decided for one record.
@@ -68,7 +69,7 @@ pub trait Matcher: Send + Sync {
     fn decide(
         &self,
         record: &Prepared,
-        home: Option<&EntityCandidate>,
-        candidates: &[EntityCandidate],
+        home: Option<&EntityCandidate<'_>>,
+        candidates: &[EntityCandidate<'_>],
     ) -> MatchOutcome;
 }
