@@ -71,7 +71,8 @@ enum ModelCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
-        Command::Get { .. } | Command::Lookup { .. } => remote(&cli),
+        Command::Get { golden_id } => remote(&cli, Read::Golden(golden_id)),
+        Command::Lookup { source, subject } => remote(&cli, Read::SourceKey(source, subject)),
         Command::Import(args) => {
             HubConfig::load(&cli.settings).and_then(|c| local::import(&c, args))
         }
@@ -95,31 +96,37 @@ fn main() -> ExitCode {
     }
 }
 
-fn remote(cli: &Cli) -> anyhow::Result<()> {
+/// A read that goes to the hub over gRPC.
+enum Read<'a> {
+    Golden(&'a str),
+    SourceKey(&'a str, &'a str),
+}
+
+fn remote(cli: &Cli, read: Read<'_>) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(run_remote(cli))
+    runtime.block_on(run_remote(cli, read))
 }
 
-async fn run_remote(cli: &Cli) -> anyhow::Result<()> {
+async fn run_remote(cli: &Cli, read: Read<'_>) -> anyhow::Result<()> {
     let mut client = CustomerHubClient::connect(cli.hub.clone())
         .await
         .map_err(|e| anyhow::anyhow!("cannot reach the hub at {}: {e}", cli.hub))?;
-    let (record, note) = match &cli.command {
-        Command::Get { golden_id } => {
+    let (record, note) = match read {
+        Read::Golden(golden_id) => {
             let request = pb::GetGoldenRecordRequest {
-                golden_id: golden_id.clone(),
+                golden_id: golden_id.to_owned(),
             };
             let response = client.get_golden_record(request).await?.into_inner();
             let note = (!response.redirected_from.is_empty())
                 .then(|| format!("{} was merged into this record", response.redirected_from));
             (response.record, note)
         }
-        Command::Lookup { source, subject } => {
+        Read::SourceKey(source, subject) => {
             let request = pb::LookupBySourceKeyRequest {
-                source: source.clone(),
-                subject: subject.clone(),
+                source: source.to_owned(),
+                subject: subject.to_owned(),
             };
             (
                 client
@@ -130,7 +137,6 @@ async fn run_remote(cli: &Cli) -> anyhow::Result<()> {
                 None,
             )
         }
-        _ => unreachable!("only reads go to the hub"),
     };
     let record = record.ok_or_else(|| anyhow::anyhow!("the hub answered without a record"))?;
     if cli.json {

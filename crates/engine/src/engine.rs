@@ -70,10 +70,10 @@ pub struct Engine {
     store: Store,
     matcher: Arc<dyn Matcher>,
     config: EngineConfig,
-    /// One writer at a time: batches are decided against each other's results. It also
-    /// holds the blocking keys found generic, which only grow while records arrive, so
-    /// they need not be scanned again.
-    writer: Mutex<HashSet<String>>,
+    /// The blocking keys found generic, which only grow while records arrive, so they
+    /// need not be scanned again. Its lock also admits one writer at a time: batches are
+    /// decided against each other's results.
+    generic_keys: Mutex<HashSet<String>>,
 }
 
 impl Engine {
@@ -83,7 +83,7 @@ impl Engine {
             store,
             matcher,
             config,
-            writer: Mutex::new(HashSet::new()),
+            generic_keys: Mutex::new(HashSet::new()),
         }
     }
 
@@ -117,7 +117,7 @@ impl Engine {
         offsets: &[SourceOffset],
     ) -> Result<BatchReport> {
         let mut generic = self
-            .writer
+            .generic_keys
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut batch = self.store.begin()?;

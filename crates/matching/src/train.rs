@@ -253,7 +253,6 @@ pub fn train(
         .collect();
     let mut estimates: Vec<Vec<Vec<f64>>> = vec![Vec::new(); model.fields.len()];
     let mut iterations = 0;
-    let mut session_pairs = 0;
     for session in SESSIONS {
         let pairs = pairs_sharing(&keys, generic_limit, |k| {
             session.tags.iter().any(|t| k.0.starts_with(t))
@@ -261,7 +260,6 @@ pub fn train(
         if pairs.len() < MIN_SESSION_PAIRS {
             continue;
         }
-        session_pairs += pairs.len();
         let active: Vec<bool> = model
             .fields
             .iter()
@@ -332,7 +330,6 @@ pub fn train(
     if all_pairs > 0.0 && !vectors.is_empty() {
         model.prior = (lambda * vectors.len() as f64 / all_pairs).clamp(1e-9, 0.5);
     }
-    let _ = session_pairs;
     TrainingReport {
         records: n,
         random_pairs: sampled,

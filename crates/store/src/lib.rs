@@ -198,11 +198,6 @@ impl Store {
         self.tree(tree).apply_batch(batch)?;
         Ok(())
     }
-
-    /// Bytes the database occupies on disk.
-    pub fn size_on_disk(&self) -> Result<u64> {
-        Ok(self.db.size_on_disk()?)
-    }
 }
 
 /// Pending writes of one batch, applied to sled in one transaction by [`Batch::commit`].
