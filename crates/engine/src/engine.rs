@@ -1,4 +1,4 @@
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use cmdm_domain::MatchExplanation;
@@ -10,8 +10,9 @@ use cmdm_domain::{
 use cmdm_matching::{EntityCandidate, Matcher, Prepared, Survivorship};
 use cmdm_store::crypto::DataKey;
 use cmdm_store::{Batch, Store, TreeName};
-use tracing::debug;
+use tracing::{debug, info};
 
+use crate::index::{Found, MatchIndex};
 use crate::projector::{Projector, Touched, dedup_key, id_key, membership};
 use crate::{EngineError, Result};
 
@@ -70,10 +71,10 @@ pub struct Engine {
     store: Store,
     matcher: Arc<dyn Matcher>,
     config: EngineConfig,
-    /// The blocking keys found generic, which only grow while records arrive, so they
-    /// need not be scanned again. Its lock also admits one writer at a time: batches are
-    /// decided against each other's results.
-    generic_keys: Mutex<HashSet<String>>,
+    /// The in-memory match index, loaded on first use and dropped when a batch fails
+    /// (it may then hold the failed batch's changes). Its lock also admits one writer at
+    /// a time: batches are decided against each other's results.
+    index: Mutex<Option<MatchIndex>>,
 }
 
 impl Engine {
@@ -83,7 +84,7 @@ impl Engine {
             store,
             matcher,
             config,
-            generic_keys: Mutex::new(HashSet::new()),
+            index: Mutex::new(None),
         }
     }
 
@@ -116,10 +117,49 @@ impl Engine {
         events: &[InboundEvent],
         offsets: &[SourceOffset],
     ) -> Result<BatchReport> {
-        let mut generic = self
-            .generic_keys
+        let mut guard = self
+            .index
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut index = match guard.take() {
+            Some(index) => index,
+            None => self.load_index()?,
+        };
+        let report = self.apply_to(&mut index, events, offsets)?;
+        // Only a committed batch leaves the index in step with the store.
+        *guard = Some(index);
+        Ok(report)
+    }
+
+    /// Loads the match index now rather than on the first batch.
+    pub fn warm_up(&self) -> Result<()> {
+        let mut guard = self
+            .index
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if guard.is_none() {
+            *guard = Some(self.load_index()?);
+        }
+        Ok(())
+    }
+
+    fn load_index(&self) -> Result<MatchIndex> {
+        let started = std::time::Instant::now();
+        let index = MatchIndex::load(&self.store, self.matcher.as_ref())?;
+        info!(
+            records = index.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "match index loaded"
+        );
+        Ok(index)
+    }
+
+    fn apply_to(
+        &self,
+        index: &mut MatchIndex,
+        events: &[InboundEvent],
+        offsets: &[SourceOffset],
+    ) -> Result<BatchReport> {
         let mut batch = self.store.begin()?;
         let mut report = BatchReport::default();
         let received_at = Timestamp::now();
@@ -145,7 +185,7 @@ impl Engine {
                 sealed: data_key.seal(&serde_json::to_vec(&event.payload)?)?,
             };
             let seq = batch.append_log(&LogEntry::Event(logged.clone()))?;
-            let (record, change) = self.projector().event(
+            let (record, change, prepared) = self.projector().event(
                 &mut batch,
                 &logged,
                 Some(&event.payload),
@@ -153,12 +193,17 @@ impl Engine {
                 &mut touched,
             )?;
             report.applied += 1;
+            if let Some(prepared) = &prepared {
+                index.set_features(prepared, self.matcher.as_ref())?;
+            }
             if change == RecordChange::Profile {
-                for decision in self.decide(&batch, &record, &mut report, &mut generic)? {
+                let decisions = self.decide(&batch, index, &record, prepared, &mut report)?;
+                for decision in decisions {
                     let seq = batch.append_log(&LogEntry::Decision(decision.clone()))?;
                     debug!(seq, ?decision, "decided");
                     self.projector()
                         .decision(&mut batch, &decision, seq, &mut touched)?;
+                    index.apply(&decision);
                     report.decisions += 1;
                     match decision {
                         Decision::EntityCreated { .. } => report.created += 1,
@@ -197,9 +242,10 @@ impl Engine {
     fn decide(
         &self,
         batch: &Batch<'_>,
+        index: &MatchIndex,
         record: &SourceRecord,
+        prepared: Option<Prepared>,
         report: &mut BatchReport,
-        generic: &mut HashSet<String>,
     ) -> Result<Vec<Decision>> {
         let current = membership(batch, &record.key)?;
         if !record.is_active() {
@@ -212,9 +258,7 @@ impl Engine {
                 .into_iter()
                 .collect());
         }
-        let Some(prepared) =
-            batch.get_json::<Prepared>(TreeName::Features, record.key.encode().as_bytes())?
-        else {
+        let Some(prepared) = prepared.filter(|p| !p.values.is_empty()) else {
             // Nothing to match on (every value unparseable): the record stands alone.
             return Ok(match current {
                 Some(_) => Vec::new(),
@@ -225,9 +269,9 @@ impl Engine {
             });
         };
         let home = current
-            .map(|entity| self.entity_members(batch, entity))
+            .map(|entity| Ok::<_, EngineError>((entity, entity_members(index, entity)?)))
             .transpose()?;
-        let found = self.candidates(batch, &prepared, current, report, generic)?;
+        let found = self.candidates(index, &prepared, current, report)?;
         let candidates: Vec<EntityCandidate<'_>> = found.iter().map(borrow).collect();
         let home = home.as_ref().map(borrow);
         let outcome = self.matcher.decide(&prepared, home.as_ref(), &candidates);
@@ -296,70 +340,38 @@ impl Engine {
         Ok(decisions)
     }
 
-    /// An entity's members, prepared.
-    fn entity_members(
-        &self,
-        batch: &Batch<'_>,
-        entity: GoldenId,
-    ) -> Result<(GoldenId, Vec<Prepared>)> {
-        // Only the member list is needed: skip the rest of the record while decoding.
-        #[derive(serde::Deserialize)]
-        struct Members {
-            members: Vec<SourceKey>,
-        }
-        let golden: Members = batch
-            .get_json(TreeName::Entities, &id_key(entity))?
-            .ok_or_else(|| EngineError::Inconsistent(format!("entity {entity} is absent")))?;
-        let mut members = Vec::with_capacity(golden.members.len());
-        for member in &golden.members {
-            if let Some(p) =
-                batch.get_json::<Prepared>(TreeName::Features, member.encode().as_bytes())?
-            {
-                members.push(p);
-            }
-        }
-        Ok((entity, members))
-    }
-
     /// Entities other than `home` holding a record that shares a non-generic blocking key.
     fn candidates(
         &self,
-        batch: &Batch<'_>,
+        index: &MatchIndex,
         record: &Prepared,
         home: Option<GoldenId>,
         report: &mut BatchReport,
-        generic: &mut HashSet<String>,
     ) -> Result<Vec<(GoldenId, Vec<Prepared>)>> {
-        let limit = self.matcher.generic_limit();
+        let own = index.find(&record.key);
         // Records found, with how many keys each shares with the record.
-        let mut shared: HashMap<SourceKey, usize> = HashMap::new();
+        let mut shared: HashMap<u32, usize> = HashMap::new();
         for block in self.matcher.block_keys(record) {
-            if generic.contains(&block.0) {
-                report.generic_keys.insert(block.0);
-                continue;
-            }
-            let mut prefix = block.0.as_bytes().to_vec();
-            prefix.push(0);
-            let found =
-                batch.scan_prefix_limit(TreeName::Index, &prefix, limit.saturating_add(1))?;
-            if found.len() > limit {
-                generic.insert(block.0.clone());
-                report.generic_keys.insert(block.0);
-                continue;
-            }
-            for (key, _) in found {
-                let other = std::str::from_utf8(&key[prefix.len()..])
-                    .map_err(|e| EngineError::Inconsistent(format!("index key: {e}")))?
-                    .parse::<SourceKey>()
-                    .map_err(|e| EngineError::Inconsistent(format!("index key: {e}")))?;
-                if other != record.key {
-                    *shared.entry(other).or_default() += 1;
+            match index.lookup(&block.0) {
+                Found::Generic => {
+                    report.generic_keys.insert(block.0);
+                }
+                Found::Records(slots) => {
+                    for &slot in slots {
+                        if Some(slot) != own {
+                            *shared.entry(slot).or_default() += 1;
+                        }
+                    }
                 }
             }
         }
+        // Ranked by shared keys, ties by source key: the same records in every process.
+        let ranked = shared
+            .into_iter()
+            .map(|(slot, n)| ((index.key(slot), slot), n));
         let mut entities = BTreeSet::new();
-        for other in cmdm_matching::closest(shared, self.matcher.max_candidates()) {
-            if let Some(entity) = membership(batch, &other)?
+        for (_, slot) in cmdm_matching::closest(ranked, self.matcher.max_candidates()) {
+            if let Some(entity) = index.entity_of(slot)
                 && Some(entity) != home
             {
                 entities.insert(entity);
@@ -367,7 +379,7 @@ impl Engine {
         }
         entities
             .into_iter()
-            .map(|e| self.entity_members(batch, e))
+            .map(|e| Ok((e, entity_members(index, e)?)))
             .collect()
     }
 
@@ -452,6 +464,18 @@ impl Engine {
     pub fn outbox_done(&self, keys: &[Vec<u8>]) -> Result<()> {
         Ok(self.store.remove_keys(TreeName::Outbox, keys)?)
     }
+}
+
+/// An entity's members, prepared, in source key order.
+fn entity_members(index: &MatchIndex, entity: GoldenId) -> Result<Vec<Prepared>> {
+    let mut members = Vec::with_capacity(index.members(entity).len());
+    for &slot in index.members(entity) {
+        if let Some(p) = index.features(slot)? {
+            members.push(p);
+        }
+    }
+    members.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(members)
 }
 
 /// A candidate entity borrowing members the engine decoded.

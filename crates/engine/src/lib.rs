@@ -3,6 +3,7 @@
 //! same projection code, so a rebuild reproduces the live projections exactly.
 
 mod engine;
+mod index;
 mod projector;
 pub mod rebuild;
 

@@ -8,7 +8,7 @@ use cmdm_domain::{
     Decision, GoldenId, GoldenRecord, LoggedEvent, Payload, ReviewStatus, ReviewTask, SourceKey,
     SourceRecord, Stamp,
 };
-use cmdm_matching::{BlockKey, Matcher, Prepared, Survivorship, survive};
+use cmdm_matching::{Matcher, Prepared, Survivorship, survive};
 use cmdm_store::{Batch, TreeName};
 
 use crate::Result;
@@ -36,13 +36,6 @@ pub(crate) fn dedup_key(source: &str, id: &str) -> Vec<u8> {
     key
 }
 
-pub(crate) fn index_key(block: &str, record: &SourceKey) -> Vec<u8> {
-    let mut key = block.as_bytes().to_vec();
-    key.push(0);
-    key.extend_from_slice(record.encode().as_bytes());
-    key
-}
-
 pub(crate) fn id_key(id: GoldenId) -> [u8; 8] {
     id.0.to_be_bytes()
 }
@@ -55,8 +48,9 @@ pub(crate) fn membership(batch: &Batch<'_>, record: &SourceKey) -> Result<Option
 }
 
 impl Projector<'_> {
-    /// Applies a spoke event to its source record and the indexes. `payload` is `None`
-    /// when the record's data key was erased: the event then only counts for dedup.
+    /// Applies a spoke event to its source record and its prepared form. `payload` is
+    /// `None` when the record's data key was erased: the event then only counts for dedup.
+    /// Returns the prepared form when the profile changed.
     pub fn event(
         &self,
         batch: &mut Batch<'_>,
@@ -64,7 +58,7 @@ impl Projector<'_> {
         payload: Option<&Payload>,
         seq: u64,
         touched: &mut Touched,
-    ) -> Result<(SourceRecord, RecordChange)> {
+    ) -> Result<(SourceRecord, RecordChange, Option<Prepared>)> {
         batch.put(
             TreeName::Dedup,
             dedup_key(&event.source, &event.id),
@@ -75,7 +69,7 @@ impl Projector<'_> {
             .get_json::<SourceRecord>(TreeName::Records, key.encode().as_bytes())?
             .unwrap_or_else(|| SourceRecord::new(key.clone()));
         let Some(payload) = payload else {
-            return Ok((record, RecordChange::None));
+            return Ok((record, RecordChange::None, None));
         };
         let change = record.apply(
             payload,
@@ -85,44 +79,25 @@ impl Projector<'_> {
             },
         );
         if change == RecordChange::None {
-            return Ok((record, change));
+            return Ok((record, change, None));
         }
         batch.put_json(TreeName::Records, key.encode(), &record)?;
-        if change == RecordChange::Profile {
-            touched.findings += self.reindex(batch, &record)?;
-        }
+        let prepared = if change == RecordChange::Profile {
+            let prepared = self.matcher.prepare(&record);
+            touched.findings += prepared.findings.len();
+            if prepared.values.is_empty() {
+                batch.delete(TreeName::Features, key.encode());
+            } else {
+                batch.put_bin(TreeName::Features, key.encode(), &prepared)?;
+            }
+            Some(prepared)
+        } else {
+            None
+        };
         if let Some(entity) = membership(batch, &key)? {
             self.recompute(batch, entity, seq, touched)?;
         }
-        Ok((record, change))
-    }
-
-    /// Stores the record's prepared form and moves its blocking keys in the index.
-    /// Returns how many values did not parse.
-    fn reindex(&self, batch: &mut Batch<'_>, record: &SourceRecord) -> Result<usize> {
-        let key = record.key.encode();
-        let old: BTreeSet<BlockKey> = batch
-            .get_json::<Prepared>(TreeName::Features, key.as_bytes())?
-            .map(|p| self.matcher.block_keys(&p).into_iter().collect())
-            .unwrap_or_default();
-        let prepared = self.matcher.prepare(record);
-        let new: BTreeSet<BlockKey> = self.matcher.block_keys(&prepared).into_iter().collect();
-        if prepared.values.is_empty() {
-            batch.delete(TreeName::Features, key.clone());
-        } else {
-            batch.put_json(TreeName::Features, key.clone(), &prepared)?;
-        }
-        for gone in old.difference(&new) {
-            batch.delete(TreeName::Index, index_key(&gone.0, &record.key));
-        }
-        for added in new.difference(&old) {
-            batch.put(
-                TreeName::Index,
-                index_key(&added.0, &record.key),
-                Vec::new(),
-            );
-        }
-        Ok(prepared.findings.len())
+        Ok((record, change, prepared))
     }
 
     /// Applies a hub decision to membership, redirects and golden records.

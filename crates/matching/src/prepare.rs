@@ -51,7 +51,7 @@ pub struct Prepared {
     /// Name attribute → phonetic code.
     pub phonetic: BTreeMap<String, String>,
     /// Values kept raw because they did not parse (`date_of_birth: "31/02/99" is not a date`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub findings: Vec<String>,
 }
 

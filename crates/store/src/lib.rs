@@ -45,13 +45,11 @@ pub enum TreeName {
     Entities,
     /// merged golden id (u64 BE) → surviving golden id (u64 BE).
     Redirects,
-    /// `block key\0source key` → empty: candidate lookup.
-    Index,
     /// seq (u64 BE) → change to publish on the golden topic.
     Outbox,
     /// `topic\0partition` → next offset to consume (i64 BE).
     Offsets,
-    /// source key → the record prepared for matching (normalised values).
+    /// source key → the record prepared for matching (normalised values), binary.
     Features,
     /// task id (u64 BE) → steward review task.
     Reviews,
@@ -59,7 +57,7 @@ pub enum TreeName {
 
 impl TreeName {
     /// Every tree, in a fixed order.
-    pub const ALL: [TreeName; 12] = [
+    pub const ALL: [TreeName; 11] = [
         TreeName::Log,
         TreeName::Dedup,
         TreeName::Keys,
@@ -67,7 +65,6 @@ impl TreeName {
         TreeName::Membership,
         TreeName::Entities,
         TreeName::Redirects,
-        TreeName::Index,
         TreeName::Outbox,
         TreeName::Offsets,
         TreeName::Features,
@@ -75,13 +72,12 @@ impl TreeName {
     ];
 
     /// The projections: everything a replay of the log must reproduce exactly.
-    pub const PROJECTIONS: [TreeName; 8] = [
+    pub const PROJECTIONS: [TreeName; 7] = [
         TreeName::Dedup,
         TreeName::Records,
         TreeName::Membership,
         TreeName::Entities,
         TreeName::Redirects,
-        TreeName::Index,
         TreeName::Features,
         TreeName::Reviews,
     ];
@@ -96,7 +92,6 @@ impl TreeName {
             TreeName::Membership => "membership",
             TreeName::Entities => "entities",
             TreeName::Redirects => "redirects",
-            TreeName::Index => "index",
             TreeName::Outbox => "outbox",
             TreeName::Offsets => "offsets",
             TreeName::Features => "features",
@@ -231,6 +226,18 @@ impl Batch<'_> {
         self.writes[tree.index()].insert(key.into(), Some(value.into()));
     }
 
+    /// Writes a value in the compact binary encoding (for values read on the hot path).
+    pub fn put_bin<T: Serialize>(
+        &mut self,
+        tree: TreeName,
+        key: impl Into<Vec<u8>>,
+        value: &T,
+    ) -> Result<()> {
+        let bytes = encode_bin(tree, value)?;
+        self.put(tree, key, bytes);
+        Ok(())
+    }
+
     /// Writes a value as JSON.
     pub fn put_json<T: Serialize>(
         &mut self,
@@ -359,6 +366,22 @@ pub fn decode<T: DeserializeOwned>(tree: TreeName, bytes: &[u8]) -> Result<T> {
     })
 }
 
+/// Decodes a value written by [`Batch::put_bin`].
+pub fn decode_bin<T: DeserializeOwned>(tree: TreeName, bytes: &[u8]) -> Result<T> {
+    postcard::from_bytes(bytes).map_err(|e| StoreError::Corrupt {
+        tree: tree.as_str(),
+        reason: e.to_string(),
+    })
+}
+
+/// The compact binary encoding of a value.
+pub fn encode_bin<T: Serialize>(tree: TreeName, value: &T) -> Result<Vec<u8>> {
+    postcard::to_stdvec(value).map_err(|e| StoreError::Encode {
+        tree: tree.as_str(),
+        reason: e.to_string(),
+    })
+}
+
 fn encode<T: Serialize>(tree: TreeName, value: &T) -> Result<Vec<u8>> {
     serde_json::to_vec(value).map_err(|e| StoreError::Encode {
         tree: tree.as_str(),
@@ -377,19 +400,19 @@ mod tests {
         let mut batch = store.begin().unwrap();
         assert_eq!(batch.append_log(&"first").unwrap(), 1);
         assert_eq!(batch.append_log(&"second").unwrap(), 2);
-        batch.put(TreeName::Index, b"email:a\0web/1".to_vec(), Vec::new());
-        batch.put(TreeName::Index, b"email:a\0web/2".to_vec(), Vec::new());
-        batch.put(TreeName::Index, b"email:b\0web/3".to_vec(), Vec::new());
+        batch.put(TreeName::Features, b"email:a\0web/1".to_vec(), Vec::new());
+        batch.put(TreeName::Features, b"email:a\0web/2".to_vec(), Vec::new());
+        batch.put(TreeName::Features, b"email:b\0web/3".to_vec(), Vec::new());
         assert_eq!(
             batch
-                .scan_prefix(TreeName::Index, b"email:a\0")
+                .scan_prefix(TreeName::Features, b"email:a\0")
                 .unwrap()
                 .len(),
             2
         );
         assert!(
             store
-                .get(TreeName::Index, b"email:a\0web/1")
+                .get(TreeName::Features, b"email:a\0web/1")
                 .unwrap()
                 .is_none()
         );
@@ -397,17 +420,17 @@ mod tests {
 
         let mut batch = store.begin().unwrap();
         assert_eq!(batch.next_seq(), 3);
-        batch.delete(TreeName::Index, b"email:a\0web/1".to_vec());
-        let left = batch.scan_prefix(TreeName::Index, b"email:a\0").unwrap();
+        batch.delete(TreeName::Features, b"email:a\0web/1".to_vec());
+        let left = batch.scan_prefix(TreeName::Features, b"email:a\0").unwrap();
         assert_eq!(left, vec![(b"email:a\0web/2".to_vec(), Vec::new())]);
-        batch.put(TreeName::Index, b"email:a\0web/0".to_vec(), Vec::new());
+        batch.put(TreeName::Features, b"email:a\0web/0".to_vec(), Vec::new());
         let first = batch
-            .scan_prefix_limit(TreeName::Index, b"email:a\0", 1)
+            .scan_prefix_limit(TreeName::Features, b"email:a\0", 1)
             .unwrap();
         assert_eq!(first, vec![(b"email:a\0web/0".to_vec(), Vec::new())]);
         drop(batch);
         assert_eq!(
-            store.tree(TreeName::Index).len(),
+            store.tree(TreeName::Features).len(),
             3,
             "a dropped batch writes nothing"
         );

@@ -1,0 +1,269 @@
+//! The in-memory match index: which records share a blocking key, each record's prepared
+//! form and entity, and each entity's members. Everything in it is derived from the
+//! `features` and `membership` projections, so it is loaded from them at start and kept
+//! in step by the write path; it is never written to disk itself.
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use cmdm_domain::{Decision, GoldenId, SourceKey};
+use cmdm_matching::{Matcher, Prepared};
+use cmdm_store::{Store, TreeName, decode_bin, encode_bin};
+
+use crate::{EngineError, Result};
+
+/// A record's place in the index.
+type Slot = u32;
+
+/// The records under one blocking key.
+#[derive(Debug)]
+enum Postings {
+    One(Slot),
+    Many(Vec<Slot>),
+    /// Shared by more records than the generic limit: only counted, never a candidate.
+    Generic(u32),
+}
+
+#[derive(Debug)]
+struct Record {
+    key: SourceKey,
+    /// The prepared form in the store's binary encoding (a tenth of its decoded size).
+    features: Option<Box<[u8]>>,
+    entity: Option<GoldenId>,
+}
+
+/// What a lookup of one blocking key found.
+pub(crate) enum Found<'a> {
+    Records(&'a [Slot]),
+    Generic,
+}
+
+/// Candidate lookup without touching the store.
+#[derive(Debug)]
+pub(crate) struct MatchIndex {
+    slots: HashMap<SourceKey, Slot>,
+    records: Vec<Record>,
+    /// Blocking keys by a 64-bit hash of their text: a collision can only add a
+    /// candidate, which scoring then rejects.
+    blocks: HashMap<u64, Postings>,
+    entities: HashMap<GoldenId, Vec<Slot>>,
+    generic_limit: usize,
+}
+
+fn block_hash(key: &str) -> u64 {
+    // Fixed keys: the same text hashes the same in every process.
+    let mut hasher = DefaultHasher::new();
+    key.hash(&mut hasher);
+    hasher.finish()
+}
+
+impl MatchIndex {
+    fn empty(generic_limit: usize) -> Self {
+        MatchIndex {
+            slots: HashMap::new(),
+            records: Vec::new(),
+            blocks: HashMap::new(),
+            entities: HashMap::new(),
+            generic_limit,
+        }
+    }
+
+    /// Loads the index from the store's projections.
+    pub fn load(store: &Store, matcher: &dyn Matcher) -> Result<Self> {
+        let mut index = MatchIndex::empty(matcher.generic_limit());
+        for item in store.tree(TreeName::Features).iter() {
+            let (key, value) = item.map_err(cmdm_store::StoreError::from)?;
+            let prepared: Prepared = decode_bin(TreeName::Features, &value)?;
+            let slot = index.slot(&parse_key(&key)?);
+            index.add_blocks(slot, &prepared, matcher);
+            index.records[slot as usize].features = Some(value.to_vec().into_boxed_slice());
+        }
+        for item in store.tree(TreeName::Membership).iter() {
+            let (key, value) = item.map_err(cmdm_store::StoreError::from)?;
+            let entity = <[u8; 8]>::try_from(value.as_ref())
+                .map(|b| GoldenId(u64::from_be_bytes(b)))
+                .map_err(|_| EngineError::Inconsistent("membership value".into()))?;
+            let slot = index.slot(&parse_key(&key)?);
+            index.join(slot, entity);
+        }
+        Ok(index)
+    }
+
+    /// Number of records indexed.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    fn slot(&mut self, key: &SourceKey) -> Slot {
+        if let Some(&slot) = self.slots.get(key) {
+            return slot;
+        }
+        let slot = Slot::try_from(self.records.len()).expect("fewer than 2^32 source records");
+        self.records.push(Record {
+            key: key.clone(),
+            features: None,
+            entity: None,
+        });
+        self.slots.insert(key.clone(), slot);
+        slot
+    }
+
+    /// Replaces a record's prepared form and moves its blocking keys.
+    pub fn set_features(
+        &mut self,
+        prepared: &Prepared,
+        matcher: &dyn Matcher,
+    ) -> Result<()> {
+        let slot = self.slot(&prepared.key);
+        if let Some(old) = self.features(slot)? {
+            for key in matcher.block_keys(&old) {
+                self.remove_posting(block_hash(&key.0), slot);
+            }
+        }
+        self.records[slot as usize].features = if prepared.values.is_empty() {
+            None
+        } else {
+            self.add_blocks(slot, prepared, matcher);
+            Some(encode_bin(TreeName::Features, prepared)?.into_boxed_slice())
+        };
+        Ok(())
+    }
+
+    fn add_blocks(&mut self, slot: Slot, prepared: &Prepared, matcher: &dyn Matcher) {
+        let limit = self.generic_limit;
+        let mut keys: Vec<u64> = matcher
+            .block_keys(prepared)
+            .iter()
+            .map(|k| block_hash(&k.0))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        for hash in keys {
+            let postings = self.blocks.entry(hash).or_insert(Postings::Many(Vec::new()));
+            match postings {
+                Postings::One(first) => *postings = Postings::Many(vec![*first, slot]),
+                Postings::Many(slots) if slots.is_empty() => *postings = Postings::One(slot),
+                Postings::Many(slots) => slots.push(slot),
+                Postings::Generic(count) => *count += 1,
+            }
+            if let Postings::Many(slots) = postings
+                && slots.len() > limit
+            {
+                *postings = Postings::Generic(slots.len() as u32);
+            }
+        }
+    }
+
+    fn remove_posting(&mut self, hash: u64, slot: Slot) {
+        let Some(postings) = self.blocks.get_mut(&hash) else {
+            return;
+        };
+        let empty = match postings {
+            Postings::One(s) => *s == slot,
+            Postings::Many(slots) => {
+                slots.retain(|s| *s != slot);
+                slots.is_empty()
+            }
+            // A key once found generic stays generic while the process runs.
+            Postings::Generic(count) => {
+                *count = count.saturating_sub(1);
+                false
+            }
+        };
+        if empty {
+            self.blocks.remove(&hash);
+        }
+    }
+
+    /// The records under a blocking key.
+    pub fn lookup(&self, block: &str) -> Found<'_> {
+        match self.blocks.get(&block_hash(block)) {
+            None => Found::Records(&[]),
+            Some(Postings::One(slot)) => Found::Records(std::slice::from_ref(slot)),
+            Some(Postings::Many(slots)) => Found::Records(slots),
+            Some(Postings::Generic(_)) => Found::Generic,
+        }
+    }
+
+    /// A record's prepared form, decoded.
+    pub fn features(&self, slot: Slot) -> Result<Option<Prepared>> {
+        self.records[slot as usize]
+            .features
+            .as_deref()
+            .map(|bytes| decode_bin(TreeName::Features, bytes))
+            .transpose()
+            .map_err(EngineError::from)
+    }
+
+    /// The slot of a source record, if indexed.
+    pub fn find(&self, key: &SourceKey) -> Option<Slot> {
+        self.slots.get(key).copied()
+    }
+
+    /// A record's source key.
+    pub fn key(&self, slot: Slot) -> &SourceKey {
+        &self.records[slot as usize].key
+    }
+
+    /// The entity a record belongs to.
+    pub fn entity_of(&self, slot: Slot) -> Option<GoldenId> {
+        self.records[slot as usize].entity
+    }
+
+    /// An entity's members.
+    pub fn members(&self, entity: GoldenId) -> &[Slot] {
+        self.entities.get(&entity).map_or(&[], Vec::as_slice)
+    }
+
+    /// Follows a decision's effect on membership.
+    pub fn apply(&mut self, decision: &Decision) {
+        match decision {
+            Decision::EntityCreated { entity, record }
+            | Decision::RecordLinked { entity, record, .. } => {
+                let slot = self.slot(record);
+                self.leave(slot);
+                self.join(slot, *entity);
+            }
+            Decision::EntitiesMerged {
+                survivor, merged, ..
+            } => {
+                for slot in self.entities.remove(merged).unwrap_or_default() {
+                    self.join(slot, *survivor);
+                }
+            }
+            Decision::RecordUnlinked { record, .. } => {
+                if let Some(slot) = self.find(record) {
+                    self.leave(slot);
+                }
+            }
+            Decision::ReviewOpened { .. } => {}
+        }
+    }
+
+    fn join(&mut self, slot: Slot, entity: GoldenId) {
+        self.records[slot as usize].entity = Some(entity);
+        let members = self.entities.entry(entity).or_default();
+        if let Err(at) = members.binary_search(&slot) {
+            members.insert(at, slot);
+        }
+    }
+
+    fn leave(&mut self, slot: Slot) {
+        let Some(entity) = self.records[slot as usize].entity.take() else {
+            return;
+        };
+        if let Some(members) = self.entities.get_mut(&entity) {
+            members.retain(|s| *s != slot);
+            if members.is_empty() {
+                self.entities.remove(&entity);
+            }
+        }
+    }
+}
+
+fn parse_key(bytes: &[u8]) -> Result<SourceKey> {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| EngineError::Inconsistent("a stored source key does not parse".into()))
+}
