@@ -344,7 +344,7 @@ fn train_model(
 
 /// Enough random pairs to see rare agreements, in proportion to the file.
 fn default_random_pairs(rows: usize) -> usize {
-    rows.saturating_mul(100).clamp(100_000, 2_000_000)
+    rows.saturating_mul(20).clamp(100_000, 2_000_000)
 }
 
 fn mapping_label(rows: &[Row], source: &str) -> String {

@@ -13,7 +13,7 @@ use cmdm_store::{Batch, Store, TreeName};
 use tracing::{debug, info};
 
 use crate::index::{Found, MatchIndex};
-use crate::projector::{Projector, Touched, dedup_key, id_key, membership};
+use crate::projector::{Projector, Working, dedup_key, id_key, membership};
 use crate::{EngineError, Result};
 
 /// Rules the engine applies; the same rules must be used to rebuild.
@@ -106,7 +106,6 @@ impl Engine {
     fn projector(&self) -> Projector<'_> {
         Projector {
             matcher: self.matcher.as_ref(),
-            rules: &self.config.survivorship,
         }
     }
 
@@ -143,6 +142,14 @@ impl Engine {
         Ok(())
     }
 
+    /// Drops the match index, so the next batch loads it again from the projections.
+    pub(crate) fn forget_index(&self) {
+        *self
+            .index
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+    }
+
     fn load_index(&self) -> Result<MatchIndex> {
         let started = std::time::Instant::now();
         let index = MatchIndex::load(&self.store, self.matcher.as_ref())?;
@@ -160,13 +167,13 @@ impl Engine {
         events: &[InboundEvent],
         offsets: &[SourceOffset],
     ) -> Result<BatchReport> {
-        let mut batch = self.store.begin()?;
+        let mut work = Working::new(self.store.begin()?, &self.config.survivorship);
         let mut report = BatchReport::default();
         let received_at = Timestamp::now();
-        // Changes are published per batch: the final state of each entity it touched.
-        let mut touched = Touched::default();
+        let projector = self.projector();
         for event in events {
-            if batch
+            if work
+                .view()
                 .get(TreeName::Dedup, &dedup_key(&event.source, &event.id))?
                 .is_some()
             {
@@ -174,7 +181,7 @@ impl Engine {
                 continue;
             }
             let key = event.key();
-            let data_key = self.data_key(&mut batch, &key)?;
+            let data_key = self.data_key(work.batch(), &key)?;
             let logged = LoggedEvent {
                 id: event.id.clone(),
                 source: event.source.clone(),
@@ -184,25 +191,21 @@ impl Engine {
                 received_at,
                 sealed: data_key.seal(&serde_json::to_vec(&event.payload)?)?,
             };
-            let seq = batch.append_log(&LogEntry::Event(logged.clone()))?;
-            let (record, change, prepared) = self.projector().event(
-                &mut batch,
-                &logged,
-                Some(&event.payload),
-                seq,
-                &mut touched,
-            )?;
+            let seq = work.batch().append_log(&LogEntry::Event(logged.clone()))?;
+            let (record, change, prepared) =
+                projector.event(&mut work, &logged, Some(&event.payload), seq)?;
             report.applied += 1;
             if let Some(prepared) = &prepared {
                 index.set_features(prepared, self.matcher.as_ref())?;
             }
             if change == RecordChange::Profile {
-                let decisions = self.decide(&batch, index, &record, prepared, &mut report)?;
+                let decisions = self.decide(work.view(), index, &record, prepared, &mut report)?;
                 for decision in decisions {
-                    let seq = batch.append_log(&LogEntry::Decision(decision.clone()))?;
+                    let seq = work
+                        .batch()
+                        .append_log(&LogEntry::Decision(decision.clone()))?;
                     debug!(seq, ?decision, "decided");
-                    self.projector()
-                        .decision(&mut batch, &decision, seq, &mut touched)?;
+                    projector.decision(&mut work, &decision, seq)?;
                     index.apply(&decision);
                     report.decisions += 1;
                     match decision {
@@ -215,8 +218,10 @@ impl Engine {
                 }
             }
         }
-        report.findings = touched.findings;
-        report.outbox = write_outbox(&mut batch, &touched)?;
+        report.findings = work.touched.findings;
+        work.settle()?;
+        report.outbox = write_outbox(&mut work)?;
+        let (mut batch, _) = work.finish()?;
         for offset in offsets {
             batch.put(
                 TreeName::Offsets,
@@ -399,7 +404,7 @@ impl Engine {
         for _ in 0..64 {
             if let Some(record) = self
                 .store
-                .get_json::<GoldenRecord>(TreeName::Entities, &id_key(current))?
+                .get_bin::<GoldenRecord>(TreeName::Entities, &id_key(current))?
             {
                 let redirected_from = (current != id).then_some(id);
                 return Ok(Some(Lookup {
@@ -440,7 +445,7 @@ impl Engine {
     pub fn source_record(&self, key: &SourceKey) -> Result<Option<SourceRecord>> {
         Ok(self
             .store
-            .get_json(TreeName::Records, key.encode().as_bytes())?)
+            .get_bin(TreeName::Records, key.encode().as_bytes())?)
     }
 
     /// Up to `limit` outbox entries in order.
@@ -495,19 +500,21 @@ fn offset_key(topic: &str, partition: i32) -> Vec<u8> {
 
 /// Queues the merges of a batch, in order, then the final state of every entity it
 /// touched; keys follow the log, so the outbox publishes in order across batches.
-fn write_outbox(batch: &mut Batch<'_>, touched: &Touched) -> Result<usize> {
+fn write_outbox(work: &mut Working<'_>) -> Result<usize> {
     let mut changes = Vec::new();
-    for (merged, survivor) in &touched.merged {
+    let last_seq = work.view().next_seq() - 1;
+    for (merged, survivor) in &work.touched.merged {
         changes.push(OutboundChange {
             kind: OutboundKind::Merged,
             golden_id: *merged,
             survivor_id: Some(*survivor),
             record: None,
-            seq: batch.next_seq() - 1,
+            seq: last_seq,
         });
     }
-    for id in &touched.entities {
-        let change = match batch.get_json::<GoldenRecord>(TreeName::Entities, &id_key(*id))? {
+    let touched: Vec<GoldenId> = work.touched.entities.iter().copied().collect();
+    for id in &touched {
+        let change = match work.entity(*id)?.cloned() {
             Some(record) => OutboundChange {
                 kind: OutboundKind::Upserted,
                 golden_id: *id,
@@ -520,15 +527,15 @@ fn write_outbox(batch: &mut Batch<'_>, touched: &Touched) -> Result<usize> {
                 golden_id: *id,
                 survivor_id: None,
                 record: None,
-                seq: batch.next_seq() - 1,
+                seq: last_seq,
             },
         };
         changes.push(change);
     }
     for (n, change) in changes.iter().enumerate() {
-        let mut key = (batch.next_seq() - 1).to_be_bytes().to_vec();
+        let mut key = last_seq.to_be_bytes().to_vec();
         key.extend_from_slice(&(n as u32).to_be_bytes());
-        batch.put_json(TreeName::Outbox, key, change)?;
+        work.batch().put_json(TreeName::Outbox, key, change)?;
     }
     Ok(changes.len())
 }

@@ -109,11 +109,7 @@ impl MatchIndex {
     }
 
     /// Replaces a record's prepared form and moves its blocking keys.
-    pub fn set_features(
-        &mut self,
-        prepared: &Prepared,
-        matcher: &dyn Matcher,
-    ) -> Result<()> {
+    pub fn set_features(&mut self, prepared: &Prepared, matcher: &dyn Matcher) -> Result<()> {
         let slot = self.slot(&prepared.key);
         if let Some(old) = self.features(slot)? {
             for key in matcher.block_keys(&old) {
@@ -139,7 +135,10 @@ impl MatchIndex {
         keys.sort_unstable();
         keys.dedup();
         for hash in keys {
-            let postings = self.blocks.entry(hash).or_insert(Postings::Many(Vec::new()));
+            let postings = self
+                .blocks
+                .entry(hash)
+                .or_insert(Postings::Many(Vec::new()));
             match postings {
                 Postings::One(first) => *postings = Postings::Many(vec![*first, slot]),
                 Postings::Many(slots) if slots.is_empty() => *postings = Postings::One(slot),

@@ -1,7 +1,8 @@
 //! Projection of log entries into the read models. Deterministic: the live path and a
-//! replay call exactly these functions with the same entries in the same order.
+//! replay call exactly these functions with the same entries in the same order, and the
+//! result does not depend on where batches begin and end.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use cmdm_domain::record::RecordChange;
 use cmdm_domain::{
@@ -13,19 +14,170 @@ use cmdm_store::{Batch, TreeName};
 
 use crate::Result;
 
-/// The rules projection depends on: the matcher's block keys and survivorship.
+/// The rule projection depends on besides survivorship: the matcher's preparation.
 pub(crate) struct Projector<'a> {
     pub matcher: &'a dyn Matcher,
-    pub rules: &'a Survivorship,
 }
 
-/// What projecting one entry touched, for the outbox.
+/// What projecting touched, for the outbox.
 #[derive(Debug, Default)]
 pub(crate) struct Touched {
     pub entities: BTreeSet<GoldenId>,
     pub merged: Vec<(GoldenId, GoldenId)>,
-    /// Values of the event's record that did not parse.
+    /// Values of the events' records that did not parse.
     pub findings: usize,
+}
+
+/// The projections as one batch changes them, typed: each source record and golden
+/// record is decoded at most once per batch and encoded once when the batch ends, and
+/// golden values are recomputed once per entity, from its final members.
+pub(crate) struct Working<'s> {
+    batch: Batch<'s>,
+    rules: &'s Survivorship,
+    records: HashMap<SourceKey, SourceRecord>,
+    changed_records: BTreeSet<SourceKey>,
+    /// `None`: the entity is gone (merged away or left without members).
+    entities: HashMap<GoldenId, Option<GoldenRecord>>,
+    changed_entities: BTreeSet<GoldenId>,
+    /// Entities whose golden values are out of date, with the latest sequence number
+    /// that changed them (their next version).
+    stale: BTreeMap<GoldenId, u64>,
+    pub touched: Touched,
+}
+
+impl<'s> Working<'s> {
+    pub fn new(batch: Batch<'s>, rules: &'s Survivorship) -> Self {
+        Working {
+            batch,
+            rules,
+            records: HashMap::new(),
+            changed_records: BTreeSet::new(),
+            entities: HashMap::new(),
+            changed_entities: BTreeSet::new(),
+            stale: BTreeMap::new(),
+            touched: Touched::default(),
+        }
+    }
+
+    /// The raw batch, for the trees written directly (log, dedup, keys, outbox, offsets).
+    pub fn batch(&mut self) -> &mut Batch<'s> {
+        &mut self.batch
+    }
+
+    /// The raw batch, read only.
+    pub fn view(&self) -> &Batch<'s> {
+        &self.batch
+    }
+
+    fn record(&mut self, key: &SourceKey) -> Result<&mut SourceRecord> {
+        if !self.records.contains_key(key) {
+            let record = self
+                .batch
+                .get_bin::<SourceRecord>(TreeName::Records, key.encode().as_bytes())?
+                .unwrap_or_else(|| SourceRecord::new(key.clone()));
+            self.records.insert(key.clone(), record);
+        }
+        Ok(self.records.get_mut(key).expect("inserted above"))
+    }
+
+    fn stored_record(&mut self, key: &SourceKey) -> Result<Option<&SourceRecord>> {
+        if !self.records.contains_key(key) {
+            match self
+                .batch
+                .get_bin::<SourceRecord>(TreeName::Records, key.encode().as_bytes())?
+            {
+                Some(record) => {
+                    self.records.insert(key.clone(), record);
+                }
+                None => return Ok(None),
+            }
+        }
+        Ok(self.records.get(key))
+    }
+
+    /// A golden record as the batch leaves it so far.
+    pub fn entity(&mut self, id: GoldenId) -> Result<Option<&GoldenRecord>> {
+        Ok(self.entity_slot(id)?.as_ref())
+    }
+
+    fn entity_slot(&mut self, id: GoldenId) -> Result<&mut Option<GoldenRecord>> {
+        if !self.entities.contains_key(&id) {
+            let stored = self
+                .batch
+                .get_bin::<GoldenRecord>(TreeName::Entities, &id_key(id))?;
+            self.entities.insert(id, stored);
+        }
+        Ok(self.entities.get_mut(&id).expect("inserted above"))
+    }
+
+    fn entity_mut(&mut self, id: GoldenId) -> Result<&mut GoldenRecord> {
+        self.changed_entities.insert(id);
+        self.entity_slot(id)?.as_mut().ok_or_else(|| {
+            crate::EngineError::Inconsistent(format!("entity {id} is referenced but absent"))
+        })
+    }
+
+    fn put_entity(&mut self, golden: GoldenRecord) {
+        self.changed_entities.insert(golden.id);
+        self.entities.insert(golden.id, Some(golden));
+    }
+
+    fn remove_entity(&mut self, id: GoldenId) {
+        self.changed_entities.insert(id);
+        self.entities.insert(id, None);
+        self.stale.remove(&id);
+    }
+
+    /// Marks an entity's golden values out of date as of `seq`.
+    fn stale(&mut self, id: GoldenId, seq: u64) {
+        self.touched.entities.insert(id);
+        let latest = self.stale.entry(id).or_insert(seq);
+        *latest = (*latest).max(seq);
+    }
+
+    /// Recomputes the golden values of every entity marked stale; an entity left with
+    /// no member is removed.
+    pub fn settle(&mut self) -> Result<()> {
+        for (id, seq) in std::mem::take(&mut self.stale) {
+            let Some(members) = self.entity(id)?.map(|g| g.members.clone()) else {
+                continue;
+            };
+            if members.is_empty() {
+                self.remove_entity(id);
+                continue;
+            }
+            for member in &members {
+                self.stored_record(member)?;
+            }
+            let records = members.iter().filter_map(|m| self.records.get(m));
+            let survived = survive(records, self.rules);
+            let golden = self.entity_mut(id)?;
+            golden.attributes = survived.attributes;
+            golden.consents = survived.consents;
+            golden.preferences = survived.preferences;
+            golden.version = seq;
+        }
+        Ok(())
+    }
+
+    /// Settles and writes every changed value into the batch.
+    pub fn finish(mut self) -> Result<(Batch<'s>, Touched)> {
+        self.settle()?;
+        for key in &self.changed_records {
+            let record = &self.records[key];
+            self.batch
+                .put_bin(TreeName::Records, key.encode(), record)?;
+        }
+        for id in &self.changed_entities {
+            match &self.entities[id] {
+                Some(golden) => self
+                    .batch
+                    .put_bin(TreeName::Entities, id_key(*id), golden)?,
+                None => self.batch.delete(TreeName::Entities, id_key(*id)),
+            }
+        }
+        Ok((self.batch, self.touched))
+    }
 }
 
 pub(crate) fn dedup_key(source: &str, id: &str) -> Vec<u8> {
@@ -53,24 +205,22 @@ impl Projector<'_> {
     /// Returns the prepared form when the profile changed.
     pub fn event(
         &self,
-        batch: &mut Batch<'_>,
+        work: &mut Working<'_>,
         event: &LoggedEvent,
         payload: Option<&Payload>,
         seq: u64,
-        touched: &mut Touched,
     ) -> Result<(SourceRecord, RecordChange, Option<Prepared>)> {
-        batch.put(
+        work.batch().put(
             TreeName::Dedup,
             dedup_key(&event.source, &event.id),
             seq.to_be_bytes(),
         );
         let key = event.key();
-        let mut record = batch
-            .get_json::<SourceRecord>(TreeName::Records, key.encode().as_bytes())?
-            .unwrap_or_else(|| SourceRecord::new(key.clone()));
         let Some(payload) = payload else {
+            let record = work.record(&key)?.clone();
             return Ok((record, RecordChange::None, None));
         };
+        let record = work.record(&key)?;
         let change = record.apply(
             payload,
             Stamp {
@@ -78,39 +228,35 @@ impl Projector<'_> {
                 seq,
             },
         );
+        let record = record.clone();
         if change == RecordChange::None {
             return Ok((record, change, None));
         }
-        batch.put_json(TreeName::Records, key.encode(), &record)?;
+        work.changed_records.insert(key.clone());
         let prepared = if change == RecordChange::Profile {
             let prepared = self.matcher.prepare(&record);
-            touched.findings += prepared.findings.len();
+            work.touched.findings += prepared.findings.len();
             if prepared.values.is_empty() {
-                batch.delete(TreeName::Features, key.encode());
+                work.batch().delete(TreeName::Features, key.encode());
             } else {
-                batch.put_bin(TreeName::Features, key.encode(), &prepared)?;
+                work.batch()
+                    .put_bin(TreeName::Features, key.encode(), &prepared)?;
             }
             Some(prepared)
         } else {
             None
         };
-        if let Some(entity) = membership(batch, &key)? {
-            self.recompute(batch, entity, seq, touched)?;
+        if let Some(entity) = membership(work.view(), &key)? {
+            work.stale(entity, seq);
         }
         Ok((record, change, prepared))
     }
 
     /// Applies a hub decision to membership, redirects and golden records.
-    pub fn decision(
-        &self,
-        batch: &mut Batch<'_>,
-        decision: &Decision,
-        seq: u64,
-        touched: &mut Touched,
-    ) -> Result<()> {
+    pub fn decision(&self, work: &mut Working<'_>, decision: &Decision, seq: u64) -> Result<()> {
         match decision {
             Decision::EntityCreated { entity, record } => {
-                let golden = GoldenRecord {
+                work.put_entity(GoldenRecord {
                     id: *entity,
                     attributes: Default::default(),
                     consents: Default::default(),
@@ -118,31 +264,32 @@ impl Projector<'_> {
                     members: vec![record.clone()],
                     merged_ids: Vec::new(),
                     version: seq,
-                };
-                batch.put_json(TreeName::Entities, id_key(*entity), &golden)?;
-                batch.put(TreeName::Membership, record.encode(), id_key(*entity));
-                self.recompute(batch, *entity, seq, touched)?;
+                });
+                work.batch()
+                    .put(TreeName::Membership, record.encode(), id_key(*entity));
+                work.stale(*entity, seq);
             }
             Decision::RecordLinked { entity, record, .. } => {
-                if let Some(previous) = membership(batch, record)? {
-                    self.remove_member(batch, previous, record, seq, touched)?;
+                if let Some(previous) = membership(work.view(), record)? {
+                    self.remove_member(work, previous, record, seq)?;
                 }
-                let mut golden = self.entity(batch, *entity)?;
+                let golden = work.entity_mut(*entity)?;
                 if let Err(at) = golden.members.binary_search(record) {
                     golden.members.insert(at, record.clone());
                 }
-                batch.put_json(TreeName::Entities, id_key(*entity), &golden)?;
-                batch.put(TreeName::Membership, record.encode(), id_key(*entity));
-                self.recompute(batch, *entity, seq, touched)?;
+                work.batch()
+                    .put(TreeName::Membership, record.encode(), id_key(*entity));
+                work.stale(*entity, seq);
             }
             Decision::EntitiesMerged {
                 survivor, merged, ..
             } => {
-                let gone = self.entity(batch, *merged)?;
-                let mut golden = self.entity(batch, *survivor)?;
+                let gone = work.entity_mut(*merged)?.clone();
                 for member in &gone.members {
-                    batch.put(TreeName::Membership, member.encode(), id_key(*survivor));
+                    work.batch()
+                        .put(TreeName::Membership, member.encode(), id_key(*survivor));
                 }
+                let golden = work.entity_mut(*survivor)?;
                 let members: BTreeSet<_> = golden
                     .members
                     .iter()
@@ -153,19 +300,19 @@ impl Projector<'_> {
                 golden.merged_ids.push(*merged);
                 golden.merged_ids.extend(&gone.merged_ids);
                 golden.merged_ids.sort();
-                batch.put_json(TreeName::Entities, id_key(*survivor), &golden)?;
-                batch.delete(TreeName::Entities, id_key(*merged));
+                work.remove_entity(*merged);
                 // Earlier merges into `merged` now point straight at the survivor.
                 for old in gone.merged_ids.iter().chain([merged]) {
-                    batch.put(TreeName::Redirects, id_key(*old), id_key(*survivor));
+                    work.batch()
+                        .put(TreeName::Redirects, id_key(*old), id_key(*survivor));
                 }
-                touched.entities.remove(merged);
-                touched.merged.push((*merged, *survivor));
-                self.recompute(batch, *survivor, seq, touched)?;
+                work.touched.entities.remove(merged);
+                work.touched.merged.push((*merged, *survivor));
+                work.stale(*survivor, seq);
             }
             Decision::RecordUnlinked { entity, record, .. } => {
-                batch.delete(TreeName::Membership, record.encode());
-                self.remove_member(batch, *entity, record, seq, touched)?;
+                work.batch().delete(TreeName::Membership, record.encode());
+                self.remove_member(work, *entity, record, seq)?;
             }
             Decision::ReviewOpened {
                 task,
@@ -180,7 +327,8 @@ impl Projector<'_> {
                     explanation: explanation.clone(),
                     status: ReviewStatus::Open,
                 };
-                batch.put_json(TreeName::Reviews, task.to_be_bytes(), &review)?;
+                work.batch()
+                    .put_json(TreeName::Reviews, task.to_be_bytes(), &review)?;
             }
         }
         Ok(())
@@ -188,55 +336,13 @@ impl Projector<'_> {
 
     fn remove_member(
         &self,
-        batch: &mut Batch<'_>,
+        work: &mut Working<'_>,
         entity: GoldenId,
         record: &SourceKey,
         seq: u64,
-        touched: &mut Touched,
     ) -> Result<()> {
-        let mut golden = self.entity(batch, entity)?;
-        golden.members.retain(|m| m != record);
-        batch.put_json(TreeName::Entities, id_key(entity), &golden)?;
-        self.recompute(batch, entity, seq, touched)
-    }
-
-    fn entity(&self, batch: &Batch<'_>, id: GoldenId) -> Result<GoldenRecord> {
-        batch
-            .get_json(TreeName::Entities, &id_key(id))?
-            .ok_or_else(|| {
-                crate::EngineError::Inconsistent(format!("entity {id} is referenced but absent"))
-            })
-    }
-
-    /// Recomputes a golden record from its members; an entity left with no active
-    /// member is removed.
-    fn recompute(
-        &self,
-        batch: &mut Batch<'_>,
-        id: GoldenId,
-        seq: u64,
-        touched: &mut Touched,
-    ) -> Result<()> {
-        let mut golden = self.entity(batch, id)?;
-        touched.entities.insert(id);
-        if golden.members.is_empty() {
-            batch.delete(TreeName::Entities, id_key(id));
-            return Ok(());
-        }
-        let mut records = Vec::with_capacity(golden.members.len());
-        for member in &golden.members {
-            if let Some(r) =
-                batch.get_json::<SourceRecord>(TreeName::Records, member.encode().as_bytes())?
-            {
-                records.push(r);
-            }
-        }
-        let survived = survive(&records, self.rules);
-        golden.attributes = survived.attributes;
-        golden.consents = survived.consents;
-        golden.preferences = survived.preferences;
-        golden.version = seq;
-        batch.put_json(TreeName::Entities, id_key(id), &golden)?;
+        work.entity_mut(entity)?.members.retain(|m| m != record);
+        work.stale(entity, seq);
         Ok(())
     }
 }

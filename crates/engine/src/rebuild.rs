@@ -7,7 +7,7 @@ use cmdm_domain::{LogEntry, Payload};
 use cmdm_store::crypto::DataKey;
 use cmdm_store::{Store, TreeName, decode, seq_from_key};
 
-use crate::projector::{Projector, Touched};
+use crate::projector::{Projector, Working};
 use crate::{Engine, Result};
 
 /// Entries replayed per storage transaction.
@@ -61,16 +61,15 @@ pub fn replay(engine: &Engine, target: &Store) -> Result<u64> {
     let live = engine.store();
     let projector = Projector {
         matcher: engine.matcher().as_ref(),
-        rules: &engine.config().survivorship,
     };
     let mut entries = 0u64;
-    let mut batch = target.begin()?;
+    let rules = &engine.config().survivorship;
+    let mut work = Working::new(target.begin()?, rules);
     let mut in_batch = 0;
     for item in live.tree(TreeName::Log).iter() {
         let (key, value) = item.map_err(cmdm_store::StoreError::from)?;
         let seq = seq_from_key(&key)?;
         let entry: LogEntry = decode(TreeName::Log, &value)?;
-        let mut touched = Touched::default();
         match &entry {
             LogEntry::Event(event) => {
                 let payload = match live.get(TreeName::Keys, event.key().encode().as_bytes())? {
@@ -80,21 +79,21 @@ pub fn replay(engine: &Engine, target: &Store) -> Result<u64> {
                     }
                     None => None,
                 };
-                projector.event(&mut batch, event, payload.as_ref(), seq, &mut touched)?;
+                projector.event(&mut work, event, payload.as_ref(), seq)?;
             }
             LogEntry::Decision(decision) => {
-                projector.decision(&mut batch, decision, seq, &mut touched)?;
+                projector.decision(&mut work, decision, seq)?;
             }
         }
         entries += 1;
         in_batch += 1;
         if in_batch == REPLAY_BATCH {
-            batch.commit()?;
-            batch = target.begin()?;
+            work.finish()?.0.commit()?;
+            work = Working::new(target.begin()?, rules);
             in_batch = 0;
         }
     }
-    batch.commit()?;
+    work.finish()?.0.commit()?;
     Ok(entries)
 }
 
@@ -176,11 +175,17 @@ fn compare(
     Ok(())
 }
 
-/// Printable form of a key or value: text where it is text, else hex.
+/// Printable form of a key or value: text where it is text, other bytes escaped.
 fn show(bytes: &[u8]) -> String {
     match std::str::from_utf8(bytes) {
         Ok(text) if !text.chars().any(|c| c.is_control() && c != '\0') => text.replace('\0', "␀"),
-        _ => bytes.iter().map(|b| format!("{b:02x}")).collect(),
+        _ => bytes
+            .iter()
+            .map(|&b| match b {
+                b' '..=b'~' if b != b'\\' => char::from(b).to_string(),
+                _ => format!("\\x{b:02x}"),
+            })
+            .collect(),
     }
 }
 
@@ -199,5 +204,6 @@ pub fn rebuild_in_place(engine: &Engine) -> Result<u64> {
         }
     }
     engine.store().flush_blocking()?;
+    engine.forget_index();
     Ok(entries)
 }

@@ -155,6 +155,13 @@ impl Store {
         self.get(tree, key)?.map(|v| decode(tree, &v)).transpose()
     }
 
+    /// Reads and decodes one value written in the binary encoding.
+    pub fn get_bin<T: DeserializeOwned>(&self, tree: TreeName, key: &[u8]) -> Result<Option<T>> {
+        self.get(tree, key)?
+            .map(|v| decode_bin(tree, &v))
+            .transpose()
+    }
+
     /// The sequence number the next log entry will get.
     pub fn next_seq(&self) -> Result<u64> {
         Ok(match self.tree(TreeName::Log).last()? {
@@ -219,6 +226,16 @@ impl Batch<'_> {
     /// Reads and decodes a JSON value as the batch would leave it.
     pub fn get_json<T: DeserializeOwned>(&self, tree: TreeName, key: &[u8]) -> Result<Option<T>> {
         self.get(tree, key)?.map(|v| decode(tree, &v)).transpose()
+    }
+
+    /// Reads and decodes a binary value as the batch would leave it.
+    pub fn get_bin<T: DeserializeOwned>(&self, tree: TreeName, key: &[u8]) -> Result<Option<T>> {
+        let pending = self.writes[tree.index()].get(key);
+        match pending {
+            Some(Some(bytes)) => decode_bin(tree, bytes).map(Some),
+            Some(None) => Ok(None),
+            None => self.store.get_bin(tree, key),
+        }
     }
 
     /// Writes a raw value.
