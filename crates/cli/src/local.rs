@@ -134,6 +134,42 @@ fn progress_bar(path: &Path) -> ProgressBar {
     bar
 }
 
+/// Progress for logs: without a terminal (no progress bar), a line every ten seconds
+/// with the rows so far and the rate over the last interval.
+struct RateLog {
+    started: Instant,
+    last: Instant,
+    last_rows: usize,
+    enabled: bool,
+}
+
+impl RateLog {
+    fn new() -> Self {
+        use std::io::IsTerminal;
+        let now = Instant::now();
+        RateLog {
+            started: now,
+            last: now,
+            last_rows: 0,
+            enabled: !std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn tick(&mut self, rows: usize) {
+        let interval = self.last.elapsed().as_secs_f64();
+        if !self.enabled || interval < 10.0 {
+            return;
+        }
+        eprintln!(
+            "{:>6.0} s  {rows:>10} rows  {:>8.0} rows/s over the last {interval:.0} s",
+            self.started.elapsed().as_secs_f64(),
+            (rows - self.last_rows) as f64 / interval,
+        );
+        self.last = Instant::now();
+        self.last_rows = rows;
+    }
+}
+
 fn print_rejected(rejected: &[Rejected]) {
     for r in rejected.iter().take(20) {
         eprintln!("  line {}: {}", r.line, r.reason);
@@ -252,6 +288,7 @@ fn run_import(
     let started = Instant::now();
     let mut summary = ImportSummary::default();
     let mut chunk = Vec::with_capacity(args.batch);
+    let mut rate = RateLog::new();
     let source = args.csv.source.as_str();
     let rejected = table::read_each(
         &args.csv.csv,
@@ -269,6 +306,7 @@ fn run_import(
                     args.batch,
                     &mut summary,
                 )?;
+                rate.tick(summary.rows);
             }
             Ok(())
         },
@@ -281,8 +319,31 @@ fn run_import(
     Ok((summary, rejected))
 }
 
-/// Prepares rows in memory the way the engine would.
+/// Prepares rows in memory the way the engine would, on every core.
 fn prepare_rows(
+    matcher: &FuzzyMatcher,
+    rows: &[Row],
+    source: &str,
+) -> anyhow::Result<Vec<Prepared>> {
+    let workers = std::thread::available_parallelism().map_or(1, usize::from);
+    let chunk = rows.len().div_ceil(workers).max(1);
+    std::thread::scope(|scope| {
+        let parts: Vec<_> = rows
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || prepare_part(matcher, part, source)))
+            .collect();
+        let mut prepared = Vec::with_capacity(rows.len());
+        for part in parts {
+            let part = part
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+            prepared.extend(part);
+        }
+        Ok(prepared)
+    })
+}
+
+fn prepare_part(
     matcher: &FuzzyMatcher,
     rows: &[Row],
     source: &str,

@@ -448,26 +448,35 @@ impl Engine {
             .get_bin(TreeName::Records, key.encode().as_bytes())?)
     }
 
-    /// Up to `limit` outbox entries in order.
+    /// Outbox entries in order, whole batches at a time, until at least `limit` (or all).
+    /// Entries of one batch share their key: publish every entry returned before
+    /// calling [`Engine::outbox_done`] with their keys.
     pub fn outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>> {
-        self.store
-            .tree(TreeName::Outbox)
-            .iter()
-            .take(limit)
-            .map(|item| {
-                let (key, value) = item.map_err(cmdm_store::StoreError::from)?;
-                let change = cmdm_store::decode(TreeName::Outbox, &value)?;
-                Ok(OutboxEntry {
-                    key: key.to_vec(),
-                    change,
-                })
-            })
-            .collect()
+        let mut entries = Vec::new();
+        for item in self.store.tree(TreeName::Outbox).iter() {
+            if entries.len() >= limit.max(1) {
+                break;
+            }
+            let (key, value) = item.map_err(cmdm_store::StoreError::from)?;
+            // One change per key in stores written before changes were grouped by batch.
+            let changes: Vec<OutboundChange> = if value.first() == Some(&b'{') {
+                vec![cmdm_store::decode(TreeName::Outbox, &value)?]
+            } else {
+                cmdm_store::decode(TreeName::Outbox, &value)?
+            };
+            entries.extend(changes.into_iter().map(|change| OutboxEntry {
+                key: key.to_vec(),
+                change,
+            }));
+        }
+        Ok(entries)
     }
 
     /// Removes published outbox entries.
     pub fn outbox_done(&self, keys: &[Vec<u8>]) -> Result<()> {
-        Ok(self.store.remove_keys(TreeName::Outbox, keys)?)
+        let mut keys = keys.to_vec();
+        keys.dedup();
+        Ok(self.store.remove_keys(TreeName::Outbox, &keys)?)
     }
 }
 
@@ -499,7 +508,8 @@ fn offset_key(topic: &str, partition: i32) -> Vec<u8> {
 }
 
 /// Queues the merges of a batch, in order, then the final state of every entity it
-/// touched; keys follow the log, so the outbox publishes in order across batches.
+/// touched, under one key: the batch's last sequence number, so the outbox publishes in
+/// order across batches.
 fn write_outbox(work: &mut Working<'_>) -> Result<usize> {
     let mut changes = Vec::new();
     let last_seq = work.view().next_seq() - 1;
@@ -532,10 +542,9 @@ fn write_outbox(work: &mut Working<'_>) -> Result<usize> {
         };
         changes.push(change);
     }
-    for (n, change) in changes.iter().enumerate() {
-        let mut key = last_seq.to_be_bytes().to_vec();
-        key.extend_from_slice(&(n as u32).to_be_bytes());
-        work.batch().put_json(TreeName::Outbox, key, change)?;
+    if !changes.is_empty() {
+        work.batch()
+            .put_json(TreeName::Outbox, last_seq.to_be_bytes(), &changes)?;
     }
     Ok(changes.len())
 }

@@ -5,7 +5,7 @@ use std::fmt;
 
 use cmdm_domain::{LogEntry, Payload};
 use cmdm_store::crypto::DataKey;
-use cmdm_store::{Store, TreeName, decode, seq_from_key};
+use cmdm_store::{Store, TreeName, decode};
 
 use crate::projector::{Projector, Working};
 use crate::{Engine, Result};
@@ -66,9 +66,8 @@ pub fn replay(engine: &Engine, target: &Store) -> Result<u64> {
     let rules = &engine.config().survivorship;
     let mut work = Working::new(target.begin()?, rules);
     let mut in_batch = 0;
-    for item in live.tree(TreeName::Log).iter() {
-        let (key, value) = item.map_err(cmdm_store::StoreError::from)?;
-        let seq = seq_from_key(&key)?;
+    for item in live.log() {
+        let (seq, value) = item?;
         let entry: LogEntry = decode(TreeName::Log, &value)?;
         match &entry {
             LogEntry::Event(event) => {

@@ -31,7 +31,8 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 /// The trees of the store. Projections are rebuildable from `Log` (and `Keys`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum TreeName {
-    /// seq (u64 BE) → log entry: every accepted event and every decision.
+    /// Every accepted event and every decision, in segments: one per committed batch,
+    /// keyed by the sequence number of its last entry (u64 BE). See [`Store::log`].
     Log,
     /// `source\0event id` → seq: idempotency of inbound events.
     Dedup,
@@ -45,7 +46,7 @@ pub enum TreeName {
     Entities,
     /// merged golden id (u64 BE) → surviving golden id (u64 BE).
     Redirects,
-    /// seq (u64 BE) → change to publish on the golden topic.
+    /// seq of a batch's last log entry (u64 BE) → the changes it publishes on the golden topic.
     Outbox,
     /// `topic\0partition` → next offset to consume (i64 BE).
     Offsets,
@@ -170,12 +171,37 @@ impl Store {
         })
     }
 
+    /// Every log entry in order, as its sequence number and encoded bytes.
+    pub fn log(&self) -> impl Iterator<Item = Result<(u64, Vec<u8>)>> + '_ {
+        self.tree(TreeName::Log).iter().flat_map(|item| {
+            let segment = item
+                .map_err(StoreError::from)
+                .and_then(|(key, value)| Ok((seq_from_key(&key)?, split_segment(&value)?)));
+            let entries: Vec<Result<(u64, Vec<u8>)>> = match segment {
+                Ok((last, entries)) => {
+                    let first = last + 1 - entries.len() as u64;
+                    (first..).zip(entries).map(Ok).collect()
+                }
+                Err(e) => vec![Err(e)],
+            };
+            entries
+        })
+    }
+
+    /// Number of log entries.
+    pub fn log_len(&self) -> Result<u64> {
+        self.log().try_fold(0, |n, entry| entry.map(|_| n + 1))
+    }
+
     /// Starts a batch of writes that read their own writes until committed.
     pub fn begin(&self) -> Result<Batch<'_>> {
+        let next_seq = self.next_seq()?;
         Ok(Batch {
             store: self,
             writes: vec![BTreeMap::new(); TreeName::ALL.len()],
-            next_seq: self.next_seq()?,
+            first_seq: next_seq,
+            next_seq,
+            log: Vec::new(),
         })
     }
 
@@ -206,7 +232,10 @@ impl Store {
 pub struct Batch<'s> {
     store: &'s Store,
     writes: Vec<BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
+    first_seq: u64,
     next_seq: u64,
+    /// Log entries appended, encoded: written as one segment on commit.
+    log: Vec<Vec<u8>>,
 }
 
 impl Batch<'_> {
@@ -319,20 +348,25 @@ impl Batch<'_> {
     /// Appends an entry to the log and returns its sequence number.
     pub fn append_log<T: Serialize>(&mut self, entry: &T) -> Result<u64> {
         let seq = self.next_seq;
-        self.put_json(TreeName::Log, seq_key(seq), entry)?;
+        self.log.push(encode(TreeName::Log, entry)?);
         self.next_seq += 1;
         Ok(seq)
     }
 
     /// Whether the batch writes anything.
     pub fn is_empty(&self) -> bool {
-        self.writes.iter().all(BTreeMap::is_empty)
+        self.log.is_empty() && self.writes.iter().all(BTreeMap::is_empty)
     }
 
     /// Applies every write in one sled transaction: all or nothing.
-    pub fn commit(self) -> Result<()> {
+    pub fn commit(mut self) -> Result<()> {
         if self.is_empty() {
             return Ok(());
+        }
+        if !self.log.is_empty() {
+            debug_assert_eq!(self.next_seq - self.first_seq, self.log.len() as u64);
+            let segment = join_segment(&self.log);
+            self.put(TreeName::Log, seq_key(self.next_seq - 1), segment);
         }
         let touched: Vec<usize> = (0..self.writes.len())
             .filter(|&i| !self.writes[i].is_empty())
@@ -358,6 +392,50 @@ impl Batch<'_> {
                 }
             })
     }
+}
+
+/// First byte of a log segment. A segment holds consecutive entries, each as a 4-byte
+/// little-endian length and its JSON; a value starting with `{` is a single entry.
+const SEGMENT: u8 = 1;
+
+fn join_segment(entries: &[Vec<u8>]) -> Vec<u8> {
+    let size = 1 + entries.iter().map(|e| 4 + e.len()).sum::<usize>();
+    let mut out = Vec::with_capacity(size);
+    out.push(SEGMENT);
+    for entry in entries {
+        out.extend_from_slice(&(entry.len() as u32).to_le_bytes());
+        out.extend_from_slice(entry);
+    }
+    out
+}
+
+fn split_segment(value: &[u8]) -> Result<Vec<Vec<u8>>> {
+    let corrupt = |reason: &str| StoreError::Corrupt {
+        tree: TreeName::Log.as_str(),
+        reason: reason.to_owned(),
+    };
+    match value.first() {
+        Some(b'{') => return Ok(vec![value.to_vec()]),
+        Some(&SEGMENT) => {}
+        _ => return Err(corrupt("unknown log segment format")),
+    }
+    let mut rest = &value[1..];
+    let mut entries = Vec::new();
+    while !rest.is_empty() {
+        let (len, tail) = rest
+            .split_first_chunk::<4>()
+            .ok_or_else(|| corrupt("truncated entry length"))?;
+        let len = u32::from_le_bytes(*len) as usize;
+        if tail.len() < len {
+            return Err(corrupt("truncated entry"));
+        }
+        entries.push(tail[..len].to_vec());
+        rest = &tail[len..];
+    }
+    if entries.is_empty() {
+        return Err(corrupt("empty log segment"));
+    }
+    Ok(entries)
 }
 
 /// The log key of a sequence number.
@@ -465,5 +543,41 @@ mod tests {
         }
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.next_seq().unwrap(), 2);
+    }
+
+    #[test]
+    fn the_log_reads_back_entry_by_entry_across_segments() {
+        let store = Store::temporary().unwrap();
+        let mut batch = store.begin().unwrap();
+        batch.append_log(&"a").unwrap();
+        batch.append_log(&"b").unwrap();
+        batch.commit().unwrap();
+        let mut batch = store.begin().unwrap();
+        assert_eq!(batch.append_log(&"c").unwrap(), 3);
+        batch.commit().unwrap();
+        assert_eq!(store.tree(TreeName::Log).len(), 2, "one segment per batch");
+        // An entry written alone, as JSON, reads back too.
+        store
+            .tree(TreeName::Log)
+            .insert(seq_key(4), br#"{"entry":"d"}"#.to_vec())
+            .unwrap();
+        let entries: Vec<(u64, Vec<u8>)> = store.log().map(Result::unwrap).collect();
+        let expected: Vec<(u64, Vec<u8>)> = vec![
+            (1, br#""a""#.to_vec()),
+            (2, br#""b""#.to_vec()),
+            (3, br#""c""#.to_vec()),
+            (4, br#"{"entry":"d"}"#.to_vec()),
+        ];
+        assert_eq!(entries, expected);
+        assert_eq!(store.log_len().unwrap(), 4);
+        assert_eq!(store.next_seq().unwrap(), 5);
+        store
+            .tree(TreeName::Log)
+            .insert(seq_key(9), vec![SEGMENT, 9, 0, 0, 0, b'x'])
+            .unwrap();
+        assert!(
+            store.log().any(|e| e.is_err()),
+            "a truncated segment is an error"
+        );
     }
 }
