@@ -2,6 +2,7 @@
 //! through a real tonic client.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use cmdm_api::pb;
 use cmdm_e2e::*;
@@ -274,6 +275,37 @@ async fn bad_input_goes_to_the_dead_letter_topic_and_nothing_valid_is_lost() {
         "the original payload is kept"
     );
     assert!(dead[4].headers["cmdm_dlq_reason"].contains("purpose"));
+
+    // The metrics endpoint counts the same, over plain HTTP as Prometheus scrapes it
+    // (metrics follow the flush that follows the commit: poll briefly).
+    let expected = [
+        "cmdm_ingest_messages_total{outcome=\"dead_lettered\"} 6".to_owned(),
+        format!(
+            "cmdm_ingest_messages_total{{outcome=\"applied\"}} {}",
+            applied(&hub)
+        ),
+        "cmdm_ingest_dead_letters_total{class=\"missing-attribute\"} 2".to_owned(),
+        "cmdm_ingest_dead_letters_total{class=\"oversized\"} 1".to_owned(),
+        "cmdm_ingest_dead_letters_total{class=\"undecodable\"} 1".to_owned(),
+        "cmdm_ingest_apply_seconds_count".to_owned(),
+        "cmdm_ingest_batch_messages_bucket".to_owned(),
+    ];
+    let started = std::time::Instant::now();
+    loop {
+        let (status, body) = scrape(hub.metrics_addr(), "/metrics").await;
+        assert!(status.contains("200"), "{status}");
+        let missing: Vec<&String> = expected.iter().filter(|l| !body.contains(*l)).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "missing {missing:?} in\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, _) = scrape(hub.metrics_addr(), "/nothing").await;
+    assert!(status.contains("404"), "{status}");
     hub.shutdown().await.unwrap();
 }
 

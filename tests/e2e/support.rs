@@ -36,6 +36,7 @@ pub fn config(data_dir: &Path, brokers: &str, group: &str) -> HubConfig {
         ..HubConfig::default()
     };
     config.grpc_addr = "127.0.0.1:0".parse().unwrap();
+    config.metrics_addr = "127.0.0.1:0".parse().unwrap();
     config.kafka.brokers = Some(brokers.to_owned());
     config.kafka.group_id = group.to_owned();
     config.kafka.batch_linger_ms = 5;
@@ -148,6 +149,21 @@ pub async fn wait_for<F: FnMut() -> bool>(what: &str, mut check: F) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// One HTTP GET over a fresh connection: the status line and the body.
+pub async fn scrape(addr: std::net::SocketAddr, path: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let status = head.lines().next().unwrap_or_default().to_owned();
+    (status, body.to_owned())
 }
 
 /// Events applied so far (one dedup entry each).

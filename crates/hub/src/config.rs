@@ -18,6 +18,8 @@ pub struct HubConfig {
     pub data_dir: PathBuf,
     /// Address the gRPC API listens on.
     pub grpc_addr: SocketAddr,
+    /// Address of the Prometheus metrics endpoint (`GET /metrics`).
+    pub metrics_addr: SocketAddr,
     pub kafka: KafkaConfig,
     pub matching: MatchingConfig,
     pub survivorship: Survivorship,
@@ -65,6 +67,7 @@ impl Default for HubConfig {
         HubConfig {
             data_dir: PathBuf::from("data"),
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            metrics_addr: SocketAddr::from(([127, 0, 0, 1], 9464)),
             kafka: KafkaConfig::default(),
             matching: MatchingConfig::default(),
             survivorship: Survivorship::default(),
@@ -114,6 +117,9 @@ pub struct Overrides {
     /// gRPC listen address [default: 127.0.0.1:50051].
     #[arg(long, env = "CMDM_GRPC_ADDR", global = true)]
     pub grpc_addr: Option<SocketAddr>,
+    /// Prometheus metrics listen address (GET /metrics) [default: 127.0.0.1:9464].
+    #[arg(long, env = "CMDM_METRICS_ADDR", global = true)]
+    pub metrics_addr: Option<SocketAddr>,
     /// Kafka bootstrap servers; unset starts an embedded broker on loopback.
     #[arg(long, env = "CMDM_KAFKA_BROKERS", global = true)]
     pub brokers: Option<String>,
@@ -184,6 +190,7 @@ impl HubConfig {
         let o = overrides.clone();
         set(&mut config.data_dir, o.data_dir);
         set(&mut config.grpc_addr, o.grpc_addr);
+        set(&mut config.metrics_addr, o.metrics_addr);
         if o.brokers.is_some() {
             config.kafka.brokers = o.brokers.filter(|b| !b.trim().is_empty());
         }

@@ -2,6 +2,7 @@
 //! them down in order (stop intake, drain, flush, commit) within a deadline.
 
 pub mod config;
+mod metrics_http;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -11,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use cmdm_api::{CustomerHubServer, HubService, pb};
 use cmdm_engine::{Engine, EngineConfig};
-use cmdm_kafka::{EmbeddedBroker, IngestConfig, OutboxConfig, run_ingest, run_outbox};
+use cmdm_kafka::{EmbeddedBroker, IngestConfig, Metrics, OutboxConfig, run_ingest, run_outbox};
 use cmdm_store::Store;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -41,6 +42,8 @@ pub fn open_engine(config: &HubConfig) -> anyhow::Result<Arc<Engine>> {
 pub struct RunningHub {
     engine: Arc<Engine>,
     grpc_addr: SocketAddr,
+    metrics_addr: SocketAddr,
+    metrics: Metrics,
     bootstrap: String,
     broker: Option<EmbeddedBroker>,
     shutdown: CancellationToken,
@@ -56,6 +59,16 @@ impl RunningHub {
     /// The address the gRPC API listens on.
     pub fn grpc_addr(&self) -> SocketAddr {
         self.grpc_addr
+    }
+
+    /// The address of the metrics endpoint.
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.metrics_addr
+    }
+
+    /// The hub's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The Kafka bootstrap servers in use (the embedded broker's when none were set).
@@ -149,6 +162,16 @@ pub async fn start(config: HubConfig) -> anyhow::Result<RunningHub> {
     };
     let shutdown = CancellationToken::new();
     let applied = Arc::new(Notify::new());
+    let metrics = Metrics::new();
+    let metrics_listener = tokio::net::TcpListener::bind(config.metrics_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} for metrics", config.metrics_addr))?;
+    let metrics_addr = metrics_listener.local_addr()?;
+    tokio::spawn(metrics_http::serve(
+        metrics_listener,
+        metrics.clone(),
+        shutdown.clone(),
+    ));
 
     let ingest = tokio::spawn(run_ingest(
         engine.clone(),
@@ -161,6 +184,7 @@ pub async fn start(config: HubConfig) -> anyhow::Result<RunningHub> {
             linger: Duration::from_millis(kafka.batch_linger_ms),
             max_event_bytes: kafka.max_event_bytes,
         },
+        metrics.clone(),
         applied.clone(),
         shutdown.clone(),
     ));
@@ -174,6 +198,7 @@ pub async fn start(config: HubConfig) -> anyhow::Result<RunningHub> {
             batch: 1000,
             poll: Duration::from_millis(200),
         },
+        metrics.clone(),
         applied,
         outbox_stop.clone(),
     ));
@@ -208,10 +233,12 @@ pub async fn start(config: HubConfig) -> anyhow::Result<RunningHub> {
             )
             .await
     });
-    info!(grpc = %grpc_addr, kafka = %bootstrap, data_dir = %config.data_dir.display(), "hub started");
+    info!(grpc = %grpc_addr, metrics = %metrics_addr, kafka = %bootstrap, data_dir = %config.data_dir.display(), "hub started");
     Ok(RunningHub {
         engine,
         grpc_addr,
+        metrics_addr,
+        metrics,
         bootstrap,
         broker,
         shutdown,

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::decode::{RawMessage, Rejection, decode};
-use crate::{Result, dlq_headers};
+use crate::{Metrics, Result, dlq_headers};
 
 /// Settings of the consumer.
 #[derive(Debug, Clone)]
@@ -39,9 +39,14 @@ pub struct IngestConfig {
 /// store, not the group coordinator, says where consumption resumes.
 struct StoredOffsets {
     engine: Arc<Engine>,
+    metrics: Metrics,
 }
 
-impl ClientContext for StoredOffsets {}
+impl ClientContext for StoredOffsets {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        self.metrics.observe_statistics(&statistics);
+    }
+}
 
 impl ConsumerContext for StoredOffsets {
     fn rebalance(
@@ -91,6 +96,7 @@ impl ConsumerContext for StoredOffsets {
 pub async fn run_ingest(
     engine: Arc<Engine>,
     config: IngestConfig,
+    metrics: Metrics,
     applied: Arc<Notify>,
     shutdown: CancellationToken,
 ) -> Result<()> {
@@ -101,12 +107,15 @@ pub async fn run_ingest(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("partition.assignment.strategy", "range")
+        // Consumer lag for the metrics comes from these statistics.
+        .set("statistics.interval.ms", "5000")
         .set(
             "message.max.bytes",
             (config.max_event_bytes.max(1 << 20) + 65_536).to_string(),
         )
         .create_with_context(StoredOffsets {
             engine: engine.clone(),
+            metrics: metrics.clone(),
         })?;
     consumer.subscribe(&[&config.events_topic])?;
     let dlq: FutureProducer = ClientConfig::new()
@@ -142,7 +151,7 @@ pub async fn run_ingest(
                 },
             }
         }
-        apply(&engine, &consumer, &dlq, &config, batch).await?;
+        apply(&engine, &consumer, &dlq, &config, &metrics, batch).await?;
         applied.notify_one();
     }
     info!("ingest stopped");
@@ -178,8 +187,10 @@ async fn apply(
     consumer: &StreamConsumer<StoredOffsets>,
     dlq: &FutureProducer,
     config: &IngestConfig,
+    metrics: &Metrics,
     batch: Vec<RawMessage>,
 ) -> Result<()> {
+    let started = std::time::Instant::now();
     let mut events = Vec::with_capacity(batch.len());
     let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
     let mut refused = 0usize;
@@ -199,6 +210,10 @@ async fn apply(
                     "dead-lettered"
                 );
                 dead_letter(dlq, &config.dlq_topic, message, &rejection).await?;
+                metrics
+                    .dead_letters
+                    .with_label_values(&[rejection.class.as_str()])
+                    .inc();
                 refused += 1;
             }
         }
@@ -220,6 +235,31 @@ async fn apply(
         .flush()
         .await
         .map_err(cmdm_engine::EngineError::from)?;
+    metrics
+        .apply_seconds
+        .observe(started.elapsed().as_secs_f64());
+    metrics.batch_size.observe(batch.len() as f64);
+    for (outcome, n) in [
+        ("applied", report.applied),
+        ("duplicate", report.duplicates),
+        ("dead_lettered", refused),
+    ] {
+        metrics
+            .messages
+            .with_label_values(&[outcome])
+            .inc_by(n as u64);
+    }
+    for (kind, n) in [
+        ("created", report.created),
+        ("linked", report.linked),
+        ("merged", report.merged),
+        ("review", report.review_tasks),
+    ] {
+        metrics
+            .decisions
+            .with_label_values(&[kind])
+            .inc_by(n as u64);
+    }
     debug!(
         messages = batch.len(),
         applied = report.applied,

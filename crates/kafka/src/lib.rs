@@ -5,6 +5,7 @@
 pub mod broker;
 pub mod decode;
 pub mod ingest;
+pub mod metrics;
 pub mod outbox;
 
 use thiserror::Error;
@@ -12,6 +13,7 @@ use thiserror::Error;
 pub use broker::EmbeddedBroker;
 pub use decode::{RawMessage, Rejection, RejectionClass, decode};
 pub use ingest::{IngestConfig, run_ingest};
+pub use metrics::Metrics;
 pub use outbox::{OutboxConfig, run_outbox};
 
 /// Errors of the Kafka edge.

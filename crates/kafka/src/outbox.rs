@@ -30,6 +30,7 @@ pub struct OutboxConfig {
 pub async fn run_outbox(
     engine: Arc<Engine>,
     config: OutboxConfig,
+    metrics: crate::Metrics,
     wake: Arc<Notify>,
     shutdown: CancellationToken,
 ) -> Result<()> {
@@ -103,10 +104,12 @@ pub async fn run_outbox(
                 let keys: Vec<Vec<u8>> = entries.into_iter().map(|e| e.key).collect();
                 debug!(published = keys.len(), "outbox published");
                 engine.outbox_done(&keys)?;
+                metrics.published.inc_by(keys.len() as u64);
             }
             Some(e) => {
                 // Resend the round in order; a duplicate carries the same full state.
                 warn!(error = %e, "publishing the change feed failed; retrying");
+                metrics.publish_failures.inc();
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 if shutdown.is_cancelled() {
                     warn!("stopping with unpublished changes; they stay in the outbox");
