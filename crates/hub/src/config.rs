@@ -36,6 +36,9 @@ pub struct KafkaConfig {
     /// Bootstrap servers; when absent the hub starts an embedded broker on loopback.
     pub brokers: Option<String>,
     pub group_id: String,
+    /// Milliseconds without heartbeats after which the group gives a hub's partitions to
+    /// another member.
+    pub session_timeout_ms: u64,
     pub events_topic: String,
     pub golden_topic: String,
     pub dlq_topic: String,
@@ -82,6 +85,7 @@ impl Default for KafkaConfig {
         KafkaConfig {
             brokers: None,
             group_id: "cmdm-hub".to_owned(),
+            session_timeout_ms: 10_000,
             events_topic: "cmdm.events.v1".to_owned(),
             golden_topic: "cmdm.golden.v1".to_owned(),
             dlq_topic: "cmdm.events.v1.dlq".to_owned(),
@@ -126,6 +130,9 @@ pub struct Overrides {
     /// Consumer group id [default: cmdm-hub].
     #[arg(long, env = "CMDM_KAFKA_GROUP_ID", global = true)]
     pub group_id: Option<String>,
+    /// Consumer group session timeout in milliseconds [default: 10000].
+    #[arg(long, env = "CMDM_KAFKA_SESSION_TIMEOUT_MS", global = true)]
+    pub session_timeout_ms: Option<u64>,
     /// Inbound topic [default: cmdm.events.v1].
     #[arg(long, env = "CMDM_KAFKA_EVENTS_TOPIC", global = true)]
     pub events_topic: Option<String>,
@@ -195,6 +202,7 @@ impl HubConfig {
             config.kafka.brokers = o.brokers.filter(|b| !b.trim().is_empty());
         }
         set(&mut config.kafka.group_id, o.group_id);
+        set(&mut config.kafka.session_timeout_ms, o.session_timeout_ms);
         set(&mut config.kafka.events_topic, o.events_topic);
         set(&mut config.kafka.golden_topic, o.golden_topic);
         set(&mut config.kafka.dlq_topic, o.dlq_topic);

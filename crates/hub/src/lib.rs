@@ -178,6 +178,7 @@ pub async fn start(config: HubConfig) -> anyhow::Result<RunningHub> {
         IngestConfig {
             brokers: bootstrap.clone(),
             group_id: kafka.group_id.clone(),
+            session_timeout: Duration::from_millis(kafka.session_timeout_ms),
             events_topic: kafka.events_topic.clone(),
             dlq_topic: kafka.dlq_topic.clone(),
             batch_max: kafka.batch_max,

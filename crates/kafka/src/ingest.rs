@@ -25,6 +25,7 @@ use crate::{Metrics, Result, dlq_headers};
 pub struct IngestConfig {
     pub brokers: String,
     pub group_id: String,
+    pub session_timeout: Duration,
     pub events_topic: String,
     pub dlq_topic: String,
     /// Most messages applied in one storage transaction.
@@ -102,6 +103,17 @@ pub async fn run_ingest(
 ) -> Result<()> {
     let consumer: StreamConsumer<StoredOffsets> = ClientConfig::new()
         .set("bootstrap.servers", &config.brokers)
+        .set(
+            "session.timeout.ms",
+            config.session_timeout.as_millis().to_string(),
+        )
+        // Heartbeats well inside the session, however short it is configured.
+        .set(
+            "heartbeat.interval.ms",
+            (config.session_timeout.as_millis() / 3)
+                .clamp(100, 3000)
+                .to_string(),
+        )
         .set("group.id", &config.group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
