@@ -6,7 +6,12 @@ DATA_DIR ?= data
 # Extra flags for the hub, e.g. `make run HUB_FLAGS="--brokers kafka:9092"`.
 HUB_FLAGS ?=
 
-.PHONY: run test lint ci tour tools build clean help
+# The real broker and the Python spokes of `make e2e`, pinned.
+TANSU_VERSION ?= 0.6.0
+E2E_PY_PACKAGES ?= confluent-kafka==2.16.1 kafka-python==3.0.12
+E2E_VENV ?= .venv-e2e
+
+.PHONY: run test lint ci tour tools e2e e2e-tools build clean help
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -22,7 +27,7 @@ lint: ## formatting and clippy, as CI checks them
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
-ci: lint test tour ## everything CI runs
+ci: lint test e2e tour ## everything CI runs
 
 tour: tools ## run the README tour against a fresh hub and check its answer
 	bash tests/tour.sh
@@ -33,9 +38,20 @@ tools: ## install kcat (Debian) for the tour, if missing
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq kcat; }
 
+e2e: e2e-tools ## end to end against a real Kafka-compatible broker (tansu) with Python spokes
+	PYTHON=$(E2E_VENV)/bin/python bash tests/real-broker/run.sh
+
+e2e-tools: ## install tansu (cargo install: ~12 min, once per machine) and the Python Kafka clients (pip, in .venv-e2e)
+	@command -v tansu >/dev/null 2>&1 || { \
+	  echo "installing tansu $(TANSU_VERSION) (about 12 minutes on 2 cores, once per machine)"; \
+	  $(CARGO) install --locked tansu@$(TANSU_VERSION) --features dynostore; }
+	@[ -x $(E2E_VENV)/bin/python ] || python3 -m venv $(E2E_VENV)
+	@$(E2E_VENV)/bin/python -c 'import confluent_kafka, kafka' 2>/dev/null || \
+	  $(E2E_VENV)/bin/pip install -q $(E2E_PY_PACKAGES)
+
 build: ## release build of both binaries
 	$(CARGO) build --release -p cmdm-hub -p cmdm-cli
 
-clean: ## remove build output and the default data directory
+clean: ## remove build output, the default data directory and the e2e Python environment
 	$(CARGO) clean
-	rm -rf $(DATA_DIR)
+	rm -rf $(DATA_DIR) $(E2E_VENV)
