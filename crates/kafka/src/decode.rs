@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use cmdm_domain::event::EventType;
 use cmdm_domain::{DomainError, InboundEvent};
 use serde_json::Value;
 
@@ -85,7 +86,7 @@ impl From<DomainError> for Rejection {
     }
 }
 
-fn reject(class: RejectionClass, reason: impl Into<String>) -> Rejection {
+pub(crate) fn reject(class: RejectionClass, reason: impl Into<String>) -> Rejection {
     Rejection {
         class,
         reason: reason.into(),
@@ -108,22 +109,47 @@ pub fn decode(message: &RawMessage, max_bytes: usize) -> Result<InboundEvent, Re
     }
     let content_type = message
         .header("content-type")
-        .or_else(|| message.header("ce_datacontenttype"));
-    if let Some(ct) = content_type {
-        let ct = String::from_utf8_lossy(ct).to_ascii_lowercase();
-        if !ct.contains("json") {
+        .or_else(|| message.header("ce_datacontenttype"))
+        .map(|ct| String::from_utf8_lossy(ct).to_ascii_lowercase());
+    let binary_mode = message.headers.iter().any(|(k, _)| k.starts_with("ce_"));
+    let format = match content_type.as_deref() {
+        None => DataFormat::Json,
+        Some(ct) if ct.contains("json") => DataFormat::Json,
+        Some(ct) if binary_mode && is_protobuf(ct) => DataFormat::Protobuf,
+        Some(ct) if is_protobuf(ct) => {
             return Err(reject(
                 RejectionClass::UnsupportedContentType,
-                format!("content type `{ct}` is not JSON"),
+                format!(
+                    "content type `{ct}` needs binary mode (ce_ headers): a structured \
+                     CloudEvent is a JSON object"
+                ),
             ));
         }
-    }
-    let binary_mode = message.headers.iter().any(|(k, _)| k.starts_with("ce_"));
+        Some(ct) => {
+            return Err(reject(
+                RejectionClass::UnsupportedContentType,
+                format!("content type `{ct}` is neither JSON nor application/protobuf"),
+            ));
+        }
+    };
     if binary_mode {
-        decode_binary(message)
+        decode_binary(message, format)
     } else {
         decode_structured(message)
     }
+}
+
+/// How the `data` of a binary-mode event is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DataFormat {
+    Json,
+    /// The message of `proto/cmdm/v1/events.proto` for the event's type.
+    Protobuf,
+}
+
+fn is_protobuf(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or("").trim();
+    matches!(essence, "application/protobuf" | "application/x-protobuf")
 }
 
 fn parse_json(bytes: &[u8]) -> Result<Value, Rejection> {
@@ -135,7 +161,7 @@ fn parse_json(bytes: &[u8]) -> Result<Value, Rejection> {
     })
 }
 
-fn decode_binary(message: &RawMessage) -> Result<InboundEvent, Rejection> {
+fn decode_binary(message: &RawMessage, format: DataFormat) -> Result<InboundEvent, Rejection> {
     let header = |name: &'static str| -> Result<Option<&str>, Rejection> {
         message
             .header(name)
@@ -149,9 +175,17 @@ fn decode_binary(message: &RawMessage) -> Result<InboundEvent, Rejection> {
             })
             .transpose()
     };
-    let data = match message.payload.as_deref() {
-        None | Some([]) => None,
-        Some(bytes) => Some(parse_json(bytes)?),
+    let data = match (message.payload.as_deref(), format) {
+        (None | Some([]), DataFormat::Json) => None,
+        (Some(bytes), DataFormat::Json) => Some(parse_json(bytes)?),
+        (bytes, DataFormat::Protobuf) => {
+            // The type says which message the body is; an unknown type is refused below.
+            let kind = header("ce_type")?.and_then(|t| EventType::parse(t).ok());
+            match kind {
+                Some(kind) => crate::protobuf::to_json(kind, bytes.unwrap_or_default())?,
+                None => None,
+            }
+        }
     };
     Ok(InboundEvent::from_parts(
         header("ce_id")?,
@@ -201,8 +235,10 @@ fn decode_structured(message: &RawMessage) -> Result<InboundEvent, Rejection> {
 #[cfg(test)]
 mod tests {
     use cmdm_domain::EventType;
+    use prost::Message as _;
 
     use super::*;
+    use crate::protobuf::pb;
 
     fn binary(headers: &[(&str, &str)], body: &str) -> RawMessage {
         RawMessage {
@@ -213,6 +249,136 @@ mod tests {
             payload: Some(body.as_bytes().to_vec()),
             ..RawMessage::default()
         }
+    }
+
+    /// A binary-mode message with a protobuf body.
+    fn protobuf(kind: &str, body: Vec<u8>, content_type: &str) -> RawMessage {
+        let mut message = binary(&ATTRS, "");
+        message.headers[2].1 = kind.as_bytes().to_vec();
+        message
+            .headers
+            .push(("content-type".into(), content_type.as_bytes().to_vec()));
+        message.payload = Some(body);
+        message
+    }
+
+    /// The same event with a JSON body.
+    fn json(kind: &str, body: &str) -> RawMessage {
+        let mut message = binary(&ATTRS, body);
+        message.headers[2].1 = kind.as_bytes().to_vec();
+        message
+    }
+
+    #[test]
+    fn protobuf_payloads_decode_to_the_same_events_as_json() {
+        let profile = pb::ProfileUpserted {
+            attributes: vec![
+                pb::Attribute {
+                    name: "given_name".into(),
+                    value: Some("Ann".into()),
+                },
+                pb::Attribute {
+                    name: "phone".into(),
+                    value: None,
+                },
+            ],
+        };
+        let consent = pb::ConsentChanged {
+            purpose: "marketing".into(),
+            channel: "sms".into(),
+            status: "withdrawn".into(),
+            legal_basis: Some("consent".into()),
+            evidence: Some(pb::Evidence {
+                collection_point: Some("web-footer".into()),
+                text_version: Some("v3".into()),
+                captured_by: None,
+            }),
+            expires_at: Some("2027-01-01T00:00:00Z".into()),
+            contact_point: None,
+        };
+        let preference = pb::PreferenceChanged {
+            topics: [("offers".to_owned(), false)].into(),
+            preferred_channel: Some("email".into()),
+            frequency: [("email".to_owned(), "weekly".to_owned())].into(),
+            do_not_contact: Some(true),
+        };
+        let contact = pb::ContactRecorded {
+            channel: "email".into(),
+            purpose: "marketing".into(),
+            campaign: Some("black-friday".into()),
+        };
+        let cases = [
+            (
+                "profile.upserted",
+                profile.encode_to_vec(),
+                r#"{"given_name":"Ann","phone":null}"#,
+            ),
+            (
+                "consent.changed",
+                consent.encode_to_vec(),
+                r#"{"purpose":"marketing","channel":"sms","status":"withdrawn","legal_basis":"consent",
+                   "evidence":{"collection_point":"web-footer","text_version":"v3"},
+                   "expires_at":"2027-01-01T00:00:00Z"}"#,
+            ),
+            (
+                "preference.changed",
+                preference.encode_to_vec(),
+                r#"{"topics":{"offers":false},"preferred_channel":"email",
+                   "frequency":{"email":"weekly"},"do_not_contact":true}"#,
+            ),
+            (
+                "contact.recorded",
+                contact.encode_to_vec(),
+                r#"{"channel":"email","purpose":"marketing","campaign":"black-friday"}"#,
+            ),
+            ("profile.deleted", Vec::new(), ""),
+        ];
+        for (kind, body, same_as) in cases {
+            for content_type in ["application/protobuf", "application/x-protobuf"] {
+                let from_proto = decode(&protobuf(kind, body.clone(), content_type), 1 << 20)
+                    .unwrap_or_else(|e| panic!("{kind}: {e}"));
+                let from_json = decode(&json(kind, same_as), 1 << 20).unwrap();
+                assert_eq!(from_proto, from_json, "{kind}");
+            }
+        }
+        // The same checks as JSON: a consent without a purpose is refused, by name.
+        let no_purpose = pb::ConsentChanged {
+            purpose: String::new(),
+            ..consent
+        };
+        let refused = decode(
+            &protobuf(
+                "consent.changed",
+                no_purpose.encode_to_vec(),
+                "application/protobuf",
+            ),
+            1 << 20,
+        )
+        .unwrap_err();
+        assert_eq!(refused.class, RejectionClass::Invalid);
+        assert!(refused.reason.contains("purpose"), "{}", refused.reason);
+        let twice = pb::ProfileUpserted {
+            attributes: vec![
+                pb::Attribute {
+                    name: "email".into(),
+                    value: Some("a@x.org".into()),
+                },
+                pb::Attribute {
+                    name: "email".into(),
+                    value: Some("b@x.org".into()),
+                },
+            ],
+        };
+        let refused = decode(
+            &protobuf(
+                "profile.upserted",
+                twice.encode_to_vec(),
+                "application/protobuf",
+            ),
+            1 << 20,
+        )
+        .unwrap_err();
+        assert_eq!(refused.class, RejectionClass::Invalid);
     }
 
     const ATTRS: [(&str, &str); 5] = [
@@ -265,10 +431,25 @@ mod tests {
             class(binary(&consent, no_purpose), 1 << 20),
             RejectionClass::Invalid
         );
+        let mut xml = ATTRS.to_vec();
+        xml.push(("content-type", "application/xml"));
+        assert_eq!(
+            class(binary(&xml, "{}"), 1 << 20),
+            RejectionClass::UnsupportedContentType
+        );
         let mut proto = ATTRS.to_vec();
         proto.push(("content-type", "application/protobuf"));
         assert_eq!(
-            class(binary(&proto, "{}"), 1 << 20),
+            class(binary(&proto, "\u{ff}\u{ff}"), 1 << 20),
+            RejectionClass::Undecodable
+        );
+        let structured_proto = RawMessage {
+            headers: vec![("content-type".into(), b"application/protobuf".to_vec())],
+            payload: Some(b"{}".to_vec()),
+            ..RawMessage::default()
+        };
+        assert_eq!(
+            class(structured_proto, 1 << 20),
             RejectionClass::UnsupportedContentType
         );
         assert_eq!(

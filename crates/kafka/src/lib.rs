@@ -7,6 +7,7 @@ pub mod decode;
 pub mod ingest;
 pub mod metrics;
 pub mod outbox;
+pub mod protobuf;
 
 use thiserror::Error;
 
