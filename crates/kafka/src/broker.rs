@@ -10,19 +10,28 @@ use tracing::info;
 
 use crate::{KafkaEdgeError, Result};
 
+/// What the broker's thread is asked to do; dropping the sender stops the broker.
+enum Command {
+    /// Take the broker down (`true`: connections refused, data kept) or bring it back.
+    Down(bool, mpsc::Sender<Result<(), String>>),
+}
+
 /// A running embedded broker; it stops when dropped.
 pub struct EmbeddedBroker {
     bootstrap: String,
-    stop: Option<mpsc::Sender<()>>,
+    commands: Option<mpsc::Sender<Command>>,
     thread: Option<JoinHandle<()>>,
 }
+
+/// The id of the single broker of the embedded cluster.
+const BROKER_ID: i32 = 1;
 
 impl EmbeddedBroker {
     /// Starts a one-broker cluster with the given topics (name, partitions).
     pub fn start(topics: &[(String, i32)]) -> Result<Self> {
         let topics = topics.to_vec();
         let (ready_tx, ready_rx) = mpsc::channel::<Result<String, String>>();
-        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let (commands_tx, commands_rx) = mpsc::channel::<Command>();
         // The mock cluster is not Send; it lives and dies on its own thread.
         let thread = std::thread::Builder::new()
             .name("embedded-broker".into())
@@ -41,7 +50,18 @@ impl EmbeddedBroker {
                     }
                 }
                 let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
-                let _ = stop_rx.recv();
+                while let Ok(command) = commands_rx.recv() {
+                    match command {
+                        Command::Down(down, reply) => {
+                            let result = if down {
+                                cluster.broker_down(BROKER_ID)
+                            } else {
+                                cluster.broker_up(BROKER_ID)
+                            };
+                            let _ = reply.send(result.map_err(|e| e.to_string()));
+                        }
+                    }
+                }
                 drop(cluster);
             })
             .map_err(|e| KafkaEdgeError::Broker(e.to_string()))?;
@@ -52,7 +72,7 @@ impl EmbeddedBroker {
         info!(bootstrap = %bootstrap, "embedded broker started");
         Ok(EmbeddedBroker {
             bootstrap,
-            stop: Some(stop_tx),
+            commands: Some(commands_tx),
             thread: Some(thread),
         })
     }
@@ -61,11 +81,26 @@ impl EmbeddedBroker {
     pub fn bootstrap_servers(&self) -> &str {
         &self.bootstrap
     }
+
+    /// Takes the broker down (clients cannot connect; its data is kept) or brings it back
+    /// up, as an outage would.
+    pub fn set_down(&self, down: bool) -> Result<()> {
+        let (reply_tx, reply_rx) = mpsc::channel();
+        self.commands
+            .as_ref()
+            .ok_or_else(|| KafkaEdgeError::Broker("broker stopped".into()))?
+            .send(Command::Down(down, reply_tx))
+            .map_err(|_| KafkaEdgeError::Broker("broker thread ended".into()))?;
+        reply_rx
+            .recv()
+            .map_err(|_| KafkaEdgeError::Broker("broker thread ended".into()))?
+            .map_err(KafkaEdgeError::Broker)
+    }
 }
 
 impl Drop for EmbeddedBroker {
     fn drop(&mut self) {
-        drop(self.stop.take());
+        drop(self.commands.take());
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
