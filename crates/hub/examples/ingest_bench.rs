@@ -1,0 +1,183 @@
+//! Sustained ingest through Kafka, end to end, against the raw rate of rdkafka on the same
+//! topic in the same run: publishes N synthetic profile events (people with duplicates,
+//! e-mails, phones) to an embedded broker, times a bare rdkafka consumer reading them all,
+//! then times a hub (consume, decode, match, commit durably, publish the change feed)
+//! ingesting them into an empty store.
+//!
+//! cargo run --release -p cmdm-hub --example ingest_bench -- EVENTS PARTITIONS [BROKERS]
+//!
+//! Without BROKERS it uses the embedded broker, which keeps only a few megabytes per
+//! partition (older messages are dropped): give a real broker, with the three topics
+//! created, for more than about 10,000 events per partition.
+
+use std::time::{Duration, Instant};
+
+use cmdm_hub::HubConfig;
+use cmdm_kafka::EmbeddedBroker;
+use cmdm_store::TreeName;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{ClientConfig, Message};
+
+const EVENTS: &str = "cmdm.events.v1";
+
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn publish(brokers: &str, events: usize) {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "20")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()
+        .expect("producer");
+    let people = cmdm_matching::synth::generate(events, 0.3, 42);
+    for (i, person) in people.iter().take(events).enumerate() {
+        let key = format!("web/{i}");
+        let id = format!("e{i}");
+        let subject = i.to_string();
+        let body = serde_json::to_string(&person.attributes).expect("json");
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "ce_id",
+                value: Some(id.as_str()),
+            })
+            .insert(Header {
+                key: "ce_source",
+                value: Some("web"),
+            })
+            .insert(Header {
+                key: "ce_subject",
+                value: Some(subject.as_str()),
+            })
+            .insert(Header {
+                key: "ce_type",
+                value: Some("profile.upserted"),
+            })
+            .insert(Header {
+                key: "ce_time",
+                value: Some("2026-11-23T10:00:00Z"),
+            });
+        let mut record = BaseRecord::to(EVENTS)
+            .key(key.as_str())
+            .payload(body.as_str())
+            .headers(headers);
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    record = back;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(120)).expect("flush");
+}
+
+/// Seconds for a bare consumer to read every message of the topic.
+fn raw_consume(brokers: &str, events: usize, partitions: i32) -> f64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "raw-bench")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(EVENTS, p, rdkafka::Offset::Beginning)
+            .expect("partition");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let mut read = 0;
+    let mut bytes = 0usize;
+    let mut started = None;
+    while read < events {
+        if let Some(message) = consumer.poll(Duration::from_millis(100)) {
+            let message = message.expect("message");
+            started.get_or_insert_with(Instant::now);
+            bytes += message.payload().map_or(0, <[u8]>::len);
+            read += 1;
+        }
+    }
+    std::hint::black_box(bytes);
+    started.map_or(0.0, |s| s.elapsed().as_secs_f64())
+}
+
+#[tokio::main]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let events: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100_000);
+    let partitions: i32 = args.next().and_then(|a| a.parse().ok()).unwrap_or(4);
+    let topics: Vec<(String, i32)> = [EVENTS, "cmdm.golden.v1", "cmdm.events.v1.dlq"]
+        .iter()
+        .map(|t| ((*t).to_owned(), partitions))
+        .collect();
+    let embedded;
+    let brokers = match args.next() {
+        Some(brokers) => brokers,
+        None => {
+            embedded = EmbeddedBroker::start(&topics).expect("broker");
+            embedded.bootstrap_servers().to_owned()
+        }
+    };
+
+    let started = Instant::now();
+    let b = brokers.clone();
+    tokio::task::spawn_blocking(move || publish(&b, events))
+        .await
+        .expect("publish");
+    println!(
+        "published {events} events on {partitions} partitions in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let b = brokers.clone();
+    let raw = tokio::task::spawn_blocking(move || raw_consume(&b, events, partitions))
+        .await
+        .expect("raw consumer");
+    let raw_rate = events as f64 / raw;
+    println!("rdkafka alone: {raw:.2} s, {raw_rate:.0} events/s");
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut config = HubConfig {
+        data_dir: dir.path().to_owned(),
+        ..HubConfig::default()
+    };
+    config.grpc_addr = "127.0.0.1:0".parse().expect("addr");
+    config.metrics_addr = "127.0.0.1:0".parse().expect("addr");
+    config.kafka.brokers = Some(brokers.clone());
+    config.kafka.batch_max = 1000;
+    let hub = cmdm_hub::start(config).await.expect("hub");
+    let store = hub.engine().store().clone();
+    let mut first = None;
+    loop {
+        let applied = store.tree(TreeName::Dedup).len();
+        if applied > 0 {
+            first.get_or_insert_with(Instant::now);
+        }
+        if applied >= events {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let hub_seconds = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
+    let hub_rate = events as f64 / hub_seconds;
+    println!(
+        "hub: {hub_seconds:.2} s, {hub_rate:.0} events/s, {:.3} of rdkafka alone; peak RSS {:.0} MiB",
+        hub_rate / raw_rate,
+        peak_rss_mib()
+    );
+    hub.shutdown().await.expect("graceful stop");
+}
