@@ -10,7 +10,7 @@ use cmdm_hub::{HubConfig, RunningHub};
 use cmdm_kafka::EmbeddedBroker;
 use cmdm_store::TreeName;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use rdkafka::message::{Headers, Message, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::Value;
@@ -86,35 +86,8 @@ pub fn producer(brokers: &str) -> FutureProducer {
 pub async fn publish(brokers: &str, events: &[Spoke]) {
     let producer = producer(brokers);
     for e in events {
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "ce_specversion",
-                value: Some("1.0"),
-            })
-            .insert(Header {
-                key: "ce_id",
-                value: Some(e.id.as_str()),
-            })
-            .insert(Header {
-                key: "ce_source",
-                value: Some(e.source.as_str()),
-            })
-            .insert(Header {
-                key: "ce_subject",
-                value: Some(e.subject.as_str()),
-            })
-            .insert(Header {
-                key: "ce_type",
-                value: Some(e.kind.as_str()),
-            })
-            .insert(Header {
-                key: "ce_time",
-                value: Some(e.time.as_str()),
-            })
-            .insert(Header {
-                key: "content-type",
-                value: Some("application/json"),
-            });
+        let headers =
+            cmdm_kafka::binary_event_headers(&e.id, &e.source, &e.subject, &e.kind, &e.time);
         let key = format!("{}/{}", e.source, e.subject);
         let body = e.data.as_ref().map(|d| d.to_string()).unwrap_or_default();
         publish_raw(&producer, &key, Some(body.as_bytes()), headers).await;

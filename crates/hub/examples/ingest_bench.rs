@@ -16,7 +16,6 @@ use cmdm_hub::HubConfig;
 use cmdm_kafka::EmbeddedBroker;
 use cmdm_store::TreeName;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Message};
 
@@ -47,27 +46,13 @@ fn publish(brokers: &str, events: usize) {
         let id = format!("e{i}");
         let subject = i.to_string();
         let body = serde_json::to_string(&person.attributes).expect("json");
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "ce_id",
-                value: Some(id.as_str()),
-            })
-            .insert(Header {
-                key: "ce_source",
-                value: Some("web"),
-            })
-            .insert(Header {
-                key: "ce_subject",
-                value: Some(subject.as_str()),
-            })
-            .insert(Header {
-                key: "ce_type",
-                value: Some("profile.upserted"),
-            })
-            .insert(Header {
-                key: "ce_time",
-                value: Some("2026-11-23T10:00:00Z"),
-            });
+        let headers = cmdm_kafka::binary_event_headers(
+            &id,
+            "web",
+            &subject,
+            "profile.upserted",
+            "2026-11-23T10:00:00Z",
+        );
         let mut record = BaseRecord::to(EVENTS)
             .key(key.as_str())
             .payload(body.as_str())

@@ -13,7 +13,7 @@ use cmdm_kafka::EmbeddedBroker;
 use cmdm_matching::synth;
 use cmdm_store::{Store, TreeName};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
@@ -87,35 +87,7 @@ fn publish(brokers: &str, events: &[Event]) {
     for (n, e) in events.iter().enumerate() {
         let (source, subject) = e.key.split_once('/').expect("source/subject");
         let time = format!("2026-11-{:02}T10:00:00Z", 1 + n % 20);
-        let headers = OwnedHeaders::new()
-            .insert(Header {
-                key: "ce_specversion",
-                value: Some("1.0"),
-            })
-            .insert(Header {
-                key: "ce_id",
-                value: Some(e.id.as_str()),
-            })
-            .insert(Header {
-                key: "ce_source",
-                value: Some(source),
-            })
-            .insert(Header {
-                key: "ce_subject",
-                value: Some(subject),
-            })
-            .insert(Header {
-                key: "ce_type",
-                value: Some(e.kind),
-            })
-            .insert(Header {
-                key: "ce_time",
-                value: Some(time.as_str()),
-            })
-            .insert(Header {
-                key: "content-type",
-                value: Some("application/json"),
-            });
+        let headers = cmdm_kafka::binary_event_headers(&e.id, source, subject, e.kind, &time);
         let mut record = BaseRecord::to(EVENTS)
             .key(e.key.as_str())
             .payload(e.body.as_str())

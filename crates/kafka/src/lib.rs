@@ -33,6 +33,35 @@ pub enum KafkaEdgeError {
 /// Result alias of this crate.
 pub type Result<T, E = KafkaEdgeError> = std::result::Result<T, E>;
 
+/// The Kafka headers of a binary-mode CloudEvent with a JSON body, for Rust spokes, load
+/// generators and tests: `ce_specversion`, `ce_id`, `ce_source`, `ce_subject`, `ce_type`,
+/// `ce_time` and `content-type`.
+pub fn binary_event_headers(
+    id: &str,
+    source: &str,
+    subject: &str,
+    event_type: &str,
+    time: &str,
+) -> rdkafka::message::OwnedHeaders {
+    use rdkafka::message::{Header, OwnedHeaders};
+    [
+        ("ce_specversion", "1.0"),
+        ("ce_id", id),
+        ("ce_source", source),
+        ("ce_subject", subject),
+        ("ce_type", event_type),
+        ("ce_time", time),
+        ("content-type", "application/json"),
+    ]
+    .into_iter()
+    .fold(OwnedHeaders::new(), |headers, (key, value)| {
+        headers.insert(Header {
+            key,
+            value: Some(value),
+        })
+    })
+}
+
 /// Headers a dead letter carries besides the original message's own.
 pub mod dlq_headers {
     /// Why the event was refused, for a person.
