@@ -8,7 +8,7 @@ HUB_FLAGS ?=
 
 # The real broker and the Python spokes of `make e2e`, pinned.
 TANSU_VERSION ?= 0.6.0
-E2E_PY_PACKAGES ?= confluent-kafka==2.16.1 kafka-python==3.0.12
+E2E_PY_PACKAGES ?= confluent-kafka==2.16.1 kafka-python==3.0.12 grpcio-tools==1.85.1
 E2E_VENV ?= .venv-e2e
 
 .PHONY: run test lint ci tour tools e2e e2e-tools build clean help
@@ -46,7 +46,7 @@ e2e-tools: ## install tansu (cargo install: ~12 min, once per machine) and the P
 	  echo "installing tansu $(TANSU_VERSION) (about 12 minutes on 2 cores, once per machine)"; \
 	  $(CARGO) install --locked tansu@$(TANSU_VERSION) --features dynostore; }
 	@[ -x $(E2E_VENV)/bin/python ] || python3 -m venv $(E2E_VENV)
-	@$(E2E_VENV)/bin/python -c 'import confluent_kafka, kafka' 2>/dev/null || \
+	@$(E2E_VENV)/bin/python -c 'import confluent_kafka, kafka, grpc_tools' 2>/dev/null || \
 	  $(E2E_VENV)/bin/pip install -q $(E2E_PY_PACKAGES)
 
 build: ## release build of both binaries

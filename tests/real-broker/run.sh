@@ -48,13 +48,17 @@ echo "tansu running at $bootstrap"
   2>"$work/hub.log" &
 hub_pid=$!
 
-if ! "$PYTHON" tests/real-broker/spokes.py "$bootstrap" "$run"; then
+# The protobuf payload messages for the Python spokes, from the project's .proto file.
+mkdir -p "$work/pb"
+"$PYTHON" -m grpc_tools.protoc -Iproto --python_out="$work/pb" proto/cmdm/v1/events.proto
+
+if ! PYTHONPATH="$work/pb" "$PYTHON" tests/real-broker/spokes.py "$bootstrap" "$run"; then
   show_logs
   exit 1
 fi
 
 answer=$(./target/release/cmdm --hub "http://127.0.0.1:$grpc_port" --json lookup pos "p-$run")
-for member in "pos/p-$run" "web/w-$run" "crm/c-$run"; do
+for member in "pos/p-$run" "web/w-$run" "crm/c-$run" "callcenter/k-$run"; do
   if ! echo "$answer" | grep -q "\"$member\""; then
     echo "real-broker e2e failed: $member is not in the golden record of pos/p-$run:" >&2
     echo "$answer" >&2
@@ -62,7 +66,7 @@ for member in "pos/p-$run" "web/w-$run" "crm/c-$run"; do
     exit 1
   fi
 done
-echo "gRPC: the golden record of pos/p-$run holds all three source records"
+echo "gRPC: the golden record of pos/p-$run holds all four source records"
 
 metrics=$("$PYTHON" -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:$metrics_port/metrics').read().decode())")
 echo "$metrics" | grep -q 'cmdm_ingest_dead_letters_total{class="invalid"} 1' || {

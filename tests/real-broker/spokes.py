@@ -1,10 +1,12 @@
 """Spokes written with the two Python Kafka clients, against a real broker and a running hub.
 
 confluent-kafka (librdkafka) publishes CloudEvents in binary mode from the point of sale
-and the web shop, plus one consent without a purpose; kafka-python (pure Python)
-publishes a structured-mode event from the CRM. Then confluent-kafka follows the change
-feed until one golden record holds all three source records, and kafka-python reads the
-dead letter. Exits 1 with the reason if anything is missing.
+and the web shop, plus one consent without a purpose, and a protobuf payload from the
+call centre (`proto/cmdm/v1/events.proto`, compiled by grpcio-tools' protoc onto
+PYTHONPATH); kafka-python (pure Python) publishes a structured-mode event from the CRM.
+Then confluent-kafka follows the change feed until one golden record holds all four source
+records, and kafka-python reads the dead letter. Exits 1 with the reason if anything is
+missing.
 
 Usage: spokes.py BOOTSTRAP RUN_ID
 """
@@ -15,6 +17,8 @@ import time
 
 from confluent_kafka import Consumer, Producer
 from kafka import KafkaConsumer, KafkaProducer
+
+from cmdm.v1 import events_pb2
 
 EVENTS = "cmdm.events.v1"
 GOLDEN = "cmdm.golden.v1"
@@ -59,6 +63,27 @@ def main():
                   "phone": phone})
     binary_event(producer, run, "web", f"w-{run}", "consent.changed", "2026-11-21T10:01:00Z",
                  {"channel": "email", "status": "granted"})
+    # The call centre sends its payload in protobuf.
+    profile = events_pb2.ProfileUpserted(attributes=[
+        events_pb2.Attribute(name="given_name", value="Ann"),
+        events_pb2.Attribute(name="family_name", value="Lee"),
+        events_pb2.Attribute(name="email", value=email),
+        events_pb2.Attribute(name="phone"),  # no value: cleared
+    ])
+    producer.produce(
+        EVENTS,
+        key=f"callcenter/k-{run}".encode(),
+        value=profile.SerializeToString(),
+        headers=[
+            ("ce_specversion", b"1.0"),
+            ("ce_id", f"{run}-callcenter-1".encode()),
+            ("ce_source", b"callcenter"),
+            ("ce_subject", f"k-{run}".encode()),
+            ("ce_type", b"profile.upserted"),
+            ("ce_time", b"2026-11-22T09:00:00Z"),
+            ("content-type", b"application/protobuf"),
+        ],
+    )
     if producer.flush(30) != 0:
         fail("confluent-kafka could not deliver the spoke events")
 
@@ -76,7 +101,7 @@ def main():
     kp.close()
 
     # Follow the change feed with confluent-kafka until one record holds all three.
-    wanted = {f"pos/p-{run}", f"web/w-{run}", f"crm/c-{run}"}
+    wanted = {f"pos/p-{run}", f"web/w-{run}", f"crm/c-{run}", f"callcenter/k-{run}"}
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"e2e-feed-{run}",
                          "auto.offset.reset": "earliest", "enable.auto.commit": False})
     consumer.subscribe([GOLDEN])
