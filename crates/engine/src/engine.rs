@@ -221,7 +221,7 @@ impl Engine {
         report.findings = work.touched.findings;
         work.settle()?;
         report.outbox = write_outbox(&mut work)?;
-        let (mut batch, _) = work.finish()?;
+        let mut batch = work.finish()?;
         for offset in offsets {
             batch.put(
                 TreeName::Offsets,

@@ -69,30 +69,25 @@ impl<'s> Working<'s> {
         &self.batch
     }
 
-    fn record(&mut self, key: &SourceKey) -> Result<&mut SourceRecord> {
-        if !self.records.contains_key(key) {
-            let record = self
+    /// Decodes a stored source record into the working set, once.
+    fn load(&mut self, key: &SourceKey) -> Result<()> {
+        if !self.records.contains_key(key)
+            && let Some(record) = self
                 .batch
                 .get_bin::<SourceRecord>(TreeName::Records, key.encode().as_bytes())?
-                .unwrap_or_else(|| SourceRecord::new(key.clone()));
+        {
             self.records.insert(key.clone(), record);
         }
-        Ok(self.records.get_mut(key).expect("inserted above"))
+        Ok(())
     }
 
-    fn stored_record(&mut self, key: &SourceKey) -> Result<Option<&SourceRecord>> {
-        if !self.records.contains_key(key) {
-            match self
-                .batch
-                .get_bin::<SourceRecord>(TreeName::Records, key.encode().as_bytes())?
-            {
-                Some(record) => {
-                    self.records.insert(key.clone(), record);
-                }
-                None => return Ok(None),
-            }
-        }
-        Ok(self.records.get(key))
+    /// A source record, new if the store has none.
+    fn record(&mut self, key: &SourceKey) -> Result<&mut SourceRecord> {
+        self.load(key)?;
+        Ok(self
+            .records
+            .entry(key.clone())
+            .or_insert_with(|| SourceRecord::new(key.clone())))
     }
 
     /// A golden record as the batch leaves it so far.
@@ -147,7 +142,7 @@ impl<'s> Working<'s> {
                 continue;
             }
             for member in &members {
-                self.stored_record(member)?;
+                self.load(member)?;
             }
             let records = members.iter().filter_map(|m| self.records.get(m));
             let survived = survive(records, self.rules);
@@ -161,7 +156,7 @@ impl<'s> Working<'s> {
     }
 
     /// Settles and writes every changed value into the batch.
-    pub fn finish(mut self) -> Result<(Batch<'s>, Touched)> {
+    pub fn finish(mut self) -> Result<Batch<'s>> {
         self.settle()?;
         for key in &self.changed_records {
             let record = &self.records[key];
@@ -176,7 +171,7 @@ impl<'s> Working<'s> {
                 None => self.batch.delete(TreeName::Entities, id_key(*id)),
             }
         }
-        Ok((self.batch, self.touched))
+        Ok(self.batch)
     }
 }
 

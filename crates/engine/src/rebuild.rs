@@ -87,12 +87,12 @@ pub fn replay(engine: &Engine, target: &Store) -> Result<u64> {
         entries += 1;
         in_batch += 1;
         if in_batch == REPLAY_BATCH {
-            work.finish()?.0.commit()?;
+            work.finish()?.commit()?;
             work = Working::new(target.begin()?, rules);
             in_batch = 0;
         }
     }
-    work.finish()?.0.commit()?;
+    work.finish()?.commit()?;
     Ok(entries)
 }
 

@@ -142,6 +142,11 @@ impl RunningHub {
 /// Starts every component and returns once the API listens and the consumer runs.
 pub async fn start(config: HubConfig) -> anyhow::Result<RunningHub> {
     let engine = open_engine(&config)?;
+    // Load the match index now (logged with its size and time), not on the first batch.
+    let warming = engine.clone();
+    tokio::task::spawn_blocking(move || warming.warm_up())
+        .await
+        .context("loading the match index")??;
     let kafka = &config.kafka;
     let (bootstrap, broker) = match &kafka.brokers {
         Some(brokers) => (brokers.clone(), None),
