@@ -119,9 +119,22 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens (or creates) the store in a directory.
+    /// Opens (or creates) the store in a directory. sled releases its file lock from a
+    /// background thread once the last handle is dropped, so a reopen in the same process
+    /// may find it still held for a moment: the lock is retried for up to two seconds.
     pub fn open(dir: &Path) -> Result<Self> {
-        Self::from_config(sled::Config::new().path(dir))
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            match Self::from_config(sled::Config::new().path(dir)) {
+                Err(StoreError::Sled(sled::Error::Io(e)))
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                opened => return opened,
+            }
+        }
     }
 
     /// A store that lives only as long as the process, for replays and tests.
