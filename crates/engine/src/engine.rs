@@ -13,7 +13,7 @@ use cmdm_store::{Batch, Store, TreeName};
 use tracing::{debug, info};
 
 use crate::index::{Found, MatchIndex};
-use crate::projector::{Projector, Working, dedup_key, id_key, membership};
+use crate::projector::{Projector, Working, dedup_key, id_key};
 use crate::{EngineError, Result};
 
 /// Rules the engine applies; the same rules must be used to rebuild.
@@ -252,7 +252,10 @@ impl Engine {
         prepared: Option<Prepared>,
         report: &mut BatchReport,
     ) -> Result<Vec<Decision>> {
-        let current = membership(batch, &record.key)?;
+        // The index follows every decision of the batch, so it knows the entity already.
+        let current = index
+            .find(&record.key)
+            .and_then(|slot| index.entity_of(slot));
         if !record.is_active() {
             return Ok(current
                 .map(|entity| Decision::RecordUnlinked {
