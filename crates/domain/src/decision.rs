@@ -62,6 +62,75 @@ pub enum Decision {
         entity: GoldenId,
         explanation: MatchExplanation,
     },
+    /// A steward merged `merged` into `survivor` (the older id), which keeps its id.
+    StewardMerged {
+        survivor: GoldenId,
+        merged: GoldenId,
+        note: StewardNote,
+    },
+    /// A steward declared that the records of two entities are different people: no later
+    /// match links or merges a record of one with a record of the other.
+    KeptApart {
+        entity: GoldenId,
+        other: GoldenId,
+        note: StewardNote,
+    },
+    /// A steward took a record out of its entity, losslessly: the entity is recomputed
+    /// from the records left, and the record gets `to`, either the id it once created
+    /// (revived) or a new one (this decision's sequence number). The record is kept apart
+    /// from the records it left.
+    RecordSplit {
+        record: SourceKey,
+        from: GoldenId,
+        to: GoldenId,
+        revived: bool,
+        note: StewardNote,
+    },
+    /// A steward moved a record into an entity.
+    StewardLinked {
+        record: SourceKey,
+        entity: GoldenId,
+        note: StewardNote,
+    },
+}
+
+impl Decision {
+    /// The steward's note, for decisions a steward took.
+    pub fn steward(&self) -> Option<&StewardNote> {
+        match self {
+            Decision::StewardMerged { note, .. }
+            | Decision::KeptApart { note, .. }
+            | Decision::RecordSplit { note, .. }
+            | Decision::StewardLinked { note, .. } => Some(note),
+            _ => None,
+        }
+    }
+
+    /// The decision's name as the history and the API show it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Decision::EntityCreated { .. } => "entity_created",
+            Decision::RecordLinked { .. } => "record_linked",
+            Decision::EntitiesMerged { .. } => "entities_merged",
+            Decision::RecordUnlinked { .. } => "record_unlinked",
+            Decision::ReviewOpened { .. } => "review_opened",
+            Decision::StewardMerged { .. } => "steward_merged",
+            Decision::KeptApart { .. } => "kept_apart",
+            Decision::RecordSplit { .. } => "record_split",
+            Decision::StewardLinked { .. } => "steward_linked",
+        }
+    }
+}
+
+/// Who took a steward decision, when, why, and the review task it resolves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StewardNote {
+    /// The steward's identity, as the API authenticated it.
+    pub by: String,
+    pub comment: String,
+    pub at: Timestamp,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<u64>,
 }
 
 /// An accepted spoke event as logged: routing attributes in clear, the payload sealed

@@ -50,6 +50,8 @@ pub enum OutboundKind {
     Merged,
     /// The entity lost its last active source record.
     Deleted,
+    /// A steward split a record out of `survivor_id` into this entity (full record).
+    Split,
 }
 
 /// One message of the change feed `cmdm.golden.v1`, keyed by golden id.

@@ -10,7 +10,7 @@ pub mod record;
 pub mod review;
 pub mod time;
 
-pub use decision::{Decision, FieldWeight, LogEntry, LoggedEvent, MatchExplanation};
+pub use decision::{Decision, FieldWeight, LogEntry, LoggedEvent, MatchExplanation, StewardNote};
 pub use error::DomainError;
 pub use event::{
     Channel, ConsentChange, ConsentStatus, ContactRecorded, EventType, Evidence, InboundEvent,
@@ -19,5 +19,5 @@ pub use event::{
 pub use golden::{GoldenRecord, GoldenValue, OutboundChange, OutboundKind};
 pub use ids::{GoldenId, SourceKey};
 pub use record::{SourceRecord, Stamp, Stamped};
-pub use review::{ReviewStatus, ReviewTask};
+pub use review::{Resolution, ReviewStatus, ReviewTask};
 pub use time::Timestamp;

@@ -47,6 +47,10 @@ pub struct SourceRecord {
     pub contacts: Vec<Stamped<ContactRecorded>>,
     /// Set while the spoke's latest word is that the record is deleted.
     pub deleted: Option<Stamp>,
+    /// Sequence numbers of every log entry about this record (its events, the hub's and
+    /// the stewards' decisions about it or its entity), in order: its history.
+    #[serde(default)]
+    pub trail: Vec<u64>,
 }
 
 impl SourceRecord {
@@ -59,6 +63,14 @@ impl SourceRecord {
             preferences: BTreeMap::new(),
             contacts: Vec::new(),
             deleted: None,
+            trail: Vec::new(),
+        }
+    }
+
+    /// Notes a log entry about this record in its history (once, in order).
+    pub fn note(&mut self, seq: u64) {
+        if self.trail.last().is_none_or(|&last| last < seq) {
+            self.trail.push(seq);
         }
     }
 

@@ -103,7 +103,7 @@ impl Engine {
         &self.config
     }
 
-    fn projector(&self) -> Projector<'_> {
+    pub(crate) fn projector(&self) -> Projector<'_> {
         Projector {
             matcher: self.matcher.as_ref(),
         }
@@ -150,7 +150,14 @@ impl Engine {
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
     }
 
-    fn load_index(&self) -> Result<MatchIndex> {
+    /// The match index's lock; it also admits one writer at a time.
+    pub(crate) fn lock_index(&self) -> std::sync::MutexGuard<'_, Option<MatchIndex>> {
+        self.index
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn load_index(&self) -> Result<MatchIndex> {
         let started = std::time::Instant::now();
         let index = MatchIndex::load(&self.store, self.matcher.as_ref())?;
         info!(
@@ -200,22 +207,7 @@ impl Engine {
             }
             if change == RecordChange::Profile {
                 let decisions = self.decide(work.view(), index, &record, prepared, &mut report)?;
-                for decision in decisions {
-                    let seq = work
-                        .batch()
-                        .append_log(&LogEntry::Decision(decision.clone()))?;
-                    debug!(seq, ?decision, "decided");
-                    projector.decision(&mut work, &decision, seq)?;
-                    index.apply(&decision);
-                    report.decisions += 1;
-                    match decision {
-                        Decision::EntityCreated { .. } => report.created += 1,
-                        Decision::RecordLinked { .. } => report.linked += 1,
-                        Decision::EntitiesMerged { .. } => report.merged += 1,
-                        Decision::ReviewOpened { .. } => report.review_tasks += 1,
-                        Decision::RecordUnlinked { .. } => {}
-                    }
-                }
+                self.record_decisions(&mut work, index, decisions, &mut report)?;
             }
         }
         report.findings = work.touched.findings;
@@ -231,6 +223,84 @@ impl Engine {
         }
         batch.commit()?;
         Ok(report)
+    }
+
+    /// Logs, projects and indexes the matcher's decisions about one record.
+    fn record_decisions(
+        &self,
+        work: &mut Working<'_>,
+        index: &mut MatchIndex,
+        decisions: Vec<Decision>,
+        report: &mut BatchReport,
+    ) -> Result<()> {
+        for decision in decisions {
+            let seq = work
+                .batch()
+                .append_log(&LogEntry::Decision(decision.clone()))?;
+            debug!(seq, ?decision, "decided");
+            self.projector().decision(work, &decision, seq)?;
+            index.apply(&decision);
+            report.decisions += 1;
+            match decision {
+                Decision::EntityCreated { .. } => report.created += 1,
+                Decision::RecordLinked { .. } => report.linked += 1,
+                Decision::EntitiesMerged { .. } => report.merged += 1,
+                Decision::ReviewOpened { .. } => report.review_tasks += 1,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Decides again where every active record belongs, as if each had just changed:
+    /// the matcher may link, merge and open review tasks, never undo; what stewards
+    /// decided holds (kept-apart records stay apart, split records stay out).
+    pub fn rematch(&self, batch_size: usize) -> Result<BatchReport> {
+        let mut keys = Vec::new();
+        for item in self.store.tree(TreeName::Records).iter() {
+            let (key, _) = item.map_err(cmdm_store::StoreError::from)?;
+            keys.push(key);
+        }
+        let mut total = BatchReport::default();
+        for chunk in keys.chunks(batch_size.max(1)) {
+            let mut guard = self.lock_index();
+            let mut index = match guard.take() {
+                Some(index) => index,
+                None => self.load_index()?,
+            };
+            let mut work = Working::new(self.store.begin()?, &self.config.survivorship);
+            let mut report = BatchReport::default();
+            for key in chunk {
+                let key: SourceKey = std::str::from_utf8(key)
+                    .ok()
+                    .and_then(|k| k.parse().ok())
+                    .ok_or_else(|| {
+                        EngineError::Inconsistent("a record key does not parse".into())
+                    })?;
+                let Some(record) = work.source(&key)?.cloned() else {
+                    continue;
+                };
+                let prepared = match index.find(&key) {
+                    Some(slot) => index.features(slot)?,
+                    None => None,
+                };
+                let decisions = self.decide(work.view(), &index, &record, prepared, &mut report)?;
+                self.record_decisions(&mut work, &mut index, decisions, &mut report)?;
+            }
+            work.settle()?;
+            report.outbox = write_outbox(&mut work)?;
+            work.finish()?.commit()?;
+            *guard = Some(index);
+            total.decisions += report.decisions;
+            total.created += report.created;
+            total.linked += report.linked;
+            total.merged += report.merged;
+            total.review_tasks += report.review_tasks;
+            total.outbox += report.outbox;
+            total.generic_keys.extend(report.generic_keys);
+        }
+        self.store.flush_blocking()?;
+        Ok(total)
     }
 
     fn data_key(&self, batch: &mut Batch<'_>, record: &SourceKey) -> Result<DataKey> {
@@ -305,6 +375,17 @@ impl Engine {
                 entity
             }
         };
+        // Two candidates may each fit the record yet have been kept apart from each other.
+        let mut joined: Vec<u32> = index.members(base).to_vec();
+        joined.extend(index.find(&record.key));
+        let mut merge = Vec::new();
+        for (entity, explanation) in &outcome.merge {
+            if *entity != base && !index.kept_apart(&joined, *entity) {
+                joined.extend_from_slice(index.members(*entity));
+                merge.push((*entity, explanation.clone()));
+            }
+        }
+        let outcome = cmdm_matching::MatchOutcome { merge, ..outcome };
         let survivor = outcome
             .merge
             .iter()
@@ -335,7 +416,11 @@ impl Engine {
                 });
             }
         }
+        let own = index.find(&record.key);
         for (entity, explanation) in outcome.review {
+            if own.is_some_and(|slot| index.under_review(slot, entity)) {
+                continue;
+            }
             // The task id is the sequence number its decision will get.
             let task = batch.next_seq() + decisions.len() as u64;
             decisions.push(Decision::ReviewOpened {
@@ -357,6 +442,11 @@ impl Engine {
         report: &mut BatchReport,
     ) -> Result<Vec<(GoldenId, Vec<Prepared>)>> {
         let own = index.find(&record.key);
+        // The record and its entity's members: no candidate a steward kept apart from them.
+        let ours: Vec<u32> = match home {
+            Some(entity) => index.members(entity).to_vec(),
+            None => own.into_iter().collect(),
+        };
         // Records found, with how many keys each shares with the record.
         let mut shared: HashMap<u32, usize> = HashMap::new();
         for block in self.matcher.block_keys(record) {
@@ -381,6 +471,7 @@ impl Engine {
         for (_, slot) in cmdm_matching::closest(ranked, self.matcher.max_candidates()) {
             if let Some(entity) = index.entity_of(slot)
                 && Some(entity) != home
+                && !index.kept_apart(&ours, entity)
             {
                 entities.insert(entity);
             }
@@ -513,7 +604,7 @@ fn offset_key(topic: &str, partition: i32) -> Vec<u8> {
 /// Queues the merges of a batch, in order, then the final state of every entity it
 /// touched, under one key: the batch's last sequence number, so the outbox publishes in
 /// order across batches.
-fn write_outbox(work: &mut Working<'_>) -> Result<usize> {
+pub(crate) fn write_outbox(work: &mut Working<'_>) -> Result<usize> {
     let mut changes = Vec::new();
     let last_seq = work.view().next_seq() - 1;
     for (merged, survivor) in &work.touched.merged {
@@ -526,12 +617,17 @@ fn write_outbox(work: &mut Working<'_>) -> Result<usize> {
         });
     }
     let touched: Vec<GoldenId> = work.touched.entities.iter().copied().collect();
+    let split: HashMap<GoldenId, GoldenId> = work.touched.split.iter().copied().collect();
     for id in &touched {
         let change = match work.entity(*id)?.cloned() {
             Some(record) => OutboundChange {
-                kind: OutboundKind::Upserted,
+                kind: if split.contains_key(id) {
+                    OutboundKind::Split
+                } else {
+                    OutboundKind::Upserted
+                },
                 golden_id: *id,
-                survivor_id: None,
+                survivor_id: split.get(id).copied(),
                 seq: record.version,
                 record: Some(record),
             },

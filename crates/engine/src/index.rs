@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
-use cmdm_domain::{Decision, GoldenId, SourceKey};
+use cmdm_domain::{Decision, GoldenId, ReviewStatus, ReviewTask, SourceKey};
 use cmdm_matching::{Matcher, Prepared};
 use cmdm_store::{Store, TreeName, decode_bin, encode_bin};
 
@@ -47,6 +47,11 @@ pub(crate) struct MatchIndex {
     /// candidate, which scoring then rejects.
     blocks: HashMap<u64, Postings>,
     entities: HashMap<GoldenId, Vec<Slot>>,
+    /// Records a steward declared different people from each record (both directions).
+    apart: HashMap<Slot, Vec<Slot>>,
+    /// Open review tasks by (record, proposed entity), so a pair is reviewed once.
+    open_reviews: HashMap<(Slot, GoldenId), u64>,
+    open_tasks: HashMap<u64, (Slot, GoldenId)>,
     generic_limit: usize,
 }
 
@@ -64,6 +69,9 @@ impl MatchIndex {
             records: Vec::new(),
             blocks: HashMap::new(),
             entities: HashMap::new(),
+            apart: HashMap::new(),
+            open_reviews: HashMap::new(),
+            open_tasks: HashMap::new(),
             generic_limit,
         }
     }
@@ -85,6 +93,20 @@ impl MatchIndex {
                 .map_err(|_| EngineError::Inconsistent("membership value".into()))?;
             let slot = index.slot(&parse_key(&key)?);
             index.join(slot, entity);
+        }
+        for item in store.tree(TreeName::Apart).iter() {
+            let (key, _) = item.map_err(cmdm_store::StoreError::from)?;
+            let (a, b) = parse_pair(&key)?;
+            let (a, b) = (index.slot(&a), index.slot(&b));
+            index.keep_apart(a, b);
+        }
+        for item in store.tree(TreeName::Reviews).iter() {
+            let (_, value) = item.map_err(cmdm_store::StoreError::from)?;
+            let task: ReviewTask = cmdm_store::decode(TreeName::Reviews, &value)?;
+            if task.status == ReviewStatus::Open {
+                let slot = index.slot(&task.record);
+                index.open_review(task.id, slot, task.entity);
+            }
         }
         Ok(index)
     }
@@ -216,6 +238,11 @@ impl MatchIndex {
 
     /// Follows a decision's effect on membership.
     pub fn apply(&mut self, decision: &Decision) {
+        if let Some(task) = decision.steward().and_then(|note| note.task)
+            && let Some(pair) = self.open_tasks.remove(&task)
+        {
+            self.open_reviews.remove(&pair);
+        }
         match decision {
             Decision::EntityCreated { entity, record }
             | Decision::RecordLinked { entity, record, .. } => {
@@ -224,6 +251,9 @@ impl MatchIndex {
                 self.join(slot, *entity);
             }
             Decision::EntitiesMerged {
+                survivor, merged, ..
+            }
+            | Decision::StewardMerged {
                 survivor, merged, ..
             } => {
                 for slot in self.entities.remove(merged).unwrap_or_default() {
@@ -235,8 +265,73 @@ impl MatchIndex {
                     self.leave(slot);
                 }
             }
-            Decision::ReviewOpened { .. } => {}
+            Decision::ReviewOpened {
+                task,
+                record,
+                entity,
+                ..
+            } => {
+                let slot = self.slot(record);
+                self.open_review(*task, slot, *entity);
+            }
+            Decision::StewardLinked { entity, record, .. } => {
+                let slot = self.slot(record);
+                self.leave(slot);
+                self.join(slot, *entity);
+            }
+            Decision::RecordSplit {
+                record, from, to, ..
+            } => {
+                let slot = self.slot(record);
+                self.leave(slot);
+                for other in self.members(*from).to_vec() {
+                    self.keep_apart(slot, other);
+                }
+                self.join(slot, *to);
+            }
+            Decision::KeptApart { entity, other, .. } => {
+                let ours = self.members(*entity).to_vec();
+                let theirs = self.members(*other).to_vec();
+                for &a in &ours {
+                    for &b in &theirs {
+                        self.keep_apart(a, b);
+                    }
+                }
+            }
         }
+    }
+
+    fn open_review(&mut self, task: u64, slot: Slot, entity: GoldenId) {
+        self.open_reviews.insert((slot, entity), task);
+        self.open_tasks.insert(task, (slot, entity));
+    }
+
+    /// Whether an open review task already asks whether `record` belongs to `entity`.
+    pub fn under_review(&self, record: Slot, entity: GoldenId) -> bool {
+        self.open_reviews.contains_key(&(record, entity))
+    }
+
+    fn keep_apart(&mut self, a: Slot, b: Slot) {
+        for (x, y) in [(a, b), (b, a)] {
+            let list = self.apart.entry(x).or_default();
+            if !list.contains(&y) {
+                list.push(y);
+            }
+        }
+    }
+
+    /// Whether a steward declared any of `records` a different person from any member
+    /// of `entity`.
+    pub fn kept_apart(&self, records: &[Slot], entity: GoldenId) -> bool {
+        if self.apart.is_empty() {
+            return false;
+        }
+        let members = self.members(entity);
+        records.iter().any(|r| {
+            self.apart
+                .get(r)
+                .is_some_and(|others| others.iter().any(|o| members.contains(o)))
+        })
     }
 
     fn join(&mut self, slot: Slot, entity: GoldenId) {
@@ -258,6 +353,22 @@ impl MatchIndex {
             }
         }
     }
+}
+
+/// The key of a kept-apart pair in the `apart` tree.
+pub(crate) fn pair_key(a: &SourceKey, b: &SourceKey) -> Vec<u8> {
+    let mut key = a.encode().into_bytes();
+    key.push(0);
+    key.extend_from_slice(b.encode().as_bytes());
+    key
+}
+
+fn parse_pair(bytes: &[u8]) -> Result<(SourceKey, SourceKey)> {
+    let at = bytes
+        .iter()
+        .position(|&b| b == 0)
+        .ok_or_else(|| EngineError::Inconsistent("a kept-apart pair has no separator".into()))?;
+    Ok((parse_key(&bytes[..at])?, parse_key(&bytes[at + 1..])?))
 }
 
 fn parse_key(bytes: &[u8]) -> Result<SourceKey> {

@@ -5,12 +5,16 @@
 mod engine;
 mod index;
 mod projector;
+mod reads;
 pub mod rebuild;
+mod steward;
 
 use cmdm_store::StoreError;
 use thiserror::Error;
 
 pub use engine::{BatchReport, Engine, EngineConfig, Lookup, OutboxEntry, SourceOffset};
+pub use reads::{AsOf, HistoryEntry, PairExplanation, RecordExplanation, SearchHit, SearchQuery};
+pub use steward::{StewardAction, StewardOutcome, StewardRequest, TaskAnswer};
 
 /// Errors of the engine.
 #[derive(Debug, Error)]
@@ -21,6 +25,13 @@ pub enum EngineError {
     Encode(#[from] serde_json::Error),
     #[error("inconsistent state: {0}")]
     Inconsistent(String),
+    /// What was asked for does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request contradicts the current state (a task already resolved, a record
+    /// alone in its entity, …); nothing was changed.
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Result alias of this crate.

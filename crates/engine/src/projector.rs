@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use cmdm_domain::record::RecordChange;
 use cmdm_domain::{
-    Decision, GoldenId, GoldenRecord, LoggedEvent, Payload, ReviewStatus, ReviewTask, SourceKey,
-    SourceRecord, Stamp,
+    Decision, GoldenId, GoldenRecord, LoggedEvent, Payload, Resolution, ReviewStatus, ReviewTask,
+    SourceKey, SourceRecord, Stamp, StewardNote,
 };
 use cmdm_matching::{Matcher, Prepared, Survivorship, survive};
 use cmdm_store::{Batch, TreeName};
@@ -24,6 +24,8 @@ pub(crate) struct Projector<'a> {
 pub(crate) struct Touched {
     pub entities: BTreeSet<GoldenId>,
     pub merged: Vec<(GoldenId, GoldenId)>,
+    /// Entities a steward split a record into, with the entity it left.
+    pub split: Vec<(GoldenId, GoldenId)>,
     /// Values of the events' records that did not parse.
     pub findings: usize,
 }
@@ -88,6 +90,34 @@ impl<'s> Working<'s> {
             .records
             .entry(key.clone())
             .or_insert_with(|| SourceRecord::new(key.clone())))
+    }
+
+    /// A source record as the batch leaves it so far.
+    pub fn source(&mut self, key: &SourceKey) -> Result<Option<&SourceRecord>> {
+        self.load(key)?;
+        Ok(self.records.get(key))
+    }
+
+    /// Notes a log entry in the history of a stored record.
+    fn note(&mut self, key: &SourceKey, seq: u64) -> Result<()> {
+        self.load(key)?;
+        if let Some(record) = self.records.get_mut(key) {
+            record.note(seq);
+            self.changed_records.insert(key.clone());
+        }
+        Ok(())
+    }
+
+    /// Notes a log entry in the history of every member of an entity.
+    fn note_members(&mut self, id: GoldenId, seq: u64) -> Result<()> {
+        let members = self
+            .entity(id)?
+            .map(|g| g.members.clone())
+            .unwrap_or_default();
+        for member in &members {
+            self.note(member, seq)?;
+        }
+        Ok(())
     }
 
     /// A golden record as the batch leaves it so far.
@@ -175,6 +205,46 @@ impl<'s> Working<'s> {
     }
 }
 
+/// Records a pair of source records a steward declared different people, both ways.
+fn keep_apart(work: &mut Working<'_>, a: &SourceKey, b: &SourceKey, seq: u64) {
+    for (x, y) in [(a, b), (b, a)] {
+        work.batch().put(
+            TreeName::Apart,
+            crate::index::pair_key(x, y),
+            seq.to_be_bytes(),
+        );
+    }
+}
+
+/// Marks a review task resolved by a steward's decision.
+fn resolve_task(
+    work: &mut Working<'_>,
+    task: u64,
+    action: &str,
+    note: &StewardNote,
+    seq: u64,
+) -> Result<()> {
+    let Some(mut review) = work
+        .view()
+        .get_json::<ReviewTask>(TreeName::Reviews, &task.to_be_bytes())?
+    else {
+        return Err(crate::EngineError::Inconsistent(format!(
+            "task {task} is resolved but absent"
+        )));
+    };
+    review.status = ReviewStatus::Resolved;
+    review.resolution = Some(Resolution {
+        action: action.to_owned(),
+        by: note.by.clone(),
+        comment: note.comment.clone(),
+        at: note.at,
+        seq,
+    });
+    work.batch()
+        .put_json(TreeName::Reviews, task.to_be_bytes(), &review)?;
+    Ok(())
+}
+
 pub(crate) fn dedup_key(source: &str, id: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(source.len() + id.len() + 1);
     key.extend_from_slice(source.as_bytes());
@@ -216,6 +286,7 @@ impl Projector<'_> {
             return Ok((record, RecordChange::None, None));
         };
         let record = work.record(&key)?;
+        record.note(seq);
         let change = record.apply(
             payload,
             Stamp {
@@ -224,10 +295,10 @@ impl Projector<'_> {
             },
         );
         let record = record.clone();
+        work.changed_records.insert(key.clone());
         if change == RecordChange::None {
             return Ok((record, change, None));
         }
-        work.changed_records.insert(key.clone());
         let prepared = if change == RecordChange::Profile {
             let prepared = self.matcher.prepare(&record);
             work.touched.findings += prepared.findings.len();
@@ -263,8 +334,11 @@ impl Projector<'_> {
                 work.batch()
                     .put(TreeName::Membership, record.encode(), id_key(*entity));
                 work.stale(*entity, seq);
+                work.note(record, seq)?;
             }
-            Decision::RecordLinked { entity, record, .. } => {
+            Decision::RecordLinked { entity, record, .. }
+            | Decision::StewardLinked { entity, record, .. } => {
+                work.note(record, seq)?;
                 if let Some(previous) = membership(work.view(), record)? {
                     self.remove_member(work, previous, record, seq)?;
                 }
@@ -278,7 +352,12 @@ impl Projector<'_> {
             }
             Decision::EntitiesMerged {
                 survivor, merged, ..
+            }
+            | Decision::StewardMerged {
+                survivor, merged, ..
             } => {
+                work.note_members(*survivor, seq)?;
+                work.note_members(*merged, seq)?;
                 let gone = work.entity_mut(*merged)?.clone();
                 for member in &gone.members {
                     work.batch()
@@ -306,6 +385,7 @@ impl Projector<'_> {
                 work.stale(*survivor, seq);
             }
             Decision::RecordUnlinked { entity, record, .. } => {
+                work.note(record, seq)?;
                 work.batch().delete(TreeName::Membership, record.encode());
                 self.remove_member(work, *entity, record, seq)?;
             }
@@ -321,10 +401,60 @@ impl Projector<'_> {
                     entity: *entity,
                     explanation: explanation.clone(),
                     status: ReviewStatus::Open,
+                    resolution: None,
                 };
                 work.batch()
                     .put_json(TreeName::Reviews, task.to_be_bytes(), &review)?;
+                work.note(record, seq)?;
             }
+            Decision::KeptApart { entity, other, .. } => {
+                work.note_members(*entity, seq)?;
+                work.note_members(*other, seq)?;
+                let ours = work.entity(*entity)?.map(|g| g.members.clone());
+                let theirs = work.entity(*other)?.map(|g| g.members.clone());
+                for a in ours.iter().flatten() {
+                    for b in theirs.iter().flatten() {
+                        keep_apart(work, a, b, seq);
+                    }
+                }
+            }
+            Decision::RecordSplit {
+                record,
+                from,
+                to,
+                revived,
+                ..
+            } => {
+                work.note_members(*from, seq)?;
+                self.remove_member(work, *from, record, seq)?;
+                let left = work.entity_mut(*from)?;
+                left.merged_ids.retain(|id| id != to);
+                let left = left.members.clone();
+                for other in &left {
+                    keep_apart(work, record, other, seq);
+                }
+                if *revived {
+                    work.batch().delete(TreeName::Redirects, id_key(*to));
+                }
+                work.put_entity(GoldenRecord {
+                    id: *to,
+                    attributes: Default::default(),
+                    consents: Default::default(),
+                    preferences: Default::default(),
+                    members: vec![record.clone()],
+                    merged_ids: Vec::new(),
+                    version: seq,
+                });
+                work.batch()
+                    .put(TreeName::Membership, record.encode(), id_key(*to));
+                work.stale(*to, seq);
+                work.touched.split.push((*to, *from));
+            }
+        }
+        if let Some(note) = decision.steward()
+            && let Some(task) = note.task
+        {
+            resolve_task(work, task, decision.name(), note, seq)?;
         }
         Ok(())
     }

@@ -2,13 +2,16 @@
 
 use std::sync::Arc;
 
-use cmdm_domain::{GoldenId, InboundEvent, SourceKey};
+use cmdm_domain::{Decision, GoldenId, InboundEvent, OutboundKind, ReviewStatus, SourceKey};
 use cmdm_matching::{FuzzyMatcher, MatcherConfig, Model, Survivorship};
 use cmdm_store::{Store, TreeName};
 use serde_json::{Value, json};
 
 use crate::rebuild::verify;
-use crate::{Engine, EngineConfig, SourceOffset};
+use crate::{
+    AsOf, Engine, EngineConfig, EngineError, SearchQuery, SourceOffset, StewardAction,
+    StewardRequest, TaskAnswer,
+};
 
 fn matcher() -> FuzzyMatcher {
     FuzzyMatcher::new(Model::default_person(), MatcherConfig::default()).unwrap()
@@ -454,4 +457,293 @@ fn a_restarted_engine_decides_like_one_that_ran_throughout() {
     let merged = throughout.store().tree(TreeName::Redirects).len();
     assert!(merged > 0, "the workload merges entities");
     assert_eq!(projections(throughout.store()), projections(&store));
+}
+
+fn steward(action: StewardAction, task: Option<u64>) -> StewardRequest {
+    StewardRequest {
+        action,
+        by: "steward:alice".into(),
+        comment: "checked with the customer".into(),
+        task,
+    }
+}
+
+fn review_band_pair() -> Vec<InboundEvent> {
+    vec![
+        profile(
+            "1",
+            "web",
+            "w1",
+            "2026-01-01T10:00:00Z",
+            json!({"given_name": "Jonathan", "family_name": "Smyth", "date_of_birth": "1980-02-01",
+                   "postcode": "SW1A 1AA", "phone": "01632 960001"}),
+        ),
+        profile(
+            "2",
+            "pos",
+            "p1",
+            "2026-01-02T10:00:00Z",
+            json!({"given_name": "Jon", "family_name": "Smyth", "postcode": "SW1A 1AA"}),
+        ),
+    ]
+}
+
+#[test]
+fn steward_merges_a_review_task_splits_it_again_and_keeps_it_apart_through_a_rematch() {
+    let engine = engine(Store::temporary().unwrap());
+    engine.apply_batch(&review_band_pair(), &[]).unwrap();
+    let (web, pos) = (key("web/w1"), key("pos/p1"));
+    let tasks = engine.tasks().unwrap();
+    assert_eq!(tasks.len(), 1, "the pair is in the review band");
+    let task = tasks[0].clone();
+    assert_eq!(task.record, pos);
+    let (web_entity, pos_entity) = (
+        engine.entity_of(&web).unwrap().unwrap(),
+        engine.entity_of(&pos).unwrap().unwrap(),
+    );
+    assert_ne!(web_entity, pos_entity);
+    let before_merge = engine.store().next_seq().unwrap() - 1;
+
+    // Merge through the task.
+    let merged = engine
+        .resolve_task(
+            task.id,
+            TaskAnswer::Merge,
+            "steward:alice",
+            "same phone on file",
+        )
+        .unwrap();
+    assert!(
+        matches!(merged.decision, Decision::StewardMerged { survivor, merged, .. }
+        if survivor == web_entity && merged == pos_entity)
+    );
+    let golden = engine.golden(pos_entity).unwrap().unwrap();
+    assert_eq!(golden.redirected_from, Some(pos_entity));
+    assert_eq!(golden.record.members, vec![pos.clone(), web.clone()]);
+    let resolved = engine.task(task.id).unwrap().unwrap();
+    assert_eq!(resolved.status, ReviewStatus::Resolved);
+    assert_eq!(resolved.resolution.as_ref().unwrap().by, "steward:alice");
+    let again = engine.resolve_task(task.id, TaskAnswer::KeepApart, "steward:bob", "");
+    assert!(
+        matches!(&again, Err(EngineError::Refused(m)) if m.contains("already resolved")),
+        "{again:?}"
+    );
+
+    // As of before the merge, the two were separate; as of the merge, one.
+    let then = engine
+        .golden_as_of(web_entity, AsOf::Seq(before_merge))
+        .unwrap()
+        .unwrap();
+    assert_eq!(then.members, vec![web.clone()]);
+    let at_merge = engine
+        .golden_as_of(pos_entity, AsOf::Seq(merged.seq))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        at_merge.id, web_entity,
+        "a merged id reads as the entity it joined"
+    );
+    assert_eq!(at_merge.members, vec![pos.clone(), web.clone()]);
+    assert_eq!(at_merge.attributes, golden.record.attributes);
+
+    // Split the record out again: it gets its own id back.
+    let split = engine
+        .steward(steward(
+            StewardAction::Split {
+                record: pos.clone(),
+            },
+            None,
+        ))
+        .unwrap();
+    assert!(
+        matches!(split.decision, Decision::RecordSplit { to, revived: true, .. }
+        if to == pos_entity)
+    );
+    assert_eq!(engine.entity_of(&pos).unwrap(), Some(pos_entity));
+    let web_golden = engine.golden(web_entity).unwrap().unwrap().record;
+    assert_eq!(web_golden.members, vec![web.clone()]);
+    assert!(web_golden.merged_ids.is_empty());
+    assert_eq!(
+        web_golden.attributes["given_name"].value, "Jonathan",
+        "the golden record is recomputed from the records left"
+    );
+    let pos_golden = engine.golden(pos_entity).unwrap().unwrap();
+    assert_eq!(pos_golden.redirected_from, None);
+    assert_eq!(pos_golden.record.attributes["given_name"].value, "Jon");
+    let alone = engine.steward(steward(
+        StewardAction::Split {
+            record: pos.clone(),
+        },
+        None,
+    ));
+    assert!(matches!(alone, Err(EngineError::Refused(_))), "{alone:?}");
+
+    // Keep apart explicitly, then re-match everything: nothing brings them together.
+    engine
+        .steward(steward(
+            StewardAction::KeepApart {
+                entity: web_entity,
+                other: pos_entity,
+            },
+            None,
+        ))
+        .unwrap();
+    let rematch = engine.rematch(100).unwrap();
+    assert_eq!(
+        rematch.merged + rematch.linked + rematch.review_tasks,
+        0,
+        "{rematch:?}"
+    );
+    assert_ne!(
+        engine.entity_of(&pos).unwrap(),
+        engine.entity_of(&web).unwrap()
+    );
+    let pair = engine.explain_pair(&web, &pos).unwrap();
+    assert!(pair.kept_apart.is_some(), "{pair:?}");
+    assert!(pair.summary.contains("kept apart"), "{}", pair.summary);
+
+    // A new spoke record like both still cannot join the two together.
+    engine
+        .apply_batch(
+            &[profile(
+                "3",
+                "crm",
+                "c1",
+                "2026-01-03T10:00:00Z",
+                json!({"given_name": "Jonathan", "family_name": "Smyth", "date_of_birth": "1980-02-01",
+                       "postcode": "SW1A 1AA", "phone": "01632 960001"}),
+            )],
+            &[],
+        )
+        .unwrap();
+    assert_ne!(
+        engine.entity_of(&pos).unwrap(),
+        engine.entity_of(&web).unwrap()
+    );
+
+    // The history shows each step with who and why; the feed has each change.
+    let (_, history) = engine.history(pos_entity).unwrap();
+    let names: Vec<&str> = history.iter().map(|h| h.name.as_str()).collect();
+    for step in [
+        "profile.upserted",
+        "entity_created",
+        "review_opened",
+        "steward_merged",
+        "record_split",
+        "kept_apart",
+    ] {
+        assert!(names.contains(&step), "{step} missing from {names:?}");
+    }
+    let merge_step = history.iter().find(|h| h.name == "steward_merged").unwrap();
+    assert_eq!(merge_step.by, "steward:alice");
+    assert_eq!(merge_step.why, "same phone on file");
+    let feed = engine.outbox(usize::MAX).unwrap();
+    let kinds: Vec<(OutboundKind, GoldenId)> = feed
+        .iter()
+        .map(|e| (e.change.kind, e.change.golden_id))
+        .collect();
+    assert!(
+        kinds.contains(&(OutboundKind::Merged, pos_entity)),
+        "{kinds:?}"
+    );
+    let split_msg = feed
+        .iter()
+        .find(|e| e.change.kind == OutboundKind::Split)
+        .expect("a split message");
+    assert_eq!(split_msg.change.golden_id, pos_entity);
+    assert_eq!(split_msg.change.survivor_id, Some(web_entity));
+
+    // Steward decisions replay like any other.
+    assert!(verify(&engine).unwrap().is_identical());
+}
+
+#[test]
+fn steward_link_and_refusals() {
+    let engine = engine(Store::temporary().unwrap());
+    engine.apply_batch(&review_band_pair(), &[]).unwrap();
+    let (web, pos) = (key("web/w1"), key("pos/p1"));
+    let web_entity = engine.entity_of(&web).unwrap().unwrap();
+    let pos_entity = engine.entity_of(&pos).unwrap().unwrap();
+    let unknown = engine.steward(steward(
+        StewardAction::Merge {
+            entity: web_entity,
+            other: GoldenId(999),
+        },
+        None,
+    ));
+    assert!(
+        matches!(unknown, Err(EngineError::NotFound(_))),
+        "{unknown:?}"
+    );
+    let same = engine.steward(steward(
+        StewardAction::Merge {
+            entity: web_entity,
+            other: web_entity,
+        },
+        None,
+    ));
+    assert!(matches!(same, Err(EngineError::Refused(_))), "{same:?}");
+    let nobody = engine.steward(StewardRequest {
+        by: " ".into(),
+        ..steward(
+            StewardAction::Split {
+                record: pos.clone(),
+            },
+            None,
+        )
+    });
+    assert!(matches!(nobody, Err(EngineError::Refused(_))), "{nobody:?}");
+
+    engine
+        .steward(steward(
+            StewardAction::Link {
+                record: pos.clone(),
+                entity: web_entity,
+            },
+            None,
+        ))
+        .unwrap();
+    assert_eq!(engine.entity_of(&pos).unwrap(), Some(web_entity));
+    assert!(
+        engine.golden(pos_entity).unwrap().is_none(),
+        "the emptied entity is gone"
+    );
+    let explained = engine.explain_record(&pos).unwrap();
+    assert_eq!(explained.entity, Some(web_entity));
+    assert_eq!(explained.placed_by.unwrap().name, "steward_linked");
+    assert_eq!(explained.members.len(), 1);
+    let deleted = engine
+        .outbox(usize::MAX)
+        .unwrap()
+        .into_iter()
+        .any(|e| e.change.kind == OutboundKind::Deleted && e.change.golden_id == pos_entity);
+    assert!(deleted);
+    assert!(verify(&engine).unwrap().is_identical());
+}
+
+#[test]
+fn search_ranks_the_caller_first() {
+    let engine = engine(Store::temporary().unwrap());
+    engine.apply_batch(&mixed_workload(), &[]).unwrap();
+    engine.apply_batch(&review_band_pair(), &[]).unwrap();
+    let query = SearchQuery {
+        attributes: [("full_name", "Jonathan Smyth"), ("postcode", "sw1a1aa")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+    };
+    let (hits, total) = engine.search(&query, 0, 10).unwrap();
+    assert!(total >= 1 && !hits.is_empty());
+    let first = &hits[0];
+    assert_eq!(
+        first.record.id,
+        engine.entity_of(&key("web/w1")).unwrap().unwrap(),
+        "{hits:?}"
+    );
+    assert!(first.matched.iter().any(|f| f.field == "family_name"));
+    assert!(hits.windows(2).all(|w| w[0].weight >= w[1].weight));
+    let (page2, _) = engine.search(&query, 1, 10).unwrap();
+    assert_eq!(page2.len(), hits.len() - 1);
+    let empty = engine.search(&SearchQuery::default(), 0, 10);
+    assert!(matches!(empty, Err(EngineError::Refused(_))));
 }

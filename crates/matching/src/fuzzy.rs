@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::Model;
 use crate::prepare::{PrepareConfig, Prepared, prepare};
-use crate::{BlockKey, EntityCandidate, MatchOutcome, Matcher, blocking};
+use crate::{BlockKey, EntityCandidate, MatchOutcome, Matcher, PairVerdict, blocking};
 
 /// Matcher settings besides the model.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,14 +77,8 @@ impl FuzzyMatcher {
         })
     }
 
-    /// The explanation of a fit: the full field-by-field score of its best member.
-    fn explain(
-        &self,
-        record: &Prepared,
-        fit: &Fit,
-        candidate: &EntityCandidate<'_>,
-    ) -> MatchExplanation {
-        let member = &candidate.members[fit.best_member];
+    /// The full field-by-field score of a pair.
+    fn explain_pair(&self, record: &Prepared, member: &Prepared) -> MatchExplanation {
         let score = self.model.score(record, member);
         MatchExplanation {
             rule: "fellegi-sunter".to_owned(),
@@ -100,7 +94,21 @@ impl FuzzyMatcher {
                 })
                 .collect(),
             with: vec![member.key.clone()],
+            weakest_evidence: 0.0,
+        }
+    }
+
+    /// The explanation of a fit: the full field-by-field score of its best member.
+    fn explain(
+        &self,
+        record: &Prepared,
+        fit: &Fit,
+        candidate: &EntityCandidate<'_>,
+    ) -> MatchExplanation {
+        let member = &candidate.members[fit.best_member];
+        MatchExplanation {
             weakest_evidence: round(fit.weakest),
+            ..self.explain_pair(record, member)
         }
     }
 
@@ -171,6 +179,20 @@ impl Matcher for FuzzyMatcher {
             }
         }
         outcome
+    }
+
+    fn compare(&self, a: &Prepared, b: &Prepared) -> PairVerdict {
+        let t = &self.model.thresholds;
+        let contradiction = self.model.quick_score(a, b).1;
+        PairVerdict {
+            explanation: MatchExplanation {
+                weakest_evidence: round(contradiction),
+                ..self.explain_pair(a, b)
+            },
+            link: t.link,
+            review: t.review,
+            contradict: contradiction < t.conflict_weight,
+        }
     }
 }
 

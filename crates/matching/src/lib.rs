@@ -49,6 +49,19 @@ pub struct MatchOutcome {
     pub review: Vec<(GoldenId, MatchExplanation)>,
 }
 
+/// How two records compare, against the thresholds the matcher decides with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PairVerdict {
+    /// Field levels and weights, total weight and probability.
+    pub explanation: MatchExplanation,
+    /// Probability at or above which a record links automatically.
+    pub link: f64,
+    /// Probability at or above which (below `link`) a steward reviews.
+    pub review: f64,
+    /// Whether the two contradict each other on identity fields (then never linked).
+    pub contradict: bool,
+}
+
 /// The matcher interface the engine calls; implementations are pure and deterministic.
 pub trait Matcher: Send + Sync {
     /// Normalises a record for blocking and comparison.
@@ -72,4 +85,7 @@ pub trait Matcher: Send + Sync {
         home: Option<&EntityCandidate<'_>>,
         candidates: &[EntityCandidate<'_>],
     ) -> MatchOutcome;
+
+    /// Compares two records field by field, for explanations and search.
+    fn compare(&self, a: &Prepared, b: &Prepared) -> PairVerdict;
 }

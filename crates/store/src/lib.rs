@@ -54,11 +54,14 @@ pub enum TreeName {
     Features,
     /// task id (u64 BE) → steward review task.
     Reviews,
+    /// `record\0other record` → seq of the steward decision: pairs of source records a
+    /// steward declared different people (both orders), never matched together again.
+    Apart,
 }
 
 impl TreeName {
     /// Every tree, in a fixed order.
-    pub const ALL: [TreeName; 11] = [
+    pub const ALL: [TreeName; 12] = [
         TreeName::Log,
         TreeName::Dedup,
         TreeName::Keys,
@@ -70,10 +73,11 @@ impl TreeName {
         TreeName::Offsets,
         TreeName::Features,
         TreeName::Reviews,
+        TreeName::Apart,
     ];
 
     /// The projections: everything a replay of the log must reproduce exactly.
-    pub const PROJECTIONS: [TreeName; 7] = [
+    pub const PROJECTIONS: [TreeName; 8] = [
         TreeName::Dedup,
         TreeName::Records,
         TreeName::Membership,
@@ -81,6 +85,7 @@ impl TreeName {
         TreeName::Redirects,
         TreeName::Features,
         TreeName::Reviews,
+        TreeName::Apart,
     ];
 
     /// The tree's name in sled.
@@ -97,6 +102,7 @@ impl TreeName {
             TreeName::Offsets => "offsets",
             TreeName::Features => "features",
             TreeName::Reviews => "reviews",
+            TreeName::Apart => "apart",
         }
     }
 
@@ -199,6 +205,23 @@ impl Store {
             };
             entries
         })
+    }
+
+    /// One log entry by its sequence number: the segment holding it is the first whose
+    /// key (its last sequence number) is not below `seq`.
+    pub fn log_entry(&self, seq: u64) -> Result<Option<Vec<u8>>> {
+        let Some(item) = self.tree(TreeName::Log).range(seq_key(seq)..).next() else {
+            return Ok(None);
+        };
+        let (key, value) = item?;
+        let last = seq_from_key(&key)?;
+        let mut entries = split_segment(&value)?;
+        let first = last + 1 - entries.len() as u64;
+        Ok(seq
+            .checked_sub(first)
+            .and_then(|i| usize::try_from(i).ok())
+            .filter(|&i| i < entries.len())
+            .map(|i| entries.swap_remove(i)))
     }
 
     /// Number of log entries.
