@@ -49,6 +49,7 @@ async fn two_spokes_make_one_golden_record_readable_over_grpc() {
         .await
         .get_golden_record(pb::GetGoldenRecordRequest {
             golden_id: jon.golden_id.clone(),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -81,6 +82,7 @@ async fn two_spokes_make_one_golden_record_readable_over_grpc() {
         .await
         .get_golden_record(pb::GetGoldenRecordRequest {
             golden_id: "42".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

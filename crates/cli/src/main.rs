@@ -121,6 +121,7 @@ async fn run_remote(cli: &Cli, read: Read<'_>) -> anyhow::Result<()> {
         Read::Golden(golden_id) => {
             let request = pb::GetGoldenRecordRequest {
                 golden_id: golden_id.to_owned(),
+                ..Default::default()
             };
             let response = client.get_golden_record(request).await?.into_inner();
             let note = (!response.redirected_from.is_empty())

@@ -20,6 +20,7 @@ pub struct HubConfig {
     pub grpc_addr: SocketAddr,
     /// Address of the Prometheus metrics endpoint (`GET /metrics`).
     pub metrics_addr: SocketAddr,
+    pub api: ApiConfig,
     pub kafka: KafkaConfig,
     pub matching: MatchingConfig,
     pub survivorship: Survivorship,
@@ -27,6 +28,18 @@ pub struct HubConfig {
     pub shutdown_deadline_secs: u64,
     /// `text` or `json`.
     pub log_format: String,
+}
+
+/// Who may call the gRPC API, and over what.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Bearer tokens and their roles. None: the API is open, which the hub allows only
+    /// on a loopback address.
+    pub tokens: Vec<cmdm_api::TokenConfig>,
+    /// PEM certificate chain and private key; both set: the API speaks TLS only.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Kafka settings.
@@ -71,6 +84,7 @@ impl Default for HubConfig {
             data_dir: PathBuf::from("data"),
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
             metrics_addr: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            api: ApiConfig::default(),
             kafka: KafkaConfig::default(),
             matching: MatchingConfig::default(),
             survivorship: Survivorship::default(),
@@ -121,6 +135,12 @@ pub struct Overrides {
     /// gRPC listen address [default: 127.0.0.1:50051].
     #[arg(long, env = "CMDM_GRPC_ADDR", global = true)]
     pub grpc_addr: Option<SocketAddr>,
+    /// PEM certificate chain for the gRPC API; with --tls-key the API speaks TLS only.
+    #[arg(long, env = "CMDM_TLS_CERT", global = true)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for the gRPC API.
+    #[arg(long, env = "CMDM_TLS_KEY", global = true)]
+    pub tls_key: Option<PathBuf>,
     /// Prometheus metrics listen address (GET /metrics) [default: 127.0.0.1:9464].
     #[arg(long, env = "CMDM_METRICS_ADDR", global = true)]
     pub metrics_addr: Option<SocketAddr>,
@@ -198,6 +218,12 @@ impl HubConfig {
         set(&mut config.data_dir, o.data_dir);
         set(&mut config.grpc_addr, o.grpc_addr);
         set(&mut config.metrics_addr, o.metrics_addr);
+        if o.tls_cert.is_some() {
+            config.api.tls_cert = o.tls_cert;
+        }
+        if o.tls_key.is_some() {
+            config.api.tls_key = o.tls_key;
+        }
         if o.brokers.is_some() {
             config.kafka.brokers = o.brokers.filter(|b| !b.trim().is_empty());
         }
@@ -228,6 +254,17 @@ impl HubConfig {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.api.tls_cert.is_some() == self.api.tls_key.is_some(),
+            "api.tls_cert and api.tls_key go together: set both or neither"
+        );
+        cmdm_api::Auth::with_tokens(&self.api.tokens)
+            .map_err(|e| anyhow::anyhow!("api.tokens: {e}"))?;
+        anyhow::ensure!(
+            !self.api.tokens.is_empty() || self.grpc_addr.ip().is_loopback(),
+            "the gRPC API would listen on {} without tokens: configure api.tokens, or listen on a loopback address",
+            self.grpc_addr
+        );
         anyhow::ensure!(
             self.kafka.batch_max > 0,
             "kafka.batch_max must be at least 1"

@@ -225,11 +225,26 @@ pub async fn start(config: HubConfig) -> anyhow::Result<RunningHub> {
     // Both versions: older grpcurl and other tools still ask v1alpha.
     let reflection_v1 = reflection().build_v1().context("reflection service")?;
     let reflection_v1alpha = reflection().build_v1alpha().context("reflection service")?;
-    let router = tonic::transport::Server::builder()
+    let auth = cmdm_api::Auth::with_tokens(&config.api.tokens).map_err(anyhow::Error::msg)?;
+    if auth.is_open() {
+        warn!(grpc = %grpc_addr, "no API tokens configured: the gRPC API is open to every caller on this loopback address");
+    }
+    let mut server = tonic::transport::Server::builder();
+    if let (Some(cert), Some(key)) = (&config.api.tls_cert, &config.api.tls_key) {
+        let read = |p: &std::path::PathBuf| {
+            std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
+        };
+        let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
+        server = server
+            .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+            .context("TLS configuration of the gRPC API")?;
+        info!(cert = %cert.display(), "the gRPC API speaks TLS");
+    }
+    let router = server
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(HubService::new(engine.clone()).into_server());
+        .add_service(HubService::new(engine.clone()).into_server(auth));
     let grpc_stop = shutdown.clone();
     let grpc = tokio::spawn(async move {
         router
