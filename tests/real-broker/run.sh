@@ -43,21 +43,36 @@ for topic in cmdm.events.v1 cmdm.golden.v1 cmdm.events.v1.dlq; do
 done
 echo "tansu running at $bootstrap"
 
-./target/release/cmdm-hub --data-dir "$work/data" --brokers "$bootstrap" \
+# Tokens, so the API checks roles (the Python client below relies on it).
+spoke_token=spoke-e2e-$run-0123456789
+steward_token=steward-e2e-$run-0123456789
+cat >"$work/hub.toml" <<TOML
+[[api.tokens]]
+token = "$spoke_token"
+name = "spoke-e2e"
+role = "spoke"
+[[api.tokens]]
+token = "$steward_token"
+name = "steward-e2e"
+role = "steward"
+TOML
+
+./target/release/cmdm-hub --config "$work/hub.toml" --data-dir "$work/data" --brokers "$bootstrap" \
   --grpc-addr "127.0.0.1:$grpc_port" --metrics-addr "127.0.0.1:$metrics_port" \
   2>"$work/hub.log" &
 hub_pid=$!
 
 # The protobuf payload messages for the Python spokes, from the project's .proto file.
 mkdir -p "$work/pb"
-"$PYTHON" -m grpc_tools.protoc -Iproto --python_out="$work/pb" proto/cmdm/v1/events.proto
+"$PYTHON" -m grpc_tools.protoc -Iproto --python_out="$work/pb" --grpc_python_out="$work/pb" \
+  proto/cmdm/v1/events.proto proto/cmdm/v1/hub.proto
 
 if ! PYTHONPATH="$work/pb" "$PYTHON" tests/real-broker/spokes.py "$bootstrap" "$run"; then
   show_logs
   exit 1
 fi
 
-answer=$(./target/release/cmdm --hub "http://127.0.0.1:$grpc_port" --json lookup pos "p-$run")
+answer=$(./target/release/cmdm --hub "http://127.0.0.1:$grpc_port" --token "$spoke_token" --json lookup pos "p-$run")
 for member in "pos/p-$run" "web/w-$run" "crm/c-$run" "callcenter/k-$run"; do
   if ! echo "$answer" | grep -q "\"$member\""; then
     echo "real-broker e2e failed: $member is not in the golden record of pos/p-$run:" >&2
@@ -67,6 +82,12 @@ for member in "pos/p-$run" "web/w-$run" "crm/c-$run" "callcenter/k-$run"; do
   fi
 done
 echo "gRPC: the golden record of pos/p-$run holds all four source records"
+
+if ! PYTHONPATH="$work/pb" "$PYTHON" tests/real-broker/steward.py "127.0.0.1:$grpc_port" "$run" \
+    "$spoke_token" "$steward_token"; then
+  show_logs
+  exit 1
+fi
 
 metrics=$("$PYTHON" -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:$metrics_port/metrics').read().decode())")
 echo "$metrics" | grep -q 'cmdm_ingest_dead_letters_total{class="invalid"} 1' || {

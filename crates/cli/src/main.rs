@@ -3,12 +3,12 @@
 //! data directory directly.
 
 mod local;
+mod remote;
 mod table;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use cmdm_api::CustomerHubClient;
 use cmdm_api::pb;
 use cmdm_hub::{HubConfig, Overrides};
 
@@ -16,7 +16,7 @@ use cmdm_hub::{HubConfig, Overrides};
 #[derive(Debug, Parser)]
 #[command(name = "cmdm", version)]
 struct Cli {
-    /// The hub's gRPC address (for get and lookup).
+    /// The hub's gRPC address (for the commands that talk to a running hub).
     #[arg(
         long,
         env = "CMDM_HUB",
@@ -24,6 +24,9 @@ struct Cli {
         global = true
     )]
     hub: String,
+    /// Bearer token for a hub that has tokens configured.
+    #[arg(long, env = "CMDM_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
     json: bool,
@@ -36,18 +39,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Show a golden record by id (a merged id shows its survivor).
-    Get {
-        /// Golden id such as G0000000042.
-        golden_id: String,
-    },
-    /// Show the golden record holding a spoke's record.
-    Lookup {
-        /// The spoke system, e.g. pos.
-        source: String,
-        /// The spoke's record id.
-        subject: String,
-    },
+    #[command(flatten)]
+    Remote(remote::RemoteCommand),
     /// Load a legacy CSV extract into the data directory through the matching engine
     /// (stop the hub on that directory first).
     Import(local::ImportArgs),
@@ -75,8 +68,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
-        Command::Get { golden_id } => remote(&cli, Read::Golden(golden_id)),
-        Command::Lookup { source, subject } => remote(&cli, Read::SourceKey(source, subject)),
+        Command::Remote(command) => remote::run(&cli.hub, cli.token.as_deref(), cli.json, command),
         Command::Import(args) => {
             HubConfig::load(&cli.settings).and_then(|c| local::import(&c, args))
         }
@@ -100,57 +92,16 @@ fn main() -> ExitCode {
     }
 }
 
-/// A read that goes to the hub over gRPC.
-enum Read<'a> {
-    Golden(&'a str),
-    SourceKey(&'a str, &'a str),
-}
-
-fn remote(cli: &Cli, read: Read<'_>) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(run_remote(cli, read))
-}
-
-async fn run_remote(cli: &Cli, read: Read<'_>) -> anyhow::Result<()> {
-    let mut client = CustomerHubClient::connect(cli.hub.clone())
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach the hub at {}: {e}", cli.hub))?;
-    let (record, note) = match read {
-        Read::Golden(golden_id) => {
-            let request = pb::GetGoldenRecordRequest {
-                golden_id: golden_id.to_owned(),
-                ..Default::default()
-            };
-            let response = client.get_golden_record(request).await?.into_inner();
-            let note = (!response.redirected_from.is_empty())
-                .then(|| format!("{} was merged into this record", response.redirected_from));
-            (response.record, note)
-        }
-        Read::SourceKey(source, subject) => {
-            let request = pb::LookupBySourceKeyRequest {
-                source: source.to_owned(),
-                subject: subject.to_owned(),
-            };
-            (
-                client
-                    .lookup_by_source_key(request)
-                    .await?
-                    .into_inner()
-                    .record,
-                None,
-            )
-        }
-    };
-    let record = record.ok_or_else(|| anyhow::anyhow!("the hub answered without a record"))?;
-    if cli.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&to_json(&record, note.as_deref()))?
-        );
+/// Prints a golden record as a table, or as JSON.
+pub(crate) fn show_record(
+    record: &pb::GoldenRecord,
+    note: Option<&str>,
+    json: bool,
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(&to_json(record, note))?);
     } else {
-        print_table(&record, note.as_deref());
+        print_table(record, note);
     }
     Ok(())
 }
