@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The README's five-minute tour as a script: start a hub on its embedded broker, publish
 # two events about the same person from two spokes with kcat, and read the one golden
-# record back with the `cmdm` CLI. Exits non-zero if the answer is not one record
-# holding both source records.
+# record back with the `cmdm` CLI; then a third, uncertain record goes through the
+# steward's workflow (search, review task, merge, split, history). Exits non-zero if any
+# answer differs from the README's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,7 +20,7 @@ BROKER=$(cat "$data/broker.addr")
 echo "hub running, embedded broker at $BROKER"
 
 # --- the tour, as in the README ---
-echo '{"given_name":"Jon","family_name":"Smyth","email":"Jon.Smyth@example.org"}' |
+echo '{"given_name":"Jon","family_name":"Smyth","email":"Jon.Smyth@example.org","postcode":"SW1A 1AA"}' |
   kcat -P -b "$BROKER" -t cmdm.events.v1 -k web/w-100 \
     -H ce_id=evt-1 -H ce_source=web -H ce_type=profile.upserted \
     -H ce_subject=w-100 -H ce_time=2026-11-20T09:30:00Z
@@ -30,15 +31,48 @@ echo '{"given_name":"John","email":"jon.smyth@EXAMPLE.org","phone":"01632 960119
     -H ce_subject=p-7 -H ce_time=2026-11-21T14:05:00Z
 # ---
 
+fail() {
+  echo "tour failed: $1; hub log:" >&2
+  cat "$data/hub.log" >&2
+  exit 1
+}
+cmdm() { ./target/release/cmdm --hub "$hub" "$@"; }
+
+merged=
 for _ in $(seq 300); do
-  if out=$(./target/release/cmdm --hub "$hub" --json lookup pos p-7 2>/dev/null) &&
-     echo "$out" | grep -q '"web/w-100"'; then
-    ./target/release/cmdm --hub "$hub" lookup web w-100
-    echo "tour ok: one golden record holds pos/p-7 and web/w-100"
-    exit 0
+  if out=$(cmdm --json lookup pos p-7 2>/dev/null) && echo "$out" | grep -q '"web/w-100"'; then
+    merged=yes
+    break
   fi
   sleep 0.1
 done
-echo "tour failed: no golden record with both source records; hub log:" >&2
-cat "$data/hub.log" >&2
-exit 1
+[ -n "$merged" ] || fail "no golden record with both source records"
+cmdm lookup web w-100
+echo "tour: one golden record holds pos/p-7 and web/w-100"
+
+# --- the steward's part ---
+echo '{"given_name":"Jonathan","family_name":"Smyth","postcode":"SW1A 1AA"}' |
+  kcat -P -b "$BROKER" -t cmdm.events.v1 -k callcenter/c-9 \
+    -H ce_id=evt-3 -H ce_source=callcenter -H ce_type=profile.upserted \
+    -H ce_subject=c-9 -H ce_time=2026-11-22T11:00:00Z
+task=
+for _ in $(seq 300); do
+  task=$(cmdm --json tasks 2>/dev/null | grep -o '"task_id": [0-9]*' | head -1 | grep -o '[0-9]*$' || true)
+  [ -n "$task" ] && break
+  sleep 0.1
+done
+[ -n "$task" ] || fail "no review task for callcenter/c-9"
+cmdm search --name "Jon Smyth" --postcode "sw1a 1aa"
+cmdm tasks
+cmdm tasks "$task"
+cmdm merge --task "$task" --comment "caller confirmed his e-mail"
+cmdm --json lookup callcenter c-9 | grep -q '"web/w-100"' || fail "the merge did not join c-9 and w-100"
+cmdm split callcenter/c-9 --comment "his son, not him"
+cmdm --json lookup callcenter c-9 | grep -q '"web/w-100"' && fail "the split left c-9 with w-100"
+history=$(cmdm history web/w-100; cmdm history callcenter/c-9)
+echo "$history"
+for step in steward_merged record_split; do
+  echo "$history" | grep -q "$step" || fail "the history lacks $step"
+done
+cmdm explain callcenter/c-9 web/w-100 | grep -q "kept apart" || fail "explain does not say kept apart"
+echo "tour ok: one golden record holds pos/p-7 and web/w-100; the review task was merged and split again"
