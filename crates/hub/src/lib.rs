@@ -249,7 +249,8 @@ pub async fn start(config: HubConfig) -> anyhow::Result<RunningHub> {
     let grpc = tokio::spawn(async move {
         router
             .serve_with_incoming_shutdown(
-                tokio_stream::wrappers::TcpListenerStream::new(listener),
+                // Without TCP_NODELAY small answers wait for delayed ACKs (~40 ms each).
+                tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                 grpc_stop.cancelled_owned(),
             )
             .await
