@@ -468,3 +468,135 @@ async fn a_broker_outage_pauses_the_hub_and_loses_nothing() {
     // Every component kept running through the outage: the stop is clean.
     hub.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_steward_resolves_a_review_task_that_kafka_ingest_opened() {
+    let broker = broker();
+    let brokers = broker.bootstrap_servers().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let hub = start(config(dir.path(), &brokers, "steward")).await;
+    // One after the other, so the web record's entity is the older (surviving) one.
+    let web_profile = json!({"given_name": "Jonathan", "family_name": "Smyth",
+        "date_of_birth": "1980-02-01", "postcode": "SW1A 1AA", "phone": "01632 960001"});
+    let pos_profile = json!({"given_name": "Jon", "family_name": "Smyth", "postcode": "SW1A 1AA"});
+    publish(
+        &brokers,
+        &[profile(
+            "w-1",
+            "web/w1",
+            "2026-11-20T10:00:00Z",
+            web_profile,
+        )],
+    )
+    .await;
+    wait_for("first event applied", || applied(&hub) == 1).await;
+    publish(
+        &brokers,
+        &[profile(
+            "p-1",
+            "pos/p1",
+            "2026-11-21T10:00:00Z",
+            pos_profile,
+        )],
+    )
+    .await;
+    wait_for("two events applied", || applied(&hub) == 2).await;
+    let web = lookup(&hub, "web/w1").await.unwrap().golden_id;
+    let pos = lookup(&hub, "pos/p1").await.unwrap().golden_id;
+    assert_ne!(web, pos);
+
+    let mut c = client(&hub).await;
+    let tasks = c
+        .list_tasks(pb::ListTasksRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(tasks.total, 1, "ingest opened one review task: {tasks:?}");
+    let task = tasks.tasks[0].task_id;
+    let comment = |text: &str| text.to_owned();
+    c.merge(pb::MergeRequest {
+        task_id: task,
+        comment: comment("same phone on file"),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(lookup(&hub, "pos/p1").await.unwrap().golden_id, web);
+    c.split(pb::SplitRequest {
+        record: Some(pb::SourceKey {
+            source: "pos".into(),
+            subject: "p1".into(),
+        }),
+        comment: comment("a different Jon"),
+        task_id: 0,
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        lookup(&hub, "pos/p1").await.unwrap().golden_id,
+        pos,
+        "its id comes back"
+    );
+    c.keep_apart(pb::KeepApartRequest {
+        golden_id: web.clone(),
+        other_golden_id: pos.clone(),
+        comment: comment("father and son"),
+        task_id: 0,
+    })
+    .await
+    .unwrap();
+    c.rematch(pb::RematchRequest {}).await.unwrap();
+    // A record like both, from a third spoke, joins one of them at most.
+    publish(&brokers, &[profile("c-1", "crm/c1", "2026-11-22T10:00:00Z", json!({"given_name": "Jonathan",
+        "family_name": "Smyth", "date_of_birth": "1980-02-01", "postcode": "SW1A 1AA", "phone": "01632 960001"}))])
+    .await;
+    wait_for("third event applied", || applied(&hub) == 3).await;
+    assert_ne!(
+        lookup(&hub, "pos/p1").await.unwrap().golden_id,
+        lookup(&hub, "web/w1").await.unwrap().golden_id,
+        "the steward's decisions hold"
+    );
+
+    let history = c
+        .get_history(pb::GetHistoryRequest {
+            golden_id: pos.clone(),
+            record: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let steps: Vec<(String, String)> = history
+        .entries
+        .iter()
+        .map(|e| (e.name.clone(), e.why.clone()))
+        .collect();
+    for (step, why) in [
+        ("steward_merged", "same phone on file"),
+        ("record_split", "a different Jon"),
+        ("kept_apart", "father and son"),
+    ] {
+        assert!(
+            steps.contains(&(step.to_owned(), why.to_owned())),
+            "{step} missing from {steps:?}"
+        );
+    }
+    // The change feed tells the spokes: merged, then split out again.
+    let mut kinds = Vec::new();
+    wait_for("merged and split on the feed", || {
+        // upserted w1, p1; merged + upserted; split + upserted; upserted c1.
+        kinds = read_topic(&brokers, GOLDEN, 7)
+            .into_iter()
+            .filter(|m| m.key.as_deref() == Some(pos.as_str()))
+            .map(|m| {
+                let v: Value = serde_json::from_slice(m.payload.as_deref().unwrap()).unwrap();
+                v["type"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        kinds.contains(&"merged".to_owned()) && kinds.contains(&"split".to_owned())
+    })
+    .await;
+    hub.shutdown().await.unwrap();
+    let engine = cmdm_hub::open_engine(&config(dir.path(), &brokers, "steward")).unwrap();
+    let report = cmdm_engine::rebuild::verify(&engine).unwrap();
+    assert!(report.is_identical(), "{:?}", report.differences);
+}
