@@ -600,3 +600,67 @@ async fn a_steward_resolves_a_review_task_that_kafka_ingest_opened() {
     let report = cmdm_engine::rebuild::verify(&engine).unwrap();
     assert!(report.is_identical(), "{:?}", report.differences);
 }
+
+#[tokio::test]
+async fn with_a_certificate_the_api_speaks_tls_and_checks_tokens() {
+    let broker = broker();
+    let brokers = broker.bootstrap_servers().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+    let cert = certified.cert.pem();
+    let (cert_file, key_file) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_file, &cert).unwrap();
+    std::fs::write(&key_file, certified.signing_key.serialize_pem()).unwrap();
+    let mut config = config(&dir.path().join("data"), &brokers, "tls");
+    config.api.tls_cert = Some(cert_file);
+    config.api.tls_key = Some(key_file);
+    config.api.tokens = vec![cmdm_api::TokenConfig {
+        token: "a-spoke-token-of-some-length".into(),
+        name: "pos".into(),
+        role: cmdm_api::Role::Spoke,
+    }];
+    let hub = start(config).await;
+    let port = hub.grpc_addr().port();
+
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(&cert))
+        .domain_name("localhost");
+    let channel = tonic::transport::Channel::from_shared(format!("https://localhost:{port}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .expect("a TLS connection with the hub's certificate");
+    let mut c = cmdm_api::CustomerHubClient::new(channel);
+    let request = || pb::LookupBySourceKeyRequest {
+        source: "pos".into(),
+        subject: "nobody".into(),
+    };
+    let refused = c.lookup_by_source_key(request()).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    let mut with_token = tonic::Request::new(request());
+    with_token.metadata_mut().insert(
+        "authorization",
+        "Bearer a-spoke-token-of-some-length".parse().unwrap(),
+    );
+    let answer = c.lookup_by_source_key(with_token).await.unwrap_err();
+    assert_eq!(
+        answer.code(),
+        tonic::Code::NotFound,
+        "authenticated over TLS"
+    );
+
+    // Plaintext gets no answer from a TLS listener.
+    let plain = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect()
+        .await;
+    if let Ok(channel) = plain {
+        let result = cmdm_api::CustomerHubClient::new(channel)
+            .lookup_by_source_key(request())
+            .await;
+        assert!(result.is_err(), "plaintext must not be served");
+    }
+    hub.shutdown().await.unwrap();
+}

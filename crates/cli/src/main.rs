@@ -24,6 +24,9 @@ struct Cli {
         global = true
     )]
     hub: String,
+    /// CA certificate (PEM) to trust for an https:// hub, besides the system's roots.
+    #[arg(long, env = "CMDM_CA_CERT", global = true)]
+    ca_cert: Option<std::path::PathBuf>,
     /// Bearer token for a hub that has tokens configured.
     #[arg(long, env = "CMDM_TOKEN", global = true, hide_env_values = true)]
     token: Option<String>,
@@ -68,7 +71,13 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
-        Command::Remote(command) => remote::run(&cli.hub, cli.token.as_deref(), cli.json, command),
+        Command::Remote(command) => remote::run(
+            &cli.hub,
+            cli.ca_cert.as_deref(),
+            cli.token.as_deref(),
+            cli.json,
+            command,
+        ),
         Command::Import(args) => {
             HubConfig::load(&cli.settings).and_then(|c| local::import(&c, args))
         }

@@ -160,6 +160,7 @@ type Client = CustomerHubClient<InterceptedService<Channel, Token>>;
 /// Runs one command against the hub at `hub`.
 pub fn run(
     hub: &str,
+    ca_cert: Option<&std::path::Path>,
     token: Option<&str>,
     json: bool,
     command: &RemoteCommand,
@@ -168,11 +169,23 @@ pub fn run(
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let channel = Channel::from_shared(hub.to_owned())
-            .map_err(|e| anyhow::anyhow!("`{hub}` is not a hub address: {e}"))?
-            .connect()
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot reach the hub at {hub}: {e}"))?;
+        let mut endpoint = Channel::from_shared(hub.to_owned())
+            .map_err(|e| anyhow::anyhow!("`{hub}` is not a hub address: {e}"))?;
+        if hub.starts_with("https://") {
+            let mut tls = tonic::transport::ClientTlsConfig::new().with_native_roots();
+            if let Some(path) = ca_cert {
+                let pem = std::fs::read(path)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+                tls = tls.ca_certificate(tonic::transport::Certificate::from_pem(pem));
+            }
+            endpoint = endpoint.tls_config(tls)?;
+        }
+        let channel = endpoint.connect().await.map_err(|e| {
+            let cause = std::error::Error::source(&e)
+                .map(|s| format!(": {s}"))
+                .unwrap_or_default();
+            anyhow::anyhow!("cannot reach the hub at {hub}: {e}{cause}")
+        })?;
         let token = token
             .map(|t| format!("Bearer {t}").parse())
             .transpose()
