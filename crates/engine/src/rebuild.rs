@@ -206,3 +206,39 @@ pub fn rebuild_in_place(engine: &Engine) -> Result<u64> {
     engine.forget_index();
     Ok(entries)
 }
+
+/// Version of the projections' encoding. A store whose projections were written with
+/// another version (or none) is rebuilt from its log when opened.
+pub const PROJECTION_FORMAT: u64 = 2;
+const FORMAT_KEY: &[u8] = b"projection_format";
+
+/// Rebuilds the projections from the log if they were written in another format; returns
+/// the entries replayed, or `None` when they were current.
+pub fn ensure_projection_format(engine: &Engine) -> Result<Option<u64>> {
+    let store = engine.store();
+    let current = store
+        .get(TreeName::Meta, FORMAT_KEY)?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+        .map(u64::from_be_bytes);
+    if current == Some(PROJECTION_FORMAT) {
+        return Ok(None);
+    }
+    // Stores from before the version key: current if every source record decodes.
+    let readable = current.is_none()
+        && store.tree(TreeName::Records).iter().all(|item| {
+            item.ok().is_some_and(|(_, v)| {
+                cmdm_store::decode_bin::<cmdm_domain::SourceRecord>(TreeName::Records, &v).is_ok()
+            })
+        });
+    let replayed = if store.tree(TreeName::Log).is_empty() || readable {
+        0
+    } else {
+        rebuild_in_place(engine)?
+    };
+    store
+        .tree(TreeName::Meta)
+        .insert(FORMAT_KEY, &PROJECTION_FORMAT.to_be_bytes())
+        .map_err(cmdm_store::StoreError::from)?;
+    store.flush_blocking()?;
+    Ok(Some(replayed))
+}

@@ -747,3 +747,32 @@ fn search_ranks_the_caller_first() {
     let empty = engine.search(&SearchQuery::default(), 0, 10);
     assert!(matches!(empty, Err(EngineError::Refused(_))));
 }
+
+#[test]
+fn projections_in_an_older_format_are_rebuilt_from_the_log_on_open() {
+    use crate::rebuild::{PROJECTION_FORMAT, ensure_projection_format};
+    let engine = engine(Store::temporary().unwrap());
+    assert_eq!(
+        ensure_projection_format(&engine).unwrap(),
+        Some(0),
+        "a new store"
+    );
+    engine.apply_batch(&mixed_workload(), &[]).unwrap();
+    assert_eq!(ensure_projection_format(&engine).unwrap(), None, "current");
+    // A store from before the version key whose records decode is taken as current.
+    let meta = engine.store().tree(TreeName::Meta);
+    meta.remove(b"projection_format").unwrap();
+    assert_eq!(ensure_projection_format(&engine).unwrap(), Some(0));
+    // One whose records do not decode (an older encoding) is rebuilt.
+    meta.remove(b"projection_format").unwrap();
+    let records = engine.store().tree(TreeName::Records);
+    let (key, _) = records.iter().next().unwrap().unwrap();
+    records.insert(&key, &b"\x01\x02"[..]).unwrap();
+    let replayed = ensure_projection_format(&engine).unwrap().unwrap();
+    assert_eq!(replayed, engine.store().log_len().unwrap());
+    assert!(verify(&engine).unwrap().is_identical());
+    assert_eq!(
+        meta.get(b"projection_format").unwrap().unwrap().as_ref(),
+        PROJECTION_FORMAT.to_be_bytes()
+    );
+}

@@ -35,7 +35,16 @@ pub fn open_engine(config: &HubConfig) -> anyhow::Result<Arc<Engine>> {
     let rules = EngineConfig {
         survivorship: config.survivorship.clone(),
     };
-    Ok(Arc::new(Engine::new(store, matcher, rules)))
+    let engine = Arc::new(Engine::new(store, matcher, rules));
+    if let Some(replayed) = cmdm_engine::rebuild::ensure_projection_format(&engine)?
+        && replayed > 0
+    {
+        warn!(
+            replayed,
+            "the projections were written by an older version of the hub: rebuilt from the log"
+        );
+    }
+    Ok(engine)
 }
 
 /// A started hub.

@@ -57,11 +57,13 @@ pub enum TreeName {
     /// `record\0other record` → seq of the steward decision: pairs of source records a
     /// steward declared different people (both orders), never matched together again.
     Apart,
+    /// Facts about the store itself, such as the encoding version of its projections.
+    Meta,
 }
 
 impl TreeName {
     /// Every tree, in a fixed order.
-    pub const ALL: [TreeName; 12] = [
+    pub const ALL: [TreeName; 13] = [
         TreeName::Log,
         TreeName::Dedup,
         TreeName::Keys,
@@ -74,6 +76,7 @@ impl TreeName {
         TreeName::Features,
         TreeName::Reviews,
         TreeName::Apart,
+        TreeName::Meta,
     ];
 
     /// The projections: everything a replay of the log must reproduce exactly.
@@ -103,6 +106,7 @@ impl TreeName {
             TreeName::Features => "features",
             TreeName::Reviews => "reviews",
             TreeName::Apart => "apart",
+            TreeName::Meta => "meta",
         }
     }
 
