@@ -38,6 +38,12 @@ impl HubService {
         InterceptedService::new(CustomerHubServer::new(self), auth)
     }
 
+    /// Runs a short read on the calling thread: one or two store lookups that never wait
+    /// for a lock, cheaper than a hop to the blocking pool.
+    fn read<T>(&self, work: impl FnOnce(&Engine) -> Result<T, ApiError>) -> Result<T, Status> {
+        work(&self.engine).map_err(ApiError::into_status)
+    }
+
     /// Runs engine work on the blocking pool.
     async fn run<T: Send + 'static>(
         &self,
@@ -176,20 +182,22 @@ impl pb::customer_hub_server::CustomerHub for HubService {
                 .into());
             }
         };
+        let Some(at) = as_of else {
+            let found = self.read(|engine| {
+                engine
+                    .golden(id)?
+                    .ok_or_else(|| ApiError::NotFound(format!("no golden record {id}")))
+            })?;
+            return Ok(Response::new(pb::GetGoldenRecordResponse {
+                record: Some(to_proto(&found.record)),
+                redirected_from: found
+                    .redirected_from
+                    .map(|i| i.to_string())
+                    .unwrap_or_default(),
+            }));
+        };
         let response = self
             .run(move |engine| {
-                let Some(at) = as_of else {
-                    let found = engine
-                        .golden(id)?
-                        .ok_or_else(|| ApiError::NotFound(format!("no golden record {id}")))?;
-                    return Ok(pb::GetGoldenRecordResponse {
-                        record: Some(to_proto(&found.record)),
-                        redirected_from: found
-                            .redirected_from
-                            .map(|i| i.to_string())
-                            .unwrap_or_default(),
-                    });
-                };
                 let record = engine.golden_as_of(id, at)?.ok_or_else(|| {
                     ApiError::NotFound(format!("golden record {id} did not exist at that moment"))
                 })?;
@@ -221,13 +229,11 @@ impl pb::customer_hub_server::CustomerHub for HubService {
                 };
                 ApiError::invalid(field, e.to_string())
             })?;
-        let record = self
-            .run(move |engine| {
-                engine.lookup(&key)?.ok_or_else(|| {
-                    ApiError::NotFound(format!("no golden record holds source record {key}"))
-                })
+        let record = self.read(|engine| {
+            engine.lookup(&key)?.ok_or_else(|| {
+                ApiError::NotFound(format!("no golden record holds source record {key}"))
             })
-            .await?;
+        })?;
         Ok(Response::new(pb::LookupBySourceKeyResponse {
             record: Some(to_proto(&record)),
         }))
