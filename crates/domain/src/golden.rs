@@ -52,6 +52,8 @@ pub enum OutboundKind {
     Deleted,
     /// A steward split a record out of `survivor_id` into this entity (full record).
     Split,
+    /// A steward declared this entity a different person from `other_id` (full record).
+    KeptApart,
 }
 
 /// One message of the change feed `cmdm.golden.v1`, keyed by golden id.
@@ -64,6 +66,9 @@ pub struct OutboundChange {
     pub survivor_id: Option<GoldenId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub record: Option<GoldenRecord>,
+    /// For `kept_apart`: the entity it is kept apart from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub other_id: Option<GoldenId>,
     /// Log sequence number of the change, increasing per golden id.
     pub seq: u64,
 }

@@ -613,8 +613,22 @@ pub(crate) fn write_outbox(work: &mut Working<'_>) -> Result<usize> {
             golden_id: *merged,
             survivor_id: Some(*survivor),
             record: None,
+            other_id: None,
             seq: last_seq,
         });
+    }
+    let kept_apart = work.touched.kept_apart.clone();
+    for (entity, other, seq) in kept_apart {
+        for (id, other) in [(entity, other), (other, entity)] {
+            changes.push(OutboundChange {
+                kind: OutboundKind::KeptApart,
+                golden_id: id,
+                survivor_id: None,
+                record: work.entity(id)?.cloned(),
+                other_id: Some(other),
+                seq,
+            });
+        }
     }
     let touched: Vec<GoldenId> = work.touched.entities.iter().copied().collect();
     let split: HashMap<GoldenId, GoldenId> = work.touched.split.iter().copied().collect();
@@ -628,6 +642,7 @@ pub(crate) fn write_outbox(work: &mut Working<'_>) -> Result<usize> {
                 },
                 golden_id: *id,
                 survivor_id: split.get(id).copied(),
+                other_id: None,
                 seq: record.version,
                 record: Some(record),
             },
@@ -636,6 +651,7 @@ pub(crate) fn write_outbox(work: &mut Working<'_>) -> Result<usize> {
                 golden_id: *id,
                 survivor_id: None,
                 record: None,
+                other_id: None,
                 seq: last_seq,
             },
         };

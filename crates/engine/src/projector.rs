@@ -26,6 +26,8 @@ pub(crate) struct Touched {
     pub merged: Vec<(GoldenId, GoldenId)>,
     /// Entities a steward split a record into, with the entity it left.
     pub split: Vec<(GoldenId, GoldenId)>,
+    /// Entities a steward kept apart, with the decision's sequence number.
+    pub kept_apart: Vec<(GoldenId, GoldenId, u64)>,
     /// Values of the events' records that did not parse.
     pub findings: usize,
 }
@@ -408,6 +410,7 @@ impl Projector<'_> {
                 work.note(record, seq)?;
             }
             Decision::KeptApart { entity, other, .. } => {
+                work.touched.kept_apart.push((*entity, *other, seq));
                 work.note_members(*entity, seq)?;
                 work.note_members(*other, seq)?;
                 let ours = work.entity(*entity)?.map(|g| g.members.clone());

@@ -652,6 +652,25 @@ fn steward_merges_a_review_task_splits_it_again_and_keeps_it_apart_through_a_rem
         .expect("a split message");
     assert_eq!(split_msg.change.golden_id, pos_entity);
     assert_eq!(split_msg.change.survivor_id, Some(web_entity));
+    let apart: Vec<(GoldenId, Option<GoldenId>, bool)> = feed
+        .iter()
+        .filter(|e| e.change.kind == OutboundKind::KeptApart)
+        .map(|e| {
+            (
+                e.change.golden_id,
+                e.change.other_id,
+                e.change.record.is_some(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        apart,
+        vec![
+            (web_entity, Some(pos_entity), true),
+            (pos_entity, Some(web_entity), true)
+        ],
+        "both entities, each with its full record"
+    );
 
     // Steward decisions replay like any other.
     assert!(verify(&engine).unwrap().is_identical());

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cmdm_domain::{GoldenRecord, LogEntry, OutboundChange, OutboundKind};
+use cmdm_domain::{GoldenRecord, LogEntry, OutboundChange};
 use cmdm_kafka::EmbeddedBroker;
 use cmdm_matching::synth;
 use cmdm_store::{Store, TreeName};
@@ -417,14 +417,13 @@ fn sigkill_twenty_times_during_ingest_loses_and_duplicates_nothing() {
     );
 
     // A spoke's copy built from the change feed holds exactly the final golden records:
-    // the latest message per id, upserted ones carrying the record, merged and deleted
-    // ones removing it.
+    // the latest message per id, those carrying a record (upserted, split, kept apart)
+    // holding it, merged and deleted ones removing it.
     for ((topic, follower), store) in followers.into_iter().zip([&crashed_store, &clean_store]) {
         let copy: BTreeMap<String, GoldenRecord> = follower
             .finish()
             .into_iter()
-            .filter(|(_, change)| change.kind == OutboundKind::Upserted)
-            .map(|(key, change)| (key, change.record.expect("upserted carries the record")))
+            .filter_map(|(key, change)| change.record.map(|record| (key, record)))
             .collect();
         let held = golden_records(store);
         let only_feed: Vec<&String> = copy.keys().filter(|k| !held.contains_key(*k)).collect();
