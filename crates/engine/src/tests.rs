@@ -763,6 +763,38 @@ fn search_ranks_the_caller_first() {
     assert!(hits.windows(2).all(|w| w[0].weight >= w[1].weight));
     let (page2, _) = engine.search(&query, 1, 10).unwrap();
     assert_eq!(page2.len(), hits.len() - 1);
+    // Any one contact point or a name with a date of birth finds the person too.
+    let web = engine.entity_of(&key("web/w1")).unwrap().unwrap();
+    for pairs in [
+        vec![("phone", "+44 1632 960001")],
+        vec![
+            ("given_name", "jonathan"),
+            ("family_name", "SMYTH"),
+            ("date_of_birth", "01/02/1980"),
+        ],
+    ] {
+        let query = SearchQuery {
+            attributes: pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        };
+        let (hits, _) = engine.search(&query, 0, 10).unwrap();
+        assert_eq!(
+            hits.first().map(|h| h.record.id),
+            Some(web),
+            "{pairs:?}: {hits:?}"
+        );
+    }
+    let by_email = SearchQuery {
+        attributes: [("email".to_owned(), "ANN@example.org".to_owned())].into(),
+    };
+    let (hits, _) = engine.search(&by_email, 0, 10).unwrap();
+    assert_eq!(
+        hits.first().map(|h| h.record.id),
+        engine.entity_of(&key("crm/c7")).unwrap(),
+        "{hits:?}"
+    );
     let empty = engine.search(&SearchQuery::default(), 0, 10);
     assert!(matches!(empty, Err(EngineError::Refused(_))));
 }
