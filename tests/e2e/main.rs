@@ -664,3 +664,55 @@ async fn with_a_certificate_the_api_speaks_tls_and_checks_tokens() {
     }
     hub.shutdown().await.unwrap();
 }
+
+/// Event ids in a hub's log.
+fn logged_events(hub: &cmdm_hub::RunningHub) -> BTreeSet<String> {
+    hub.engine()
+        .store()
+        .log()
+        .filter_map(|entry| {
+            let (_, bytes) = entry.unwrap();
+            match serde_json::from_slice::<cmdm_domain::LogEntry>(&bytes).unwrap() {
+                cmdm_domain::LogEntry::Event(event) => Some(event.id),
+                cmdm_domain::LogEntry::Decision(_) => None,
+            }
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_hub_joining_the_group_takes_partitions_and_nothing_is_lost() {
+    let broker = broker();
+    let brokers = broker.bootstrap_servers().to_owned();
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = start(config(dir_a.path(), &brokers, "rebalance")).await;
+    publish(&brokers, &people(0..90)).await;
+    wait_for("the first hub applied everything", || applied(&a) == 90).await;
+
+    // A second member joins while the spokes keep publishing: the group rebalances, the
+    // first hub releases partitions (with whatever it had in flight for them) and the
+    // second consumes them from the committed offsets.
+    let spokes = {
+        let brokers = brokers.clone();
+        tokio::spawn(async move {
+            for chunk in (90..180).step_by(10) {
+                publish(&brokers, &people(chunk..chunk + 10)).await;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        })
+    };
+    let b = start(config(dir_b.path(), &brokers, "rebalance")).await;
+    spokes.await.unwrap();
+    let all: BTreeSet<String> = (0..180).map(|i| format!("o-{i}")).collect();
+    wait_for("every event applied by one hub or the other", || {
+        let seen: BTreeSet<String> = logged_events(&a)
+            .union(&logged_events(&b))
+            .cloned()
+            .collect();
+        seen == all
+    })
+    .await;
+    assert!(applied(&b) > 0, "the second hub was given partitions");
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}

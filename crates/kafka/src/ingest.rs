@@ -41,6 +41,8 @@ pub struct IngestConfig {
 struct StoredOffsets {
     engine: Arc<Engine>,
     metrics: Metrics,
+    /// Partitions revoked since the batch loop last looked.
+    revoked: Arc<std::sync::Mutex<Vec<(String, i32)>>>,
 }
 
 impl ClientContext for StoredOffsets {
@@ -83,6 +85,14 @@ impl ConsumerContext for StoredOffsets {
             }
             _ => {
                 info!(partitions = tpl.count(), "partitions revoked");
+                self.revoked
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .extend(
+                        tpl.elements()
+                            .iter()
+                            .map(|e| (e.topic().to_owned(), e.partition())),
+                    );
                 consumer.unassign()
             }
         };
@@ -101,6 +111,19 @@ pub async fn run_ingest(
     applied: Arc<Notify>,
     shutdown: CancellationToken,
 ) -> Result<()> {
+    let revoked = Arc::new(std::sync::Mutex::new(Vec::new()));
+    // Rebalances happen inside `recv`: what the batch held before one may belong to a
+    // partition that is no longer ours, and is released before anything newer is added.
+    let release = |batch: &mut Vec<RawMessage>| {
+        let gone = std::mem::take(&mut *revoked.lock().unwrap_or_else(|p| p.into_inner()));
+        let released = release_revoked(batch, &gone);
+        if released > 0 {
+            info!(
+                released,
+                "in-flight messages of revoked partitions released unapplied"
+            );
+        }
+    };
     let consumer: StreamConsumer<StoredOffsets> = ClientConfig::new()
         .set("bootstrap.servers", &config.brokers)
         .set(
@@ -128,6 +151,7 @@ pub async fn run_ingest(
         .create_with_context(StoredOffsets {
             engine: engine.clone(),
             metrics: metrics.clone(),
+            revoked: revoked.clone(),
         })?;
     consumer.subscribe(&[&config.events_topic])?;
     let dlq: FutureProducer = ClientConfig::new()
@@ -143,7 +167,10 @@ pub async fn run_ingest(
             biased;
             () = shutdown.cancelled() => break,
             received = consumer.recv() => match received {
-                Ok(message) => batch.push(raw(&message)),
+                Ok(message) => {
+                    release(&mut batch);
+                    batch.push(raw(&message));
+                }
                 Err(e) => {
                     warn!(error = %e, "consume error; retrying");
                     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -158,16 +185,40 @@ pub async fn run_ingest(
                 () = shutdown.cancelled() => break,
                 () = tokio::time::sleep_until(deadline) => break,
                 received = consumer.recv() => match received {
-                    Ok(message) => batch.push(raw(&message)),
+                    Ok(message) => {
+                        release(&mut batch);
+                        batch.push(raw(&message));
+                    }
                     Err(e) => warn!(error = %e, "consume error"),
                 },
             }
+        }
+        release(&mut batch);
+        if batch.is_empty() {
+            continue;
         }
         apply(&engine, &consumer, &dlq, &config, &metrics, batch).await?;
         applied.notify_one();
     }
     info!("ingest stopped");
     Ok(())
+}
+
+/// Drops the messages of revoked partitions from a batch not yet applied, and says how
+/// many. Neither applied nor committed, they are consumed again by the partition's next
+/// owner from the last committed offset (or by this hub, from its stored offset), so
+/// nothing of a partition is applied after its release and nothing is lost.
+fn release_revoked(batch: &mut Vec<RawMessage>, revoked: &[(String, i32)]) -> usize {
+    if revoked.is_empty() {
+        return 0;
+    }
+    let before = batch.len();
+    batch.retain(|m| {
+        !revoked
+            .iter()
+            .any(|(topic, partition)| *topic == m.topic && *partition == m.partition)
+    });
+    before - batch.len()
 }
 
 fn raw(message: &impl Message) -> RawMessage {
@@ -333,4 +384,30 @@ async fn dead_letter(
         .await
         .map(|_| ())
         .map_err(|(e, _)| e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(partition: i32, offset: i64) -> RawMessage {
+        RawMessage {
+            topic: "cmdm.events.v1".into(),
+            partition,
+            offset,
+            key: None,
+            payload: None,
+            headers: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_revoked_partition_leaves_the_batch_unapplied_and_the_others_stay() {
+        let mut batch = vec![message(0, 5), message(1, 7), message(0, 6), message(2, 1)];
+        let revoked = vec![("cmdm.events.v1".to_owned(), 0), ("other".to_owned(), 1)];
+        assert_eq!(release_revoked(&mut batch, &revoked), 2);
+        let left: Vec<(i32, i64)> = batch.iter().map(|m| (m.partition, m.offset)).collect();
+        assert_eq!(left, vec![(1, 7), (2, 1)]);
+        assert_eq!(release_revoked(&mut batch, &[]), 0);
+    }
 }
