@@ -226,6 +226,7 @@ fn main() -> anyhow::Result<()> {
         ids.push(GoldenId(u64::from_be_bytes(key.as_ref().try_into()?)));
     }
     let mut queries = Vec::new();
+    let mut sources = Vec::new();
     for (i, item) in engine
         .store()
         .tree(TreeName::Records)
@@ -243,12 +244,46 @@ fn main() -> anyhow::Result<()> {
             page_size: 10,
             ..Default::default()
         };
-        if i % 2 == 0 {
-            query.postcode = v("postcode");
-        } else {
-            query.date_of_birth = v("date_of_birth");
+        match i % 3 {
+            0 => query.postcode = v("postcode"),
+            1 => query.date_of_birth = v("date_of_birth"),
+            _ => {}
         }
         queries.push(query);
+        sources.push(record.key.clone());
+    }
+    // How often the entity holding the record a query was made from ranks first.
+    for (kind, name) in [
+        (0, "name + postcode"),
+        (1, "name + date of birth"),
+        (2, "name only"),
+    ] {
+        let (mut first, mut total) = (0, 0);
+        for (i, query) in queries.iter().enumerate().filter(|(i, _)| i % 3 == kind) {
+            let attributes = [
+                ("given_name", &query.given_name),
+                ("family_name", &query.family_name),
+                ("postcode", &query.postcode),
+                ("date_of_birth", &query.date_of_birth),
+            ]
+            .into_iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| (k.to_owned(), v.clone()))
+            .collect();
+            let Ok((hits, _)) = engine.search(&cmdm_engine::SearchQuery { attributes }, 0, 1)
+            else {
+                continue;
+            };
+            total += 1;
+            first += usize::from(
+                hits.first()
+                    .is_some_and(|h| h.record.members.contains(&sources[i])),
+            );
+        }
+        println!(
+            "search by {name}: the source's entity ranks first in {first} of {total} queries ({:.1} %)",
+            100.0 * first as f64 / total.max(1) as f64
+        );
     }
     let mix = |n: usize, len: usize| (n.wrapping_mul(2_654_435_761)) % len.max(1);
     println!(
