@@ -44,6 +44,29 @@ impl HubService {
         work(&self.engine).map_err(ApiError::into_status)
     }
 
+    /// A steward's decision: the action (resolved against the engine), logged under the
+    /// caller's name with the comment, answered with the entities as it left them.
+    async fn decide(
+        &self,
+        who: crate::Identity,
+        comment: String,
+        task: Option<u64>,
+        action: impl FnOnce(&Engine) -> Result<StewardAction, ApiError> + Send + 'static,
+    ) -> Result<Response<pb::StewardResponse>, Status> {
+        let response = self
+            .run(move |engine| {
+                let outcome = engine.steward(StewardRequest {
+                    action: action(engine)?,
+                    by: who.name,
+                    comment,
+                    task,
+                })?;
+                steward_response(engine, outcome)
+            })
+            .await?;
+        Ok(Response::new(response))
+    }
+
     /// Runs engine work on the blocking pool.
     async fn run<T: Send + 'static>(
         &self,
@@ -482,20 +505,12 @@ impl pb::customer_hub_server::CustomerHub for HubService {
     ) -> Result<Response<pb::StewardResponse>, Status> {
         let who = require(&request, Role::Steward, "merge entities")?;
         let r = request.into_inner();
-        let response = self
-            .run(move |engine| {
-                let task = task_id(r.task_id);
-                let (entity, other) = pair(engine, &r.golden_id, &r.other_golden_id, task)?;
-                let outcome = engine.steward(StewardRequest {
-                    action: StewardAction::Merge { entity, other },
-                    by: who.name,
-                    comment: r.comment,
-                    task,
-                })?;
-                steward_response(engine, outcome)
-            })
-            .await?;
-        Ok(Response::new(response))
+        let task = task_id(r.task_id);
+        self.decide(who, r.comment, task, move |engine| {
+            let (entity, other) = pair(engine, &r.golden_id, &r.other_golden_id, task)?;
+            Ok(StewardAction::Merge { entity, other })
+        })
+        .await
     }
 
     async fn keep_apart(
@@ -504,20 +519,12 @@ impl pb::customer_hub_server::CustomerHub for HubService {
     ) -> Result<Response<pb::StewardResponse>, Status> {
         let who = require(&request, Role::Steward, "keep entities apart")?;
         let r = request.into_inner();
-        let response = self
-            .run(move |engine| {
-                let task = task_id(r.task_id);
-                let (entity, other) = pair(engine, &r.golden_id, &r.other_golden_id, task)?;
-                let outcome = engine.steward(StewardRequest {
-                    action: StewardAction::KeepApart { entity, other },
-                    by: who.name,
-                    comment: r.comment,
-                    task,
-                })?;
-                steward_response(engine, outcome)
-            })
-            .await?;
-        Ok(Response::new(response))
+        let task = task_id(r.task_id);
+        self.decide(who, r.comment, task, move |engine| {
+            let (entity, other) = pair(engine, &r.golden_id, &r.other_golden_id, task)?;
+            Ok(StewardAction::KeepApart { entity, other })
+        })
+        .await
     }
 
     async fn split(
@@ -527,18 +534,10 @@ impl pb::customer_hub_server::CustomerHub for HubService {
         let who = require(&request, Role::Steward, "split records out")?;
         let r = request.into_inner();
         let record = source_key("record", r.record.as_ref())?;
-        let response = self
-            .run(move |engine| {
-                let outcome = engine.steward(StewardRequest {
-                    action: StewardAction::Split { record },
-                    by: who.name,
-                    comment: r.comment,
-                    task: task_id(r.task_id),
-                })?;
-                steward_response(engine, outcome)
-            })
-            .await?;
-        Ok(Response::new(response))
+        self.decide(who, r.comment, task_id(r.task_id), move |_| {
+            Ok(StewardAction::Split { record })
+        })
+        .await
     }
 
     async fn link(
@@ -549,18 +548,10 @@ impl pb::customer_hub_server::CustomerHub for HubService {
         let r = request.into_inner();
         let record = source_key("record", r.record.as_ref())?;
         let entity = golden_id("golden_id", &r.golden_id)?;
-        let response = self
-            .run(move |engine| {
-                let outcome = engine.steward(StewardRequest {
-                    action: StewardAction::Link { record, entity },
-                    by: who.name,
-                    comment: r.comment,
-                    task: task_id(r.task_id),
-                })?;
-                steward_response(engine, outcome)
-            })
-            .await?;
-        Ok(Response::new(response))
+        self.decide(who, r.comment, task_id(r.task_id), move |_| {
+            Ok(StewardAction::Link { record, entity })
+        })
+        .await
     }
 
     async fn rematch(

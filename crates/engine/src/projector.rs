@@ -207,6 +207,22 @@ impl<'s> Working<'s> {
     }
 }
 
+/// An entity holding one record; its golden values are computed when the batch settles.
+fn start_entity(work: &mut Working<'_>, id: GoldenId, record: &SourceKey, seq: u64) {
+    work.put_entity(GoldenRecord {
+        id,
+        attributes: Default::default(),
+        consents: Default::default(),
+        preferences: Default::default(),
+        members: vec![record.clone()],
+        merged_ids: Vec::new(),
+        version: seq,
+    });
+    work.batch()
+        .put(TreeName::Membership, record.encode(), id_key(id));
+    work.stale(id, seq);
+}
+
 /// Records a pair of source records a steward declared different people, both ways.
 fn keep_apart(work: &mut Working<'_>, a: &SourceKey, b: &SourceKey, seq: u64) {
     for (x, y) in [(a, b), (b, a)] {
@@ -324,18 +340,7 @@ impl Projector<'_> {
     pub fn decision(&self, work: &mut Working<'_>, decision: &Decision, seq: u64) -> Result<()> {
         match decision {
             Decision::EntityCreated { entity, record } => {
-                work.put_entity(GoldenRecord {
-                    id: *entity,
-                    attributes: Default::default(),
-                    consents: Default::default(),
-                    preferences: Default::default(),
-                    members: vec![record.clone()],
-                    merged_ids: Vec::new(),
-                    version: seq,
-                });
-                work.batch()
-                    .put(TreeName::Membership, record.encode(), id_key(*entity));
-                work.stale(*entity, seq);
+                start_entity(work, *entity, record, seq);
                 work.note(record, seq)?;
             }
             Decision::RecordLinked { entity, record, .. }
@@ -439,18 +444,7 @@ impl Projector<'_> {
                 if *revived {
                     work.batch().delete(TreeName::Redirects, id_key(*to));
                 }
-                work.put_entity(GoldenRecord {
-                    id: *to,
-                    attributes: Default::default(),
-                    consents: Default::default(),
-                    preferences: Default::default(),
-                    members: vec![record.clone()],
-                    merged_ids: Vec::new(),
-                    version: seq,
-                });
-                work.batch()
-                    .put(TreeName::Membership, record.encode(), id_key(*to));
-                work.stale(*to, seq);
+                start_entity(work, *to, record, seq);
                 work.touched.split.push((*to, *from));
             }
         }
