@@ -386,6 +386,9 @@ async fn execute(c: &mut Client, json: bool, command: &RemoteCommand) -> anyhow:
                 for f in &cmp.fields {
                     println!("  {:<16} {:<20} {:+.2}", f.field, f.level, f.weight);
                 }
+                // The total is the prior log-odds plus the fields' weights.
+                let fields: f64 = cmp.fields.iter().map(|f| f.weight).sum();
+                println!("  {:<16} {:<20} {:+.2}", "(prior)", "", cmp.weight - fields);
             }
             Ok(())
         }
