@@ -208,6 +208,10 @@ fn main() -> anyhow::Result<()> {
     let concurrency: usize = args.get(3).map_or(Ok(32), |s| s.parse())?;
     let config = HubConfig {
         data_dir: dir.into(),
+        store_cache_mb: std::env::var("CMDM_STORE_CACHE_MB")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(HubConfig::default().store_cache_mb),
         ..HubConfig::default()
     };
     let engine = cmdm_hub::open_engine(&config)?;

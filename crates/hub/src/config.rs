@@ -16,6 +16,8 @@ use serde::Deserialize;
 pub struct HubConfig {
     /// Directory of the sled store.
     pub data_dir: PathBuf,
+    /// The store's own page cache in MiB (hot golden records are read from it).
+    pub store_cache_mb: u64,
     /// Address the gRPC API listens on.
     pub grpc_addr: SocketAddr,
     /// Address of the Prometheus metrics endpoint (`GET /metrics`).
@@ -82,6 +84,7 @@ impl Default for HubConfig {
     fn default() -> Self {
         HubConfig {
             data_dir: PathBuf::from("data"),
+            store_cache_mb: 256,
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
             metrics_addr: SocketAddr::from(([127, 0, 0, 1], 9464)),
             api: ApiConfig::default(),
@@ -132,6 +135,9 @@ pub struct Overrides {
     /// Directory of the sled store [default: data].
     #[arg(long, env = "CMDM_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
+    /// The store's page cache in MiB [default: 256].
+    #[arg(long, env = "CMDM_STORE_CACHE_MB", global = true)]
+    pub store_cache_mb: Option<u64>,
     /// gRPC listen address [default: 127.0.0.1:50051].
     #[arg(long, env = "CMDM_GRPC_ADDR", global = true)]
     pub grpc_addr: Option<SocketAddr>,
@@ -216,6 +222,7 @@ impl HubConfig {
         };
         let o = overrides.clone();
         set(&mut config.data_dir, o.data_dir);
+        set(&mut config.store_cache_mb, o.store_cache_mb);
         set(&mut config.grpc_addr, o.grpc_addr);
         set(&mut config.metrics_addr, o.metrics_addr);
         if o.tls_cert.is_some() {

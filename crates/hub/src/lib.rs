@@ -25,12 +25,13 @@ pub use config::{HubConfig, Overrides};
 pub fn open_engine(config: &HubConfig) -> anyhow::Result<Arc<Engine>> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
-    let store = Store::open(&config.data_dir).with_context(|| {
-        format!(
-            "cannot open the store in {} (is another hub using it?)",
-            config.data_dir.display()
-        )
-    })?;
+    let store = Store::open_with_cache(&config.data_dir, config.store_cache_mb << 20)
+        .with_context(|| {
+            format!(
+                "cannot open the store in {} (is another hub using it?)",
+                config.data_dir.display()
+            )
+        })?;
     let matcher = Arc::new(config.matching.matcher()?);
     let rules = EngineConfig {
         survivorship: config.survivorship.clone(),

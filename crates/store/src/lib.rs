@@ -115,6 +115,9 @@ impl TreeName {
     }
 }
 
+/// sled's page cache unless configured otherwise.
+pub const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
+
 /// The sled database and its trees.
 #[derive(Clone)]
 pub struct Store {
@@ -133,9 +136,14 @@ impl Store {
     /// background thread once the last handle is dropped, so a reopen in the same process
     /// may find it still held for a moment: the lock is retried for up to two seconds.
     pub fn open(dir: &Path) -> Result<Self> {
+        Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens the store with a page cache of `cache_bytes` (sled's own, besides the OS's).
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Self> {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
         loop {
-            match Self::from_config(sled::Config::new().path(dir)) {
+            match Self::from_config(sled::Config::new().path(dir).cache_capacity(cache_bytes)) {
                 Err(StoreError::Sled(sled::Error::Io(e)))
                     if e.to_string().contains("could not acquire lock")
                         && std::time::Instant::now() < deadline =>
@@ -149,14 +157,15 @@ impl Store {
 
     /// A store that lives only as long as the process, for replays and tests.
     pub fn temporary() -> Result<Self> {
-        Self::from_config(sled::Config::new().temporary(true))
+        Self::from_config(
+            sled::Config::new()
+                .temporary(true)
+                .cache_capacity(DEFAULT_CACHE_BYTES),
+        )
     }
 
     fn from_config(config: sled::Config) -> Result<Self> {
-        let db = config
-            .cache_capacity(256 * 1024 * 1024)
-            .mode(sled::Mode::HighThroughput)
-            .open()?;
+        let db = config.mode(sled::Mode::HighThroughput).open()?;
         let trees = TreeName::ALL
             .iter()
             .map(|t| db.open_tree(t.as_str()))
