@@ -141,6 +141,10 @@ pub struct Overrides {
     /// gRPC listen address [default: 127.0.0.1:50051].
     #[arg(long, env = "CMDM_GRPC_ADDR", global = true)]
     pub grpc_addr: Option<SocketAddr>,
+    /// API tokens as `name:role:token`, comma-separated (role: spoke, steward or admin);
+    /// they replace the file's `[[api.tokens]]`.
+    #[arg(long, env = "CMDM_API_TOKENS", global = true, hide_env_values = true)]
+    pub api_tokens: Option<String>,
     /// PEM certificate chain for the gRPC API; with --tls-key the API speaks TLS only.
     #[arg(long, env = "CMDM_TLS_CERT", global = true)]
     pub tls_cert: Option<PathBuf>,
@@ -225,6 +229,9 @@ impl HubConfig {
         set(&mut config.store_cache_mb, o.store_cache_mb);
         set(&mut config.grpc_addr, o.grpc_addr);
         set(&mut config.metrics_addr, o.metrics_addr);
+        if let Some(tokens) = &o.api_tokens {
+            config.api.tokens = parse_tokens(tokens)?;
+        }
         if o.tls_cert.is_some() {
             config.api.tls_cert = o.tls_cert;
         }
@@ -296,6 +303,32 @@ impl HubConfig {
         );
         Ok(())
     }
+}
+
+/// Reads `name:role:token,…`.
+pub fn parse_tokens(text: &str) -> anyhow::Result<Vec<cmdm_api::TokenConfig>> {
+    text.split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|entry| {
+            let mut parts = entry.splitn(3, ':');
+            let (Some(name), Some(role), Some(token)) = (parts.next(), parts.next(), parts.next())
+            else {
+                anyhow::bail!("an API token must be written name:role:token");
+            };
+            let role = match role {
+                "spoke" => cmdm_api::Role::Spoke,
+                "steward" => cmdm_api::Role::Steward,
+                "admin" => cmdm_api::Role::Admin,
+                other => anyhow::bail!("`{other}` is not a role: use spoke, steward or admin"),
+            };
+            Ok(cmdm_api::TokenConfig {
+                token: token.to_owned(),
+                name: name.to_owned(),
+                role,
+            })
+        })
+        .collect()
 }
 
 /// Reads `dmy` or `mdy`.
@@ -398,7 +431,23 @@ mod tests {
     #[test]
     fn the_deploy_example_is_a_valid_configuration() {
         let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/cmdm-hub.toml");
-        let config = HubConfig::from_file(&example).unwrap();
+        // It listens on every interface, so it needs tokens: the compose file passes them.
+        let open = Overrides {
+            config: Some(example.clone()),
+            ..Overrides::default()
+        };
+        let refused = format!("{:#}", HubConfig::load(&open).unwrap_err());
+        assert!(refused.contains("without tokens"), "{refused}");
+        let with_tokens = Overrides {
+            api_tokens: Some(
+                "callcenter:spoke:callcenter-secret-0001, alice:steward:alice-secret-000001".into(),
+            ),
+            ..open
+        };
+        let config = HubConfig::load(&with_tokens).unwrap();
+        assert_eq!(config.api.tokens.len(), 2);
+        assert_eq!(config.api.tokens[1].role, cmdm_api::Role::Steward);
+        assert!(parse_tokens("alice:root:secret-secret-secret").is_err());
         assert_eq!(config.matching.date_order, DateOrder::Dmy);
         assert_eq!(
             config.survivorship.attributes.get("address_line1"),
