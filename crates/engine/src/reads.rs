@@ -364,7 +364,19 @@ impl Engine {
                 entity_a.map(|e| e.to_string()).unwrap_or_default()
             )
         } else if let Some(seq) = kept_apart {
-            format!("kept apart by a steward (log entry {seq})")
+            let entry = self.log_entry(seq)?;
+            match &entry {
+                LogEntry::Decision(d) => match d.steward() {
+                    Some(note) => format!(
+                        "kept apart by {} ({}, log entry {seq}): {}",
+                        note.by,
+                        d.name(),
+                        note.comment
+                    ),
+                    None => format!("kept apart (log entry {seq})"),
+                },
+                LogEntry::Event(_) => format!("kept apart (log entry {seq})"),
+            }
         } else if verdict.contradict {
             "different entities: they contradict each other on identity fields".to_owned()
         } else if p >= verdict.link {

@@ -600,7 +600,12 @@ fn steward_merges_a_review_task_splits_it_again_and_keeps_it_apart_through_a_rem
     );
     let pair = engine.explain_pair(&web, &pos).unwrap();
     assert!(pair.kept_apart.is_some(), "{pair:?}");
-    assert!(pair.summary.contains("kept apart"), "{}", pair.summary);
+    assert!(
+        pair.summary
+            .contains("kept apart by steward:alice (kept_apart"),
+        "{}",
+        pair.summary
+    );
 
     // A new spoke record like both still cannot join the two together.
     engine
