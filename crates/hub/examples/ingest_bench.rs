@@ -6,6 +6,11 @@
 //!
 //! cargo run --release -p cmdm-hub --example ingest_bench -- EVENTS PARTITIONS [BROKERS]
 //!
+//! For memory under a backlog, run the two halves as two processes, so the publisher's
+//! memory does not count: `INGEST_BENCH_PHASE=publish` only publishes;
+//! `INGEST_BENCH_PHASE=hub INGEST_BENCH_SECONDS=S` only runs the hub, for at most S
+//! seconds, printing its resident memory every 30 s and its peak at the end.
+//!
 //! Without BROKERS it uses the embedded broker, which keeps only a few megabytes per
 //! partition (older messages are dropped): give a real broker, with the three topics
 //! created, for more than about 10,000 events per partition.
@@ -22,11 +27,19 @@ use rdkafka::{ClientConfig, Message};
 const EVENTS: &str = "cmdm.events.v1";
 
 fn peak_rss_mib() -> f64 {
+    status_mib("VmHWM:")
+}
+
+fn rss_mib() -> f64 {
+    status_mib("VmRSS:")
+}
+
+fn status_mib(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
             s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
+                .find(|l| l.starts_with(field))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .and_then(|kb| kb.parse::<f64>().ok())
         })
@@ -118,22 +131,32 @@ async fn main() {
         }
     };
 
-    let started = Instant::now();
-    let b = brokers.clone();
-    tokio::task::spawn_blocking(move || publish(&b, events))
-        .await
-        .expect("publish");
-    println!(
-        "published {events} events on {partitions} partitions in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-
-    let b = brokers.clone();
-    let raw = tokio::task::spawn_blocking(move || raw_consume(&b, events, partitions))
-        .await
-        .expect("raw consumer");
-    let raw_rate = events as f64 / raw;
-    println!("rdkafka alone: {raw:.2} s, {raw_rate:.0} events/s");
+    let phase = std::env::var("INGEST_BENCH_PHASE").unwrap_or_default();
+    let limit = std::env::var("INGEST_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(Duration::from_secs);
+    let mut raw_rate = f64::NAN;
+    if phase != "hub" {
+        let started = Instant::now();
+        let b = brokers.clone();
+        tokio::task::spawn_blocking(move || publish(&b, events))
+            .await
+            .expect("publish");
+        println!(
+            "published {events} events on {partitions} partitions in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        if phase == "publish" {
+            return;
+        }
+        let b = brokers.clone();
+        let raw = tokio::task::spawn_blocking(move || raw_consume(&b, events, partitions))
+            .await
+            .expect("raw consumer");
+        raw_rate = events as f64 / raw;
+        println!("rdkafka alone: {raw:.2} s, {raw_rate:.0} events/s");
+    }
 
     let dir = tempfile::tempdir().expect("temp dir");
     let mut config = HubConfig {
@@ -147,21 +170,37 @@ async fn main() {
     let hub = cmdm_hub::start(config).await.expect("hub");
     let store = hub.engine().store().clone();
     let mut first = None;
+    let started = Instant::now();
+    let mut next_report = Duration::from_secs(30);
+    let mut applied;
     loop {
-        let applied = store.tree(TreeName::Dedup).len();
+        applied = store.tree(TreeName::Dedup).len();
         if applied > 0 {
             first.get_or_insert_with(Instant::now);
         }
-        if applied >= events {
+        if applied >= events || limit.is_some_and(|l| started.elapsed() >= l) {
             break;
+        }
+        if started.elapsed() >= next_report {
+            println!(
+                "{:>5.0} s: {applied} applied, {} behind, RSS {:.0} MiB",
+                started.elapsed().as_secs_f64(),
+                events - applied,
+                rss_mib()
+            );
+            next_report += Duration::from_secs(30);
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let hub_seconds = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
-    let hub_rate = events as f64 / hub_seconds;
+    let hub_rate = applied as f64 / hub_seconds;
+    let ratio = if raw_rate.is_finite() {
+        format!(", {:.3} of rdkafka alone", hub_rate / raw_rate)
+    } else {
+        String::new()
+    };
     println!(
-        "hub: {hub_seconds:.2} s, {hub_rate:.0} events/s, {:.3} of rdkafka alone; peak RSS {:.0} MiB",
-        hub_rate / raw_rate,
+        "hub: {applied} events in {hub_seconds:.2} s, {hub_rate:.0} events/s{ratio}; peak RSS {:.0} MiB",
         peak_rss_mib()
     );
     hub.shutdown().await.expect("graceful stop");
