@@ -88,13 +88,24 @@ impl Kind {
                 }
             }
             Kind::Date => {
-                let (da, db) = (a.replace('-', ""), b.replace('-', ""));
+                fn undashed(s: &str) -> impl Iterator<Item = u8> + '_ {
+                    s.bytes().filter(|&c| c != b'-')
+                }
+                let within_one = if a.is_ascii() && b.is_ascii() {
+                    let (mut da, mut db) = ([0u8; 16], [0u8; 16]);
+                    match (fill(&mut da, undashed(a)), fill(&mut db, undashed(b))) {
+                        (Some(x), Some(y)) => within_one_edit(x, y),
+                        _ => osa_distance(&a.replace('-', ""), &b.replace('-', "")) <= 1,
+                    }
+                } else {
+                    osa_distance(&a.replace('-', ""), &b.replace('-', "")) <= 1
+                };
                 let swapped = a.len() == 10
                     && b.len() == 10
                     && a[..4] == b[..4]
                     && a[5..7] == b[8..10]
                     && a[8..10] == b[5..7];
-                if osa_distance(&da, &db) <= 1 || swapped {
+                if within_one || swapped {
                     1
                 } else if a.get(..4) == b.get(..4) {
                     2
@@ -103,7 +114,9 @@ impl Kind {
                 }
             }
             Kind::Email => {
-                let local = |e: &str| e.split('@').next().map(str::to_owned);
+                fn local(e: &str) -> Option<&str> {
+                    e.split('@').next()
+                }
                 if local(a) == local(b) || levenshtein(a, b) <= 2 {
                     1
                 } else {
@@ -111,20 +124,24 @@ impl Kind {
                 }
             }
             Kind::Phone => {
-                let tail = |p: &str| p.get(p.len().saturating_sub(8)..).map(str::to_owned);
-                if tail(a) == tail(b) || osa_distance(a, b) <= 1 {
+                fn tail(p: &str) -> Option<&str> {
+                    p.get(p.len().saturating_sub(8)..)
+                }
+                if tail(a) == tail(b) || osa_at_most_one(a, b) {
                     1
                 } else {
                     2
                 }
             }
+            // The distance is at least the difference in length.
+            Kind::Identifier if a.chars().count().abs_diff(b.chars().count()) > 2 => 3,
             Kind::Identifier => match osa_distance(a, b) {
                 1 => 1,
                 2 => 2,
                 _ => 3,
             },
             Kind::Postcode => {
-                if osa_distance(a, b) <= 1 {
+                if osa_at_most_one(a, b) {
                     1
                 } else {
                     2
@@ -143,6 +160,46 @@ impl Kind {
             Kind::Exact => 1,
         }
     }
+}
+
+/// Whether the optimal string alignment distance of two strings is at most one (one
+/// insertion, deletion, substitution or swap of neighbours), without allocating for
+/// ASCII: the same answer as `strsim::osa_distance(a, b) <= 1`.
+fn osa_at_most_one(a: &str, b: &str) -> bool {
+    if a.is_ascii() && b.is_ascii() {
+        within_one_edit(a.as_bytes(), b.as_bytes())
+    } else {
+        osa_distance(a, b) <= 1
+    }
+}
+
+fn within_one_edit(a: &[u8], b: &[u8]) -> bool {
+    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    if long.len() - short.len() > 1 {
+        return false;
+    }
+    let prefix = short.iter().zip(long).take_while(|(x, y)| x == y).count();
+    if short.len() == long.len() {
+        if prefix == short.len() {
+            return true;
+        }
+        // One substitution, or neighbours swapped.
+        let (s, l) = (&short[prefix..], &long[prefix..]);
+        s[1..] == l[1..] || (s.len() >= 2 && s[0] == l[1] && s[1] == l[0] && s[2..] == l[2..])
+    } else {
+        // One insertion into the shorter.
+        short[prefix..] == long[prefix + 1..]
+    }
+}
+
+/// Copies bytes into a buffer; `None` when they do not fit.
+fn fill(buffer: &mut [u8; 16], bytes: impl Iterator<Item = u8>) -> Option<&[u8]> {
+    let mut n = 0;
+    for byte in bytes {
+        *buffer.get_mut(n)? = byte;
+        n += 1;
+    }
+    Some(&buffer[..n])
 }
 
 /// One comparison level's probabilities.
@@ -477,6 +534,15 @@ impl Model {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn within_one_edit_agrees_with_strsim(a in "[a-c0-2-]{0,9}", b in "[a-c0-2-]{0,9}") {
+            prop_assert_eq!(super::osa_at_most_one(&a, &b), strsim::osa_distance(&a, &b) <= 1);
+        }
+    }
+
     use super::*;
 
     #[test]
