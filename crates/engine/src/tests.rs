@@ -832,3 +832,54 @@ fn projections_in_an_older_format_are_rebuilt_from_the_log_on_open() {
         PROJECTION_FORMAT.to_be_bytes()
     );
 }
+
+#[test]
+fn as_of_time_reads_what_the_hub_held_then() {
+    let engine = engine(Store::temporary().unwrap());
+    let events = review_band_pair();
+    engine.apply_batch(&events[..1], &[]).unwrap();
+    let web = engine.entity_of(&key("web/w1")).unwrap().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let before_second = cmdm_domain::Timestamp::now();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    engine.apply_batch(&events[1..], &[]).unwrap();
+    let pos = engine.entity_of(&key("pos/p1")).unwrap().unwrap();
+    let task = engine.tasks().unwrap()[0].id;
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let before_merge = cmdm_domain::Timestamp::now();
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    engine
+        .resolve_task(task, TaskAnswer::Merge, "steward:alice", "")
+        .unwrap();
+
+    let then = engine
+        .golden_as_of(web, AsOf::Time(before_second))
+        .unwrap()
+        .unwrap();
+    assert_eq!(then.members, vec![key("web/w1")]);
+    assert!(
+        engine
+            .golden_as_of(pos, AsOf::Time(before_second))
+            .unwrap()
+            .is_none(),
+        "pos/p1's entity did not exist yet"
+    );
+    let separate = engine
+        .golden_as_of(pos, AsOf::Time(before_merge))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (separate.id, separate.members.clone()),
+        (pos, vec![key("pos/p1")])
+    );
+    let now = engine
+        .golden_as_of(pos, AsOf::Time(cmdm_domain::Timestamp::now()))
+        .unwrap()
+        .unwrap();
+    assert_eq!(now.id, web, "merged by now: the id reads as its survivor");
+    assert_eq!(now.members, vec![key("pos/p1"), key("web/w1")]);
+    assert_eq!(
+        now.attributes,
+        engine.golden(web).unwrap().unwrap().record.attributes
+    );
+}
