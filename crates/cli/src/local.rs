@@ -588,14 +588,13 @@ pub fn eval(config: &HubConfig, args: &EvalArgs, json: bool) -> anyhow::Result<(
     let import_seconds = import_started.elapsed().as_secs_f64();
 
     // Clusters as the hub formed them, and the truth.
-    let mut predicted: HashMap<GoldenId, Vec<usize>> = HashMap::new();
+    // A row with no usable value (every mapped column empty) joins no entity: it is a
+    // cluster of its own.
+    let mut predicted: HashMap<Result<GoldenId, usize>, Vec<usize>> = HashMap::new();
     let mut actual: HashMap<&str, Vec<usize>> = HashMap::new();
     for (i, row) in rows.iter().enumerate() {
         let key = SourceKey::new(source, &row.subject)?;
-        let entity = engine
-            .lookup(&key)?
-            .map(|g| g.id)
-            .with_context(|| format!("line {}: record {key} has no golden record", row.line))?;
+        let entity = engine.lookup(&key)?.map(|g| g.id).ok_or(i);
         predicted.entry(entity).or_default().push(i);
         actual
             .entry(row.truth.as_deref().unwrap_or(""))
@@ -644,7 +643,7 @@ pub fn eval(config: &HubConfig, args: &EvalArgs, json: bool) -> anyhow::Result<(
     }
     let limit = matcher.generic_limit();
     let mut blocked = 0u64;
-    let entity_of: HashMap<usize, GoldenId> = predicted
+    let entity_of: HashMap<usize, Result<GoldenId, usize>> = predicted
         .iter()
         .flat_map(|(e, m)| m.iter().map(|&i| (i, *e)))
         .collect();
@@ -814,5 +813,34 @@ mod tests {
         // Importing again changes nothing.
         let (again, _) = run_import(&config, &args, |_| {}).unwrap();
         assert_eq!((again.applied, again.duplicates, again.entities), (0, 3, 2));
+    }
+
+    /// Regression: a row whose mapped columns are all empty joins no entity, and `eval`
+    /// stopped with "record … has no golden record" instead of counting it alone.
+    #[test]
+    fn eval_counts_a_row_without_usable_values_as_its_own_cluster() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("truth.csv");
+        std::fs::write(
+            &csv,
+            "no,first,last,person\n1,Ann,Lee,a\n2,Ann,Lee,a\n3,,,b\n4,Bob,Stone,c\n",
+        )
+        .unwrap();
+        let config = HubConfig {
+            data_dir: dir.path().join("data"),
+            ..HubConfig::default()
+        };
+        let args = EvalArgs {
+            csv: CsvArgs {
+                csv,
+                map: "given_name=first,family_name=last".into(),
+                id: Some("no".into()),
+                source: "t".into(),
+            },
+            truth: "person".into(),
+            keep_data: None,
+            show_errors: 0,
+        };
+        eval(&config, &args, true).unwrap();
     }
 }
