@@ -51,6 +51,22 @@ pub struct BatchReport {
     pub generic_keys: BTreeSet<String>,
 }
 
+impl BatchReport {
+    /// Adds another batch's counts to these.
+    pub fn add(&mut self, other: BatchReport) {
+        self.applied += other.applied;
+        self.duplicates += other.duplicates;
+        self.decisions += other.decisions;
+        self.created += other.created;
+        self.linked += other.linked;
+        self.merged += other.merged;
+        self.review_tasks += other.review_tasks;
+        self.findings += other.findings;
+        self.outbox += other.outbox;
+        self.generic_keys.extend(other.generic_keys);
+    }
+}
+
 /// A change waiting in the outbox, with its storage key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutboxEntry {
@@ -291,13 +307,7 @@ impl Engine {
             report.outbox = write_outbox(&mut work)?;
             work.finish()?.commit()?;
             *guard = Some(index);
-            total.decisions += report.decisions;
-            total.created += report.created;
-            total.linked += report.linked;
-            total.merged += report.merged;
-            total.review_tasks += report.review_tasks;
-            total.outbox += report.outbox;
-            total.generic_keys.extend(report.generic_keys);
+            total.add(report);
         }
         self.store.flush_blocking()?;
         Ok(total)

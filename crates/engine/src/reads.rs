@@ -203,22 +203,25 @@ impl Engine {
         // Collect the trails of every record that was ever part of the lineage.
         let mut seen: BTreeSet<SourceKey> = now.record.members.iter().cloned().collect();
         let mut pending: Vec<SourceKey> = seen.iter().cloned().collect();
-        let mut seqs = BTreeSet::new();
+        // Each entry is read once, here, and replayed in order below.
+        let mut entries: BTreeMap<u64, LogEntry> = BTreeMap::new();
         while let Some(key) = pending.pop() {
             let Some(record) = self.source_record(&key)? else {
                 continue;
             };
             for seq in record.trail {
-                if !seqs.insert(seq) {
+                if entries.contains_key(&seq) {
                     continue;
                 }
-                if let LogEntry::Decision(decision) = self.log_entry(seq)? {
-                    for other in mentioned_records(&decision) {
+                let entry = self.log_entry(seq)?;
+                if let LogEntry::Decision(decision) = &entry {
+                    for other in mentioned_records(decision) {
                         if seen.len() < 10_000 && seen.insert(other.clone()) {
                             pending.push(other);
                         }
                     }
                 }
+                entries.insert(seq, entry);
             }
         }
         let mut members: HashMap<SourceKey, GoldenId> = HashMap::new();
@@ -226,13 +229,12 @@ impl Engine {
         let mut records: HashMap<SourceKey, SourceRecord> = HashMap::new();
         let mut clock = Timestamp(0);
         let mut version = 0;
-        for &seq in &seqs {
+        for (seq, entry) in entries {
             if let AsOf::Seq(last) = at
                 && seq > last
             {
                 break;
             }
-            let entry = self.log_entry(seq)?;
             let time = match &entry {
                 LogEntry::Event(e) => e.received_at,
                 LogEntry::Decision(d) => d.steward().map_or(clock, |n| n.at),
