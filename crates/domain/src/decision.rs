@@ -92,6 +92,17 @@ pub enum Decision {
         entity: GoldenId,
         note: StewardNote,
     },
+    /// A person was erased: the data keys of their records and contact points were
+    /// deleted and every projection of them purged. Carries no personal data: ids only.
+    Erased {
+        entity: GoldenId,
+        /// Ids merged into `entity` earlier; they no longer resolve.
+        merged_ids: Vec<GoldenId>,
+        records: Vec<SourceKey>,
+        /// Key references of the contact points the person held (see `LoggedEvent::key_ref`).
+        contact_keys: Vec<String>,
+        note: StewardNote,
+    },
 }
 
 impl Decision {
@@ -101,7 +112,8 @@ impl Decision {
             Decision::StewardMerged { note, .. }
             | Decision::KeptApart { note, .. }
             | Decision::RecordSplit { note, .. }
-            | Decision::StewardLinked { note, .. } => Some(note),
+            | Decision::StewardLinked { note, .. }
+            | Decision::Erased { note, .. } => Some(note),
             _ => None,
         }
     }
@@ -118,6 +130,7 @@ impl Decision {
             Decision::KeptApart { .. } => "kept_apart",
             Decision::RecordSplit { .. } => "record_split",
             Decision::StewardLinked { .. } => "steward_linked",
+            Decision::Erased { .. } => "erased",
         }
     }
 }
@@ -145,6 +158,10 @@ pub struct LoggedEvent {
     pub received_at: Timestamp,
     #[serde(with = "hex")]
     pub sealed: Vec<u8>,
+    /// The data key sealing the payload when it is not the record's: a consent or
+    /// preference about a contact point is sealed with that contact point's key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_ref: Option<String>,
 }
 
 impl LoggedEvent {
@@ -203,6 +220,7 @@ mod tests {
             time: Timestamp(1),
             received_at: Timestamp(2),
             sealed: vec![0, 1, 254, 255],
+            key_ref: None,
         });
         let json = serde_json::to_vec(&entry).unwrap();
         assert_eq!(serde_json::from_slice::<LogEntry>(&json).unwrap(), entry);

@@ -134,6 +134,10 @@ pub struct PreferenceChange {
     pub frequency: BTreeMap<Channel, String>,
     #[serde(default)]
     pub do_not_contact: Option<bool>,
+    /// An e-mail address or phone number the preference is about, when the spoke knows
+    /// no more (an unsubscribe link).
+    #[serde(default)]
+    pub contact_point: Option<String>,
 }
 
 /// `contact.recorded`: the spoke contacted the customer.
@@ -203,6 +207,15 @@ impl Payload {
             Payload::Consent(_) => EventType::ConsentChanged,
             Payload::Preference(_) => EventType::PreferenceChanged,
             Payload::Contact(_) => EventType::ContactRecorded,
+        }
+    }
+
+    /// The contact point a consent or preference names instead of a record, if any.
+    pub fn contact_point(&self) -> Option<&str> {
+        match self {
+            Payload::Consent(c) => c.contact_point.as_deref(),
+            Payload::Preference(p) => p.contact_point.as_deref(),
+            _ => None,
         }
     }
 

@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::event::{Channel, ConsentStatus};
+use crate::event::{Channel, ConsentStatus, Evidence};
 use crate::{GoldenId, SourceKey, Timestamp};
 
 /// One surviving value of a golden record and the source record it came from.
@@ -21,6 +21,9 @@ pub struct GoldenConsent {
     pub status: ConsentStatus,
     pub legal_basis: Option<String>,
     pub expires_at: Option<String>,
+    /// Where and how the surviving declaration was captured.
+    #[serde(default)]
+    pub evidence: Option<Evidence>,
     pub source: SourceKey,
     pub time: Timestamp,
 }
@@ -54,6 +57,8 @@ pub enum OutboundKind {
     Split,
     /// A steward declared this entity a different person from `other_id` (full record).
     KeptApart,
+    /// The person was erased: a tombstone (the Kafka value is empty).
+    Erased,
 }
 
 /// One message of the change feed `cmdm.golden.v1`, keyed by golden id.

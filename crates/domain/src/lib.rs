@@ -1,6 +1,7 @@
 //! The vocabulary of the customer master data hub: inbound spoke events, source records,
 //! golden records and the hub's own decisions. Pure data and rules, no I/O.
 
+pub mod consent;
 pub mod decision;
 pub mod error;
 pub mod event;
@@ -10,6 +11,10 @@ pub mod record;
 pub mod review;
 pub mod time;
 
+pub use consent::{
+    ContactDecision, ContactFacts, ContactPointState, ContactPolicy, ContactQuestion,
+    ContactReason, DeclaredConsent, FrequencyCap, QuietHours, decide_contact,
+};
 pub use decision::{Decision, FieldWeight, LogEntry, LoggedEvent, MatchExplanation, StewardNote};
 pub use error::DomainError;
 pub use event::{

@@ -188,7 +188,7 @@ impl SourceRecord {
 }
 
 /// Inserts `value` unless the map already holds a newer one; says whether it changed.
-fn upsert_newer<T: PartialEq>(
+pub(crate) fn upsert_newer<T: PartialEq>(
     map: &mut BTreeMap<String, Stamped<T>>,
     key: String,
     value: T,
@@ -205,7 +205,7 @@ fn upsert_newer<T: PartialEq>(
 
 /// Flattens a preference change into independently stamped items, so a partial
 /// change (one topic, one channel) leaves every other item as it was.
-fn preference_items(preference: &PreferenceChange) -> Vec<(String, String)> {
+pub(crate) fn preference_items(preference: &PreferenceChange) -> Vec<(String, String)> {
     let mut items = Vec::new();
     for (topic, subscribed) in &preference.topics {
         items.push((format!("topic.{topic}"), subscribed.to_string()));

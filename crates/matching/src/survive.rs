@@ -111,6 +111,7 @@ pub fn survive<'a>(
                 status: c.status,
                 legal_basis: c.legal_basis.clone(),
                 expires_at: c.expires_at.clone(),
+                evidence: c.evidence.clone(),
                 source: record.key.clone(),
                 time: consent.stamp.time,
             };

@@ -5,7 +5,8 @@
 pub mod crypto;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -59,11 +60,15 @@ pub enum TreeName {
     Apart,
     /// Facts about the store itself, such as the encoding version of its projections.
     Meta,
+    /// `email:…` or `phone:…` (normalised) → what was declared about that contact point.
+    ContactPoints,
+    /// source key → seq of the erasure of the person whose record it was.
+    Erased,
 }
 
 impl TreeName {
     /// Every tree, in a fixed order.
-    pub const ALL: [TreeName; 13] = [
+    pub const ALL: [TreeName; 15] = [
         TreeName::Log,
         TreeName::Dedup,
         TreeName::Keys,
@@ -77,10 +82,12 @@ impl TreeName {
         TreeName::Reviews,
         TreeName::Apart,
         TreeName::Meta,
+        TreeName::ContactPoints,
+        TreeName::Erased,
     ];
 
     /// The projections: everything a replay of the log must reproduce exactly.
-    pub const PROJECTIONS: [TreeName; 8] = [
+    pub const PROJECTIONS: [TreeName; 10] = [
         TreeName::Dedup,
         TreeName::Records,
         TreeName::Membership,
@@ -89,6 +96,8 @@ impl TreeName {
         TreeName::Features,
         TreeName::Reviews,
         TreeName::Apart,
+        TreeName::ContactPoints,
+        TreeName::Erased,
     ];
 
     /// The tree's name in sled.
@@ -107,6 +116,8 @@ impl TreeName {
             TreeName::Reviews => "reviews",
             TreeName::Apart => "apart",
             TreeName::Meta => "meta",
+            TreeName::ContactPoints => "contact_points",
+            TreeName::Erased => "erased",
         }
     }
 
@@ -118,11 +129,46 @@ impl TreeName {
 /// sled's page cache unless configured otherwise.
 pub const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
 
-/// The sled database and its trees.
+/// The sled database and its trees. Cloning shares it.
+///
+/// A store on disk lives in a generation directory: its root itself (as first created),
+/// or `gen-N` named by the root's `CURRENT` file. [`Store::purge`] copies the live data
+/// into the next generation and deletes the previous one, so that what was deleted (an
+/// erased person) is gone from every file, not only unreachable in sled's log-structured
+/// segments.
 #[derive(Clone)]
 pub struct Store {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    current: RwLock<Arc<Generation>>,
+    /// `None` for a temporary store.
+    root: Option<PathBuf>,
+    cache_bytes: u64,
+}
+
+struct Generation {
     db: sled::Db,
     trees: Vec<sled::Tree>,
+    /// The generation's directory name under the root; `None` when it is the root itself.
+    name: Option<String>,
+}
+
+/// What a purge did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PurgeReport {
+    /// Bytes of the store's files before and after.
+    pub bytes_before: u64,
+    pub bytes_after: u64,
+    pub keys_copied: u64,
+}
+
+/// The file naming the current generation directory.
+const CURRENT: &str = "CURRENT";
+/// What sled keeps in its directory.
+fn is_sled_file(name: &str) -> bool {
+    matches!(name, "db" | "conf" | "blobs") || name.starts_with("snap.")
 }
 
 impl std::fmt::Debug for Store {
@@ -141,41 +187,139 @@ impl Store {
 
     /// Opens the store with a page cache of `cache_bytes` (sled's own, besides the OS's).
     pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Self> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-        loop {
-            match Self::from_config(sled::Config::new().path(dir).cache_capacity(cache_bytes)) {
-                Err(StoreError::Sled(sled::Error::Io(e)))
-                    if e.to_string().contains("could not acquire lock")
-                        && std::time::Instant::now() < deadline =>
-                {
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                opened => return opened,
-            }
-        }
+        std::fs::create_dir_all(dir).map_err(sled::Error::from)?;
+        let name = match std::fs::read_to_string(dir.join(CURRENT)) {
+            Ok(text) => Some(text.trim().to_owned()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(sled::Error::from(e).into()),
+        };
+        // A purge that stopped half-way leaves a generation nobody names: remove it.
+        remove_stale_generations(dir, name.as_deref())?;
+        let path = match &name {
+            Some(name) => dir.join(name),
+            None => dir.to_path_buf(),
+        };
+        let generation = Generation::open_retrying(&path, cache_bytes, name)?;
+        Ok(Store {
+            shared: Arc::new(Shared {
+                current: RwLock::new(Arc::new(generation)),
+                root: Some(dir.to_path_buf()),
+                cache_bytes,
+            }),
+        })
     }
 
     /// A store that lives only as long as the process, for replays and tests.
     pub fn temporary() -> Result<Self> {
-        Self::from_config(
+        let generation = Generation::from_config(
             sled::Config::new()
                 .temporary(true)
                 .cache_capacity(DEFAULT_CACHE_BYTES),
-        )
+            None,
+        )?;
+        Ok(Store {
+            shared: Arc::new(Shared {
+                current: RwLock::new(Arc::new(generation)),
+                root: None,
+                cache_bytes: DEFAULT_CACHE_BYTES,
+            }),
+        })
     }
 
-    fn from_config(config: sled::Config) -> Result<Self> {
-        let db = config.mode(sled::Mode::HighThroughput).open()?;
-        let trees = TreeName::ALL
-            .iter()
-            .map(|t| db.open_tree(t.as_str()))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Store { db, trees })
+    fn generation(&self) -> Arc<Generation> {
+        self.shared
+            .current
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
     }
 
-    /// The raw sled tree; for scans by readers and for verification.
-    pub fn tree(&self, name: TreeName) -> &sled::Tree {
-        &self.trees[name.index()]
+    /// The raw sled tree (a shared handle); for scans by readers and for verification.
+    pub fn tree(&self, name: TreeName) -> sled::Tree {
+        self.generation().trees[name.index()].clone()
+    }
+
+    /// Copies the live data into a fresh generation directory, switches to it and deletes
+    /// the previous one: afterwards no file of the store holds a deleted value. The caller
+    /// must hold off writers (the engine calls it under its writer lock); readers go on,
+    /// on the old generation until the switch.
+    pub fn purge(&self) -> Result<PurgeReport> {
+        let Some(root) = &self.shared.root else {
+            return Ok(PurgeReport {
+                bytes_before: 0,
+                bytes_after: 0,
+                keys_copied: 0,
+            });
+        };
+        let old = self.generation();
+        old.db.flush()?;
+        let bytes_before = dir_size(&generation_path(root, old.name.as_deref()));
+        let number = old
+            .name
+            .as_deref()
+            .and_then(|n| n.strip_prefix("gen-"))
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+            + 1;
+        let name = format!("gen-{number}");
+        let path = root.join(&name);
+        if path.exists() {
+            std::fs::remove_dir_all(&path).map_err(sled::Error::from)?;
+        }
+        let fresh = Generation::open_retrying(&path, self.shared.cache_bytes, Some(name.clone()))?;
+        let mut keys_copied = 0u64;
+        for tree in TreeName::ALL {
+            let mut batch = sled::Batch::default();
+            let mut pending = 0;
+            for item in old.trees[tree.index()].iter() {
+                let (key, value) = item?;
+                batch.insert(key, value);
+                pending += 1;
+                keys_copied += 1;
+                if pending == 10_000 {
+                    fresh.trees[tree.index()].apply_batch(std::mem::take(&mut batch))?;
+                    pending = 0;
+                }
+            }
+            fresh.trees[tree.index()].apply_batch(batch)?;
+        }
+        fresh.db.flush()?;
+        let io = |e: std::io::Error| StoreError::Sled(sled::Error::from(e));
+        let temp = root.join(format!("{CURRENT}.tmp"));
+        {
+            use std::io::Write;
+            let mut file = std::fs::File::create(&temp).map_err(io)?;
+            file.write_all(name.as_bytes()).map_err(io)?;
+            file.sync_all().map_err(io)?;
+        }
+        std::fs::rename(&temp, root.join(CURRENT)).map_err(io)?;
+        std::fs::File::open(root)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
+        let old_name = old.name.clone();
+        *self
+            .shared
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(fresh);
+        // Readers that started on the old generation finish before its files go.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while Arc::strong_count(&old) > 1 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        drop(old);
+        remove_generation(root, old_name.as_deref())?;
+        Ok(PurgeReport {
+            bytes_before,
+            bytes_after: dir_size(&root.join(&name)),
+            keys_copied,
+        })
+    }
+
+    /// The directory holding the current generation's files, if the store is on disk.
+    pub fn current_dir(&self) -> Option<PathBuf> {
+        let root = self.shared.root.as_ref()?;
+        Some(generation_path(root, self.generation().name.as_deref()))
     }
 
     /// Reads one raw value.
@@ -247,6 +391,7 @@ impl Store {
         let next_seq = self.next_seq()?;
         Ok(Batch {
             store: self,
+            generation: self.generation(),
             writes: vec![BTreeMap::new(); TreeName::ALL.len()],
             first_seq: next_seq,
             next_seq,
@@ -256,13 +401,14 @@ impl Store {
 
     /// Makes everything committed so far durable on disk.
     pub async fn flush(&self) -> Result<()> {
-        self.db.flush_async().await?;
+        let generation = self.generation();
+        generation.db.flush_async().await?;
         Ok(())
     }
 
     /// Makes everything committed so far durable on disk, blocking.
     pub fn flush_blocking(&self) -> Result<()> {
-        self.db.flush()?;
+        self.generation().db.flush()?;
         Ok(())
     }
 
@@ -280,6 +426,8 @@ impl Store {
 /// Pending writes of one batch, applied to sled in one transaction by [`Batch::commit`].
 pub struct Batch<'s> {
     store: &'s Store,
+    /// The generation the batch reads and commits to (a purge waits for writers).
+    generation: Arc<Generation>,
     writes: Vec<BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
     first_seq: u64,
     next_seq: u64,
@@ -297,7 +445,9 @@ impl Batch<'_> {
     pub fn get(&self, tree: TreeName, key: &[u8]) -> Result<Option<Vec<u8>>> {
         match self.writes[tree.index()].get(key) {
             Some(pending) => Ok(pending.clone()),
-            None => Ok(self.store.get(tree, key)?.map(|v| v.to_vec())),
+            None => Ok(self.generation.trees[tree.index()]
+                .get(key)?
+                .map(|v| v.to_vec())),
         }
     }
 
@@ -312,7 +462,10 @@ impl Batch<'_> {
         match pending {
             Some(Some(bytes)) => decode_bin(tree, bytes).map(Some),
             Some(None) => Ok(None),
-            None => self.store.get_bin(tree, key),
+            None => self.generation.trees[tree.index()]
+                .get(key)?
+                .map(|v| decode_bin(tree, &v))
+                .transpose(),
         }
     }
 
@@ -371,9 +524,7 @@ impl Batch<'_> {
         // Pending deletions may hide stored keys: read enough to still fill the limit.
         let hidden = in_range().filter(|(_, v)| v.is_none()).count();
         let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-        for item in self
-            .store
-            .tree(tree)
+        for item in self.generation.trees[tree.index()]
             .scan_prefix(prefix)
             .take(limit.saturating_add(hidden))
         {
@@ -420,7 +571,7 @@ impl Batch<'_> {
         let touched: Vec<usize> = (0..self.writes.len())
             .filter(|&i| !self.writes[i].is_empty())
             .collect();
-        let trees: Vec<&sled::Tree> = touched.iter().map(|&i| &self.store.trees[i]).collect();
+        let trees: Vec<&sled::Tree> = touched.iter().map(|&i| &self.generation.trees[i]).collect();
         trees
             .as_slice()
             .transaction(|views| {
@@ -441,6 +592,99 @@ impl Batch<'_> {
                 }
             })
     }
+}
+
+impl Generation {
+    /// Opens a generation's sled directory. sled releases its file lock from a background
+    /// thread once the last handle is dropped, so a reopen in the same process may find it
+    /// still held for a moment: the lock is retried for up to two seconds.
+    fn open_retrying(path: &Path, cache_bytes: u64, name: Option<String>) -> Result<Self> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            let config = sled::Config::new().path(path).cache_capacity(cache_bytes);
+            match Self::from_config(config, name.clone()) {
+                Err(StoreError::Sled(sled::Error::Io(e)))
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                opened => return opened,
+            }
+        }
+    }
+
+    fn from_config(config: sled::Config, name: Option<String>) -> Result<Self> {
+        let db = config.mode(sled::Mode::HighThroughput).open()?;
+        let trees = TreeName::ALL
+            .iter()
+            .map(|t| db.open_tree(t.as_str()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Generation { db, trees, name })
+    }
+}
+
+fn generation_path(root: &Path, name: Option<&str>) -> PathBuf {
+    match name {
+        Some(name) => root.join(name),
+        None => root.to_path_buf(),
+    }
+}
+
+/// Deletes a generation's files: its directory, or sled's files in the root.
+fn remove_generation(root: &Path, name: Option<&str>) -> Result<()> {
+    let io = |e: std::io::Error| StoreError::Sled(sled::Error::from(e));
+    match name {
+        Some(name) => std::fs::remove_dir_all(root.join(name)).map_err(io),
+        None => {
+            for entry in std::fs::read_dir(root).map_err(io)? {
+                let entry = entry.map_err(io)?;
+                let file_name = entry.file_name().to_string_lossy().into_owned();
+                if !is_sled_file(&file_name) {
+                    continue;
+                }
+                if entry.file_type().map_err(io)?.is_dir() {
+                    std::fs::remove_dir_all(entry.path()).map_err(io)?;
+                } else {
+                    std::fs::remove_file(entry.path()).map_err(io)?;
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Removes generations other than the current one (left by an interrupted purge).
+fn remove_stale_generations(root: &Path, current: Option<&str>) -> Result<()> {
+    let io = |e: std::io::Error| StoreError::Sled(sled::Error::from(e));
+    if current.is_some() {
+        remove_generation(root, None)?;
+    }
+    for entry in std::fs::read_dir(root).map_err(io)? {
+        let name = entry
+            .map_err(io)?
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        if name.starts_with("gen-") && Some(name.as_str()) != current {
+            remove_generation(root, Some(&name))?;
+        }
+    }
+    Ok(())
+}
+
+/// Total size of the files under a directory.
+fn dir_size(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_size(&e.path()),
+            _ => e.metadata().map(|m| m.len()).unwrap_or(0),
+        })
+        .sum()
 }
 
 /// First byte of a log segment. A segment holds consecutive entries, each as a 4-byte
@@ -577,6 +821,71 @@ mod tests {
             store.tree(TreeName::Features).len(),
             3,
             "a dropped batch writes nothing"
+        );
+    }
+
+    /// Whether any file under `dir` contains `needle`.
+    fn any_file_contains(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                found.extend(any_file_contains(&path, needle));
+            } else if std::fs::read(&path)
+                .unwrap()
+                .windows(needle.len())
+                .any(|w| w == needle)
+            {
+                found.push(path);
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn purge_leaves_no_deleted_value_in_any_file_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = b"zebulon.quaxley@example.org";
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let mut batch = store.begin().unwrap();
+            batch.put(TreeName::Records, b"web/1".to_vec(), secret.to_vec());
+            batch.put(TreeName::Records, b"web/2".to_vec(), b"kept".to_vec());
+            batch.append_log(&"entry").unwrap();
+            batch.commit().unwrap();
+            store.flush_blocking().unwrap();
+            let mut batch = store.begin().unwrap();
+            batch.delete(TreeName::Records, b"web/1".to_vec());
+            batch.commit().unwrap();
+            store.flush_blocking().unwrap();
+            assert!(
+                !any_file_contains(dir.path(), secret).is_empty(),
+                "sled keeps deleted values in its segments until a purge"
+            );
+            let report = store.purge().unwrap();
+            assert!(report.keys_copied >= 2);
+            assert_eq!(any_file_contains(dir.path(), secret), Vec::<PathBuf>::new());
+            // The store goes on in its new generation.
+            let mut batch = store.begin().unwrap();
+            assert_eq!(batch.append_log(&"next").unwrap(), 2);
+            batch.commit().unwrap();
+            store.purge().unwrap();
+            store.flush_blocking().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            store.get(TreeName::Records, b"web/2").unwrap().unwrap(),
+            b"kept"
+        );
+        assert_eq!(store.next_seq().unwrap(), 3);
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.contains(&"gen-2".to_owned()), "{names:?}");
+        assert!(
+            !names.iter().any(|n| n == "gen-1" || n == "db"),
+            "{names:?}"
         );
     }
 
