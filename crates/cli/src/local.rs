@@ -580,6 +580,7 @@ pub fn eval(config: &HubConfig, args: &EvalArgs, json: bool) -> anyhow::Result<(
         Arc::new(matcher.clone()),
         EngineConfig {
             survivorship: config.survivorship.clone(),
+            ..EngineConfig::default()
         },
     );
     let import_started = Instant::now();

@@ -20,6 +20,10 @@ use crate::{EngineError, Result};
 #[derive(Debug, Clone, Default)]
 pub struct EngineConfig {
     pub survivorship: Survivorship,
+    /// The operator's contact rules (quiet hours, default caps, …).
+    pub contact: cmdm_domain::ContactPolicy,
+    /// What to do with events about an erased person's records.
+    pub after_erasure: crate::AfterErasure,
 }
 
 /// The consumed position of one Kafka partition, stored with the batch it ends.
@@ -49,6 +53,9 @@ pub struct BatchReport {
     pub outbox: usize,
     /// Blocking keys found shared by more records than the generic limit.
     pub generic_keys: BTreeSet<String>,
+    /// Events refused by the engine (an erased record, an unreadable contact point), by
+    /// their position in the batch, with the reason: nothing of them was stored.
+    pub refused: Vec<(usize, String)>,
 }
 
 impl BatchReport {
@@ -64,6 +71,7 @@ impl BatchReport {
         self.findings += other.findings;
         self.outbox += other.outbox;
         self.generic_keys.extend(other.generic_keys);
+        self.refused.extend(other.refused);
     }
 }
 
@@ -194,7 +202,7 @@ impl Engine {
         let mut report = BatchReport::default();
         let received_at = Timestamp::now();
         let projector = self.projector();
-        for event in events {
+        for (position, event) in events.iter().enumerate() {
             if work
                 .view()
                 .get(TreeName::Dedup, &dedup_key(&event.source, &event.id))?
@@ -204,7 +212,42 @@ impl Engine {
                 continue;
             }
             let key = event.key();
-            let data_key = self.data_key(work.batch(), &key)?;
+            let (data_key, key_ref) = match event.payload.contact_point() {
+                Some(raw) => {
+                    let Some(point) = self.matcher.contact_point(raw) else {
+                        report.refused.push((
+                            position,
+                            format!(
+                                "contact point `{raw}` is neither an e-mail address nor a phone number"
+                            ),
+                        ));
+                        continue;
+                    };
+                    let key_ref = match work.view().get_bin::<cmdm_domain::ContactPointState>(
+                        TreeName::ContactPoints,
+                        point.as_bytes(),
+                    )? {
+                        Some(state) => state.key_ref,
+                        None => new_key_ref(),
+                    };
+                    (self.data_key(work.batch(), &key_ref)?, Some(key_ref))
+                }
+                None => {
+                    if self.config.after_erasure == crate::AfterErasure::Reject
+                        && work
+                            .view()
+                            .get(TreeName::Erased, key.encode().as_bytes())?
+                            .is_some()
+                    {
+                        report.refused.push((
+                            position,
+                            format!("record {key} belongs to an erased person"),
+                        ));
+                        continue;
+                    }
+                    (self.data_key(work.batch(), &key.encode())?, None)
+                }
+            };
             let logged = LoggedEvent {
                 id: event.id.clone(),
                 source: event.source.clone(),
@@ -213,6 +256,7 @@ impl Engine {
                 time: event.time,
                 received_at,
                 sealed: data_key.seal(&serde_json::to_vec(&event.payload)?)?,
+                key_ref,
             };
             let seq = work.batch().append_log(&LogEntry::Event(logged.clone()))?;
             let (record, change, prepared) =
@@ -313,13 +357,14 @@ impl Engine {
         Ok(total)
     }
 
-    fn data_key(&self, batch: &mut Batch<'_>, record: &SourceKey) -> Result<DataKey> {
-        let name = record.encode();
+    /// The data key named `name` (a source key, or a contact point's key reference),
+    /// made on first use.
+    fn data_key(&self, batch: &mut Batch<'_>, name: &str) -> Result<DataKey> {
         if let Some(bytes) = batch.get(TreeName::Keys, name.as_bytes())? {
             return Ok(DataKey::from_bytes(&bytes)?);
         }
         let key = DataKey::generate();
-        batch.put(TreeName::Keys, name, key.as_bytes());
+        batch.put(TreeName::Keys, name.to_owned(), key.as_bytes());
         Ok(key)
     }
 
@@ -614,6 +659,16 @@ fn offset_key(topic: &str, partition: i32) -> Vec<u8> {
 /// Queues the merges of a batch, in order, then the final state of every entity it
 /// touched, under one key: the batch's last sequence number, so the outbox publishes in
 /// order across batches.
+/// A fresh random key reference for a contact point: no personal data in the log.
+fn new_key_ref() -> String {
+    let bytes = DataKey::generate();
+    let hex: String = bytes.as_bytes()[..12]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("cp-{hex}")
+}
+
 pub(crate) fn write_outbox(work: &mut Working<'_>) -> Result<usize> {
     let mut changes = Vec::new();
     let last_seq = work.view().next_seq() - 1;
@@ -639,6 +694,16 @@ pub(crate) fn write_outbox(work: &mut Working<'_>) -> Result<usize> {
                 seq,
             });
         }
+    }
+    for id in work.touched.erased.clone() {
+        changes.push(OutboundChange {
+            kind: OutboundKind::Erased,
+            golden_id: id,
+            survivor_id: None,
+            record: None,
+            other_id: None,
+            seq: last_seq,
+        });
     }
     let touched: Vec<GoldenId> = work.touched.entities.iter().copied().collect();
     let split: HashMap<GoldenId, GoldenId> = work.touched.split.iter().copied().collect();

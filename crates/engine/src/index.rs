@@ -196,6 +196,20 @@ impl MatchIndex {
         }
     }
 
+    /// Forgets a record's prepared form and its blocking keys (an erasure).
+    pub fn drop_features(&mut self, key: &SourceKey, matcher: &dyn Matcher) -> Result<()> {
+        let Some(slot) = self.find(key) else {
+            return Ok(());
+        };
+        if let Some(old) = self.features(slot)? {
+            for key in matcher.block_keys(&old) {
+                self.remove_posting(block_hash(&key.0), slot);
+            }
+        }
+        self.records[slot as usize].features = None;
+        Ok(())
+    }
+
     /// The records under a blocking key.
     pub fn lookup(&self, block: &str) -> Found<'_> {
         match self.blocks.get(&block_hash(block)) {
@@ -288,6 +302,23 @@ impl MatchIndex {
                     self.keep_apart(slot, other);
                 }
                 self.join(slot, *to);
+            }
+            // The engine also drops the erased records' prepared forms (see `erase`).
+            Decision::Erased { records, .. } => {
+                for record in records {
+                    if let Some(slot) = self.find(record) {
+                        self.leave(slot);
+                        self.open_reviews.retain(|(s, _), _| *s != slot);
+                        self.open_tasks.retain(|_, (s, _)| *s != slot);
+                        if let Some(others) = self.apart.remove(&slot) {
+                            for other in others {
+                                if let Some(list) = self.apart.get_mut(&other) {
+                                    list.retain(|s| *s != slot);
+                                }
+                            }
+                        }
+                    }
+                }
             }
             Decision::KeptApart { entity, other, .. } => {
                 let ours = self.members(*entity).to_vec();

@@ -2,8 +2,10 @@
 //! its outbox entries and consumed offsets in one storage transaction. Replay uses the
 //! same projection code, so a rebuild reproduces the live projections exactly.
 
+mod contact;
 mod engine;
 mod index;
+mod privacy;
 mod projector;
 mod reads;
 pub mod rebuild;
@@ -12,7 +14,9 @@ mod steward;
 use cmdm_store::StoreError;
 use thiserror::Error;
 
+pub use contact::{ConsentReport, ContactTarget};
 pub use engine::{BatchReport, Engine, EngineConfig, Lookup, OutboxEntry, SourceOffset};
+pub use privacy::{AfterErasure, ErasureReport, SubjectExport};
 pub use reads::{AsOf, HistoryEntry, PairExplanation, RecordExplanation, SearchHit, SearchQuery};
 pub use steward::{StewardAction, StewardOutcome, StewardRequest, TaskAnswer};
 
@@ -37,5 +41,7 @@ pub enum EngineError {
 /// Result alias of this crate.
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
 
+#[cfg(test)]
+mod consent_tests;
 #[cfg(test)]
 mod tests;

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use cmdm_domain::record::RecordChange;
 use cmdm_domain::{
-    Decision, GoldenId, GoldenRecord, LoggedEvent, Payload, Resolution, ReviewStatus, ReviewTask,
-    SourceKey, SourceRecord, Stamp, StewardNote,
+    ContactPointState, Decision, GoldenId, GoldenRecord, LoggedEvent, Payload, Resolution,
+    ReviewStatus, ReviewTask, SourceKey, SourceRecord, Stamp, StewardNote,
 };
 use cmdm_matching::{Matcher, Prepared, Survivorship, survive};
 use cmdm_store::{Batch, TreeName};
@@ -30,6 +30,8 @@ pub(crate) struct Touched {
     pub kept_apart: Vec<(GoldenId, GoldenId, u64)>,
     /// Values of the events' records that did not parse.
     pub findings: usize,
+    /// Golden ids of erased persons (the entity and the ids merged into it).
+    pub erased: Vec<GoldenId>,
 }
 
 /// The projections as one batch changes them, typed: each source record and golden
@@ -98,6 +100,16 @@ impl<'s> Working<'s> {
     pub fn source(&mut self, key: &SourceKey) -> Result<Option<&SourceRecord>> {
         self.load(key)?;
         Ok(self.records.get(key))
+    }
+
+    /// Drops a source record and its projections (an erasure).
+    fn forget_record(&mut self, key: &SourceKey) {
+        self.records.remove(key);
+        self.changed_records.remove(key);
+        let encoded = key.encode();
+        for tree in [TreeName::Records, TreeName::Features, TreeName::Membership] {
+            self.batch.delete(tree, encoded.clone());
+        }
     }
 
     /// Notes a log entry in the history of a stored record.
@@ -299,6 +311,10 @@ impl Projector<'_> {
             seq.to_be_bytes(),
         );
         let key = event.key();
+        if event.key_ref.is_some() {
+            self.contact_point_event(work, event, payload, seq)?;
+            return Ok((SourceRecord::new(key), RecordChange::None, None));
+        }
         let Some(payload) = payload else {
             let record = work.record(&key)?.clone();
             return Ok((record, RecordChange::None, None));
@@ -334,6 +350,111 @@ impl Projector<'_> {
             work.stale(entity, seq);
         }
         Ok((record, change, prepared))
+    }
+
+    /// Applies a consent or preference about a contact point to that contact point's
+    /// declarations. Without a payload (its key was erased) only dedup counts.
+    fn contact_point_event(
+        &self,
+        work: &mut Working<'_>,
+        event: &LoggedEvent,
+        payload: Option<&Payload>,
+        seq: u64,
+    ) -> Result<()> {
+        let Some(payload) = payload else {
+            return Ok(());
+        };
+        let Some(point) = payload
+            .contact_point()
+            .and_then(|raw| self.matcher.contact_point(raw))
+        else {
+            return Err(crate::EngineError::Inconsistent(format!(
+                "event {} names no contact point the matcher reads",
+                event.id
+            )));
+        };
+        let mut state = work
+            .view()
+            .get_bin::<ContactPointState>(TreeName::ContactPoints, point.as_bytes())?
+            .unwrap_or_else(|| ContactPointState::new(event.key_ref.clone().unwrap_or_default()));
+        state.apply(
+            payload,
+            Stamp {
+                time: event.time,
+                seq,
+            },
+        );
+        work.batch()
+            .put_bin(TreeName::ContactPoints, point.into_bytes(), &state)?;
+        Ok(())
+    }
+
+    /// Purges every projection of an erased person: their records, prepared forms,
+    /// membership, golden record, redirects, kept-apart pairs, review tasks and the
+    /// declarations of the contact points they held; remembers the erased record keys.
+    fn erase(
+        &self,
+        work: &mut Working<'_>,
+        entity: GoldenId,
+        merged_ids: &[GoldenId],
+        records: &[SourceKey],
+        contact_keys: &[String],
+        seq: u64,
+    ) -> Result<()> {
+        for record in records {
+            // Only the live projections know the contact points (a replay could not
+            // read the erased events, so it never had them).
+            let Some(prepared) = work
+                .view()
+                .get_bin::<Prepared>(TreeName::Features, record.encode().as_bytes())?
+            else {
+                continue;
+            };
+            for field in ["email", "phone"] {
+                let Some(value) = prepared.get(field) else {
+                    continue;
+                };
+                let point = format!("{field}:{value}");
+                let held = work
+                    .view()
+                    .get_bin::<ContactPointState>(TreeName::ContactPoints, point.as_bytes())?;
+                if held.is_some_and(|state| contact_keys.contains(&state.key_ref)) {
+                    work.batch()
+                        .delete(TreeName::ContactPoints, point.into_bytes());
+                }
+            }
+        }
+        for record in records {
+            work.forget_record(record);
+            let mut prefix = record.encode().into_bytes();
+            prefix.push(0);
+            for (pair, _) in work.view().scan_prefix(TreeName::Apart, &prefix)? {
+                let other = &pair[prefix.len()..];
+                let mut reverse = other.to_vec();
+                reverse.push(0);
+                reverse.extend_from_slice(&prefix[..prefix.len() - 1]);
+                work.batch().delete(TreeName::Apart, pair);
+                work.batch().delete(TreeName::Apart, reverse);
+            }
+            work.batch()
+                .put(TreeName::Erased, record.encode(), seq.to_be_bytes());
+        }
+        let ids: Vec<GoldenId> = std::iter::once(entity)
+            .chain(merged_ids.iter().copied())
+            .collect();
+        for (task, value) in work.view().scan_prefix(TreeName::Reviews, b"")? {
+            let review: ReviewTask = cmdm_store::decode(TreeName::Reviews, &value)?;
+            if records.contains(&review.record) || ids.contains(&review.entity) {
+                work.batch().delete(TreeName::Reviews, task);
+            }
+        }
+        work.remove_entity(entity);
+        for id in merged_ids {
+            work.batch().delete(TreeName::Redirects, id_key(*id));
+        }
+        work.touched.entities.retain(|id| !ids.contains(id));
+        work.touched.erased.extend(ids);
+        Ok(())
     }
 
     /// Applies a hub decision to membership, redirects and golden records.
@@ -446,6 +567,15 @@ impl Projector<'_> {
                 }
                 start_entity(work, *to, record, seq);
                 work.touched.split.push((*to, *from));
+            }
+            Decision::Erased {
+                entity,
+                merged_ids,
+                records,
+                contact_keys,
+                ..
+            } => {
+                self.erase(work, *entity, merged_ids, records, contact_keys, seq)?;
             }
         }
         if let Some(note) = decision.steward()

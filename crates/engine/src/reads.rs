@@ -9,14 +9,13 @@ use cmdm_domain::{
     Stamp, Stamped, Timestamp,
 };
 use cmdm_matching::{PairVerdict, Prepared, survive};
-use cmdm_store::crypto::DataKey;
 use cmdm_store::{TreeName, decode};
 
 use crate::index::{Found, pair_key};
 use crate::{Engine, EngineError, Result};
 
 /// One step in the history of an entity or a record.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct HistoryEntry {
     /// The entry's sequence number in the log.
     pub seq: u64,
@@ -119,7 +118,7 @@ impl Engine {
         self.entries(&record.trail.into_iter().collect())
     }
 
-    fn entries(&self, seqs: &BTreeSet<u64>) -> Result<Vec<HistoryEntry>> {
+    pub(crate) fn entries(&self, seqs: &BTreeSet<u64>) -> Result<Vec<HistoryEntry>> {
         let mut out = Vec::with_capacity(seqs.len());
         let mut clock = Timestamp(0);
         for &seq in seqs {
@@ -137,18 +136,9 @@ impl Engine {
         Ok(decode(TreeName::Log, &bytes)?)
     }
 
-    /// The payload of a logged event, unless its record's data key was erased.
-    fn payload(&self, event: &cmdm_domain::LoggedEvent) -> Result<Option<Payload>> {
-        match self
-            .store()
-            .get(TreeName::Keys, event.key().encode().as_bytes())?
-        {
-            Some(bytes) => {
-                let plain = DataKey::from_bytes(&bytes)?.open(&event.sealed)?;
-                Ok(Some(serde_json::from_slice(&plain)?))
-            }
-            None => Ok(None),
-        }
+    /// The payload of a logged event, unless its data key was erased.
+    fn payload(&self, event: &cmdm_domain::LoggedEvent, seq: u64) -> Result<Option<Payload>> {
+        crate::privacy::open_payload(self.store(), event, seq)
     }
 
     /// A history entry for a log entry; `clock` carries the last event's time forward
@@ -169,7 +159,7 @@ impl Engine {
                         event.key(),
                         event.time.to_rfc3339()
                     ),
-                    detail: match self.payload(event)? {
+                    detail: match self.payload(event, seq)? {
                         Some(payload) => serde_json::to_value(payload)?,
                         None => serde_json::Value::String("erased".into()),
                     },
@@ -248,7 +238,10 @@ impl Engine {
             version = seq;
             match entry {
                 LogEntry::Event(event) => {
-                    if let Some(payload) = self.payload(&event)? {
+                    // Declarations about a contact point belong to no record.
+                    if event.key_ref.is_none()
+                        && let Some(payload) = self.payload(&event, seq)?
+                    {
                         let key = event.key();
                         records
                             .entry(key.clone())
@@ -538,6 +531,7 @@ fn mentioned_records(decision: &Decision) -> Vec<SourceKey> {
         | Decision::ReviewOpened { record, .. }
         | Decision::RecordSplit { record, .. }
         | Decision::StewardLinked { record, .. } => vec![record.clone()],
+        Decision::Erased { records, .. } => records.clone(),
         _ => Vec::new(),
     }
 }
@@ -578,6 +572,18 @@ fn replay_membership(
         Decision::RecordSplit { record, to, .. } => {
             redirects.remove(to);
             members.insert(record.clone(), *to);
+        }
+        Decision::Erased {
+            records,
+            merged_ids,
+            ..
+        } => {
+            for record in records {
+                members.remove(record);
+            }
+            for id in merged_ids {
+                redirects.remove(id);
+            }
         }
         Decision::ReviewOpened { .. } | Decision::KeptApart { .. } => {}
     }

@@ -3,8 +3,7 @@
 
 use std::fmt;
 
-use cmdm_domain::{LogEntry, Payload};
-use cmdm_store::crypto::DataKey;
+use cmdm_domain::LogEntry;
 use cmdm_store::{Store, TreeName, decode};
 
 use crate::projector::{Projector, Working};
@@ -71,13 +70,7 @@ pub fn replay(engine: &Engine, target: &Store) -> Result<u64> {
         let entry: LogEntry = decode(TreeName::Log, &value)?;
         match &entry {
             LogEntry::Event(event) => {
-                let payload = match live.get(TreeName::Keys, event.key().encode().as_bytes())? {
-                    Some(bytes) => {
-                        let plain = DataKey::from_bytes(&bytes)?.open(&event.sealed)?;
-                        Some(serde_json::from_slice::<Payload>(&plain)?)
-                    }
-                    None => None,
-                };
+                let payload = crate::privacy::open_payload(live, event, seq)?;
                 projector.event(&mut work, event, payload.as_ref(), seq)?;
             }
             LogEntry::Decision(decision) => {
@@ -107,8 +100,8 @@ pub fn verify(engine: &Engine) -> Result<VerifyReport> {
     for tree in TreeName::PROJECTIONS {
         compare(
             tree,
-            engine.store().tree(tree),
-            rebuilt.tree(tree),
+            &engine.store().tree(tree),
+            &rebuilt.tree(tree),
             &mut report,
         )?;
     }
@@ -209,7 +202,7 @@ pub fn rebuild_in_place(engine: &Engine) -> Result<u64> {
 
 /// Version of the projections' encoding. A store whose projections were written with
 /// another version (or none) is rebuilt from its log when opened.
-pub const PROJECTION_FORMAT: u64 = 2;
+pub const PROJECTION_FORMAT: u64 = 3;
 const FORMAT_KEY: &[u8] = b"projection_format";
 
 /// Rebuilds the projections from the log if they were written in another format; returns

@@ -13,21 +13,22 @@ use crate::{
     StewardRequest, TaskAnswer,
 };
 
-fn matcher() -> FuzzyMatcher {
+pub(crate) fn matcher() -> FuzzyMatcher {
     FuzzyMatcher::new(Model::default_person(), MatcherConfig::default()).unwrap()
 }
 
-fn engine(store: Store) -> Engine {
+pub(crate) fn engine(store: Store) -> Engine {
     let config = EngineConfig {
         survivorship: Survivorship {
             source_trust: vec!["crm".into(), "web".into()],
             ..Survivorship::default()
         },
+        ..EngineConfig::default()
     };
     Engine::new(store, Arc::new(matcher()), config)
 }
 
-fn event(
+pub(crate) fn event(
     id: &str,
     source: &str,
     subject: &str,
@@ -46,11 +47,17 @@ fn event(
     .unwrap()
 }
 
-fn profile(id: &str, source: &str, subject: &str, time: &str, data: Value) -> InboundEvent {
+pub(crate) fn profile(
+    id: &str,
+    source: &str,
+    subject: &str,
+    time: &str,
+    data: Value,
+) -> InboundEvent {
     event(id, source, subject, "profile.upserted", time, data)
 }
 
-fn key(s: &str) -> SourceKey {
+pub(crate) fn key(s: &str) -> SourceKey {
     s.parse().unwrap()
 }
 
@@ -459,7 +466,7 @@ fn a_restarted_engine_decides_like_one_that_ran_throughout() {
     assert_eq!(projections(throughout.store()), projections(&store));
 }
 
-fn steward(action: StewardAction, task: Option<u64>) -> StewardRequest {
+pub(crate) fn steward(action: StewardAction, task: Option<u64>) -> StewardRequest {
     StewardRequest {
         action,
         by: "steward:alice".into(),

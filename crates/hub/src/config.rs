@@ -26,6 +26,8 @@ pub struct HubConfig {
     pub kafka: KafkaConfig,
     pub matching: MatchingConfig,
     pub survivorship: Survivorship,
+    pub contact: ContactConfig,
+    pub privacy: PrivacyConfig,
     /// Seconds allowed for a graceful shutdown before the hub exits anyway.
     pub shutdown_deadline_secs: u64,
     /// `text` or `json`.
@@ -42,6 +44,83 @@ pub struct ApiConfig {
     /// PEM certificate chain and private key; both set: the API speaks TLS only.
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
+}
+
+/// The operator's contact rules; customers' own declarations come on top.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ContactConfig {
+    /// Local hours without contact on `quiet_channels`, like `21:00-08:00`; empty: none.
+    pub quiet_hours: String,
+    pub quiet_channels: Vec<cmdm_domain::Channel>,
+    /// IANA time zone for customers whose golden record has no `timezone` attribute.
+    pub default_time_zone: String,
+    /// A cap per channel when the customer declared no frequency (`email = "3 per week"`).
+    pub default_caps: std::collections::BTreeMap<cmdm_domain::Channel, String>,
+    /// Purposes that need no consent (contract or legal obligation).
+    pub consent_not_required: Vec<String>,
+}
+
+impl Default for ContactConfig {
+    fn default() -> Self {
+        let policy = cmdm_domain::ContactPolicy::default();
+        ContactConfig {
+            quiet_hours: policy
+                .quiet_hours
+                .map(|q| q.to_string())
+                .unwrap_or_default(),
+            quiet_channels: policy.quiet_channels,
+            default_time_zone: policy.default_time_zone.name().to_owned(),
+            default_caps: Default::default(),
+            consent_not_required: policy.consent_not_required,
+        }
+    }
+}
+
+impl ContactConfig {
+    /// The policy the engine applies.
+    pub fn policy(&self) -> anyhow::Result<cmdm_domain::ContactPolicy> {
+        let quiet_hours = if self.quiet_hours.trim().is_empty() {
+            None
+        } else {
+            Some(
+                cmdm_domain::QuietHours::parse(&self.quiet_hours)
+                    .map_err(|e| anyhow::anyhow!("contact.{e}"))?,
+            )
+        };
+        let default_time_zone = self.default_time_zone.parse().map_err(|_| {
+            anyhow::anyhow!(
+                "contact.default_time_zone: `{}` is not an IANA time zone",
+                self.default_time_zone
+            )
+        })?;
+        let mut default_caps = std::collections::BTreeMap::new();
+        for (channel, text) in &self.default_caps {
+            let cap = cmdm_domain::FrequencyCap::parse(text).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "contact.default_caps.{}: `{text}` is not a frequency like `weekly` or `3 per week`",
+                    channel.as_str()
+                )
+            })?;
+            default_caps.insert(*channel, cap);
+        }
+        Ok(cmdm_domain::ContactPolicy {
+            quiet_hours,
+            quiet_channels: self.quiet_channels.clone(),
+            default_time_zone,
+            default_caps,
+            consent_not_required: self.consent_not_required.clone(),
+        })
+    }
+}
+
+/// What the hub does about erased persons.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrivacyConfig {
+    /// Events about an erased person's record: `reject` (to the dead letter topic) or
+    /// `accept_as_new` (a new person).
+    pub after_erasure: cmdm_engine::AfterErasure,
 }
 
 /// Kafka settings.
@@ -91,6 +170,8 @@ impl Default for HubConfig {
             kafka: KafkaConfig::default(),
             matching: MatchingConfig::default(),
             survivorship: Survivorship::default(),
+            contact: ContactConfig::default(),
+            privacy: PrivacyConfig::default(),
             shutdown_deadline_secs: 10,
             log_format: "text".to_owned(),
         }
@@ -268,6 +349,7 @@ impl HubConfig {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
+        self.contact.policy()?;
         anyhow::ensure!(
             self.api.tls_cert.is_some() == self.api.tls_key.is_some(),
             "api.tls_cert and api.tls_key go together: set both or neither"

@@ -35,6 +35,8 @@ pub fn open_engine(config: &HubConfig) -> anyhow::Result<Arc<Engine>> {
     let matcher = Arc::new(config.matching.matcher()?);
     let rules = EngineConfig {
         survivorship: config.survivorship.clone(),
+        contact: config.contact.policy()?,
+        after_erasure: config.privacy.after_erasure,
     };
     let engine = Arc::new(Engine::new(store, matcher, rules));
     if let Some(replayed) = cmdm_engine::rebuild::ensure_projection_format(&engine)?

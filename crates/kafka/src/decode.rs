@@ -43,6 +43,8 @@ pub enum RejectionClass {
     Invalid,
     /// A content type the hub does not read.
     UnsupportedContentType,
+    /// About the record of a person who was erased.
+    Erased,
 }
 
 impl RejectionClass {
@@ -55,6 +57,7 @@ impl RejectionClass {
             RejectionClass::UnknownType => "unknown-type",
             RejectionClass::Invalid => "invalid",
             RejectionClass::UnsupportedContentType => "unsupported-content-type",
+            RejectionClass::Erased => "erased",
         }
     }
 }

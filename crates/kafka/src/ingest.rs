@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cmdm_domain::InboundEvent;
 use cmdm_engine::{Engine, SourceOffset};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaResult;
@@ -17,7 +18,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use crate::decode::{RawMessage, Rejection, decode};
+use crate::decode::{RawMessage, Rejection, RejectionClass, decode};
 use crate::{Metrics, Result, dlq_headers};
 
 /// Settings of the consumer.
@@ -255,6 +256,7 @@ async fn apply(
 ) -> Result<()> {
     let started = std::time::Instant::now();
     let mut events = Vec::with_capacity(batch.len());
+    let mut origins = Vec::with_capacity(batch.len());
     let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
     let mut refused = 0usize;
     for message in &batch {
@@ -262,8 +264,11 @@ async fn apply(
             .entry((message.topic.clone(), message.partition))
             .or_insert(0);
         *slot = (*slot).max(message.offset + 1);
-        match decode(message, config.max_event_bytes) {
-            Ok(event) => events.push(event),
+        match decode(message, config.max_event_bytes).and_then(|e| admissible(engine, e)) {
+            Ok(event) => {
+                events.push(event);
+                origins.push(message);
+            }
             Err(rejection) => {
                 warn!(
                     topic = %message.topic,
@@ -298,6 +303,17 @@ async fn apply(
         .flush()
         .await
         .map_err(cmdm_engine::EngineError::from)?;
+    // Refused by the engine itself: a record erased between the check above and the
+    // batch. Nothing of them was stored.
+    for (position, reason) in &report.refused {
+        let rejection = crate::decode::reject(RejectionClass::Erased, reason.clone());
+        dead_letter(dlq, &config.dlq_topic, origins[*position], &rejection).await?;
+        metrics
+            .dead_letters
+            .with_label_values(&[rejection.class.as_str()])
+            .inc();
+        refused += 1;
+    }
     metrics
         .apply_seconds
         .observe(started.elapsed().as_secs_f64());
@@ -341,6 +357,35 @@ async fn apply(
         warn!(error = %e, "offset commit to kafka failed; the stored offsets stand");
     }
     Ok(())
+}
+
+/// Refuses, before the batch, what the engine would refuse: events about an erased
+/// person's record (unless configured to accept them as a new person) and declarations
+/// naming something that is no contact point.
+fn admissible(
+    engine: &Engine,
+    event: InboundEvent,
+) -> std::result::Result<InboundEvent, Rejection> {
+    if let Some(raw) = event.payload.contact_point() {
+        if engine.matcher().contact_point(raw).is_none() {
+            return Err(crate::decode::reject(
+                RejectionClass::Invalid,
+                format!(
+                    "data.contact_point: `{raw}` is neither an e-mail address nor a phone number"
+                ),
+            ));
+        }
+        return Ok(event);
+    }
+    let erased = engine.config().after_erasure == cmdm_engine::AfterErasure::Reject
+        && engine.is_erased(&event.key()).unwrap_or(false);
+    if erased {
+        return Err(crate::decode::reject(
+            RejectionClass::Erased,
+            format!("record {} belongs to an erased person", event.key()),
+        ));
+    }
+    Ok(event)
 }
 
 /// Publishes a refused message to the dead letter topic and waits for the broker's ack.

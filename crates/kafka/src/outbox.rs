@@ -73,10 +73,14 @@ pub async fn run_outbox(
                     key: "content-type",
                     value: Some("application/json"),
                 });
-            let mut record = FutureRecord::to(&config.golden_topic)
-                .key(&key)
-                .payload(&payload)
-                .headers(headers);
+            let mut record: FutureRecord<'_, String, Vec<u8>> =
+                FutureRecord::to(&config.golden_topic)
+                    .key(&key)
+                    .headers(headers);
+            // An erasure is a tombstone: compaction then drops every earlier value of the key.
+            if entry.change.kind != cmdm_domain::OutboundKind::Erased {
+                record = record.payload(&payload);
+            }
             loop {
                 match producer.send_result(record) {
                     Ok(delivery) => {

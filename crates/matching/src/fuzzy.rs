@@ -136,6 +136,15 @@ impl Matcher for FuzzyMatcher {
         blocking::block_keys(record)
     }
 
+    fn contact_point(&self, raw: &str) -> Option<String> {
+        if raw.contains('@') {
+            crate::normalise::email(raw).map(|e| format!("email:{e}"))
+        } else {
+            crate::normalise::phone(raw, &self.config.prepare.default_country_code)
+                .map(|p| format!("phone:{p}"))
+        }
+    }
+
     fn generic_limit(&self) -> usize {
         self.config.generic_limit
     }

@@ -88,4 +88,19 @@ pub trait Matcher: Send + Sync {
 
     /// Compares two records field by field, for explanations and search.
     fn compare(&self, a: &Prepared, b: &Prepared) -> PairVerdict;
+
+    /// The normalised key of a contact point: `email:…` or `phone:+…` (E.164), or `None`
+    /// when the text is neither an e-mail address nor a phone number.
+    fn contact_point(&self, raw: &str) -> Option<String>;
+}
+
+/// The blocking key under which records holding a contact point are found.
+pub fn contact_point_block(contact_point: &str) -> Option<String> {
+    if let Some(email) = contact_point.strip_prefix("email:") {
+        Some(format!("em:{email}"))
+    } else {
+        contact_point
+            .strip_prefix("phone:")
+            .map(|phone| format!("ph:{phone}"))
+    }
 }

@@ -1,0 +1,268 @@
+//! The rights of the person: erasure (crypto-shredding of the log plus a purge of every
+//! projection and of the files that held them) and subject access (export).
+
+use std::collections::BTreeMap;
+
+use cmdm_domain::{
+    ContactPointState, Decision, GoldenId, LogEntry, LoggedEvent, Payload, SourceKey, StewardNote,
+    Timestamp,
+};
+use cmdm_matching::Prepared;
+use cmdm_store::crypto::DataKey;
+use cmdm_store::{PurgeReport, Store, TreeName, decode};
+use serde::Serialize;
+use tracing::info;
+
+use crate::projector::Working;
+use crate::{Engine, EngineError, Result};
+
+/// What happens to an event about a source record whose person was erased.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AfterErasure {
+    /// Refused (to the dead letter topic): the spoke must stop sending about that record.
+    #[default]
+    Reject,
+    /// Accepted as the start of a new person's record, with a new data key.
+    AcceptAsNew,
+}
+
+/// What an erasure did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErasureReport {
+    /// The sequence number of the `erased` log entry.
+    pub seq: u64,
+    pub entity: GoldenId,
+    pub merged_ids: Vec<GoldenId>,
+    pub records: Vec<SourceKey>,
+    pub contact_points: usize,
+    pub purge: PurgeReport,
+}
+
+/// Everything held about a person, for a subject access request.
+#[derive(Debug, Clone, Serialize)]
+pub struct SubjectExport {
+    pub golden_id: GoldenId,
+    pub exported_at: Timestamp,
+    pub golden_record: cmdm_domain::GoldenRecord,
+    /// Each source record as the hub holds it: values with their event time, consents with
+    /// their evidence, preferences and recorded contacts.
+    pub source_records: Vec<cmdm_domain::SourceRecord>,
+    /// Declarations made about the person's e-mail addresses and phone numbers.
+    pub contact_points: BTreeMap<String, ContactPointState>,
+    /// Every event and decision about the person, payloads included.
+    pub history: Vec<crate::HistoryEntry>,
+    pub review_tasks: Vec<cmdm_domain::ReviewTask>,
+}
+
+/// The payload of a logged event, or `None` when its data key was erased (crypto-shredded).
+pub(crate) fn open_payload(
+    store: &Store,
+    event: &LoggedEvent,
+    seq: u64,
+) -> Result<Option<Payload>> {
+    let key_name = event
+        .key_ref
+        .clone()
+        .unwrap_or_else(|| event.key().encode());
+    let Some(bytes) = store.get(TreeName::Keys, key_name.as_bytes())? else {
+        return Ok(None);
+    };
+    match DataKey::from_bytes(&bytes)?.open(&event.sealed) {
+        Ok(plain) => Ok(Some(serde_json::from_slice(&plain)?)),
+        // The record was erased after this event and has since started again under a
+        // new key: this older event belongs to the erased person.
+        Err(_) if event.key_ref.is_none() && erased_after(store, &key_name, seq)? => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn erased_after(store: &Store, record: &str, seq: u64) -> Result<bool> {
+    Ok(store
+        .get(TreeName::Erased, record.as_bytes())?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+        .is_some_and(|b| u64::from_be_bytes(b) > seq))
+}
+
+/// The contact point keys (`email:…`, `phone:…`) a record's prepared form holds.
+pub(crate) fn contact_points_of(prepared: &Prepared) -> Vec<String> {
+    ["email", "phone"]
+        .into_iter()
+        .filter_map(|field| prepared.get(field).map(|v| format!("{field}:{v}")))
+        .collect()
+}
+
+impl Engine {
+    /// Whether a source record belongs to an erased person.
+    pub fn is_erased(&self, key: &SourceKey) -> Result<bool> {
+        Ok(self
+            .store()
+            .get(TreeName::Erased, key.encode().as_bytes())?
+            .is_some())
+    }
+
+    /// Erases a person: deletes the data keys of every source record of the entity and of
+    /// the contact points it holds (so their events in the log can no longer be read),
+    /// purges every projection and index entry, publishes tombstones for the entity and
+    /// the ids merged into it, logs an `erased` entry without personal data, and rewrites
+    /// the store's files so that nothing erased is left in any of them.
+    pub fn erase(&self, id: GoldenId, by: &str, comment: &str) -> Result<ErasureReport> {
+        let mut guard = self.lock_index();
+        let mut index = match guard.take() {
+            Some(index) => index,
+            None => self.load_index()?,
+        };
+        let golden = self
+            .golden(id)?
+            .ok_or_else(|| EngineError::NotFound(format!("no golden record {id}")))?
+            .record;
+        let store = self.store();
+        let mut contact_keys = Vec::new();
+        let mut points = Vec::new();
+        for member in &golden.members {
+            let Some(prepared) =
+                store.get_bin::<Prepared>(TreeName::Features, member.encode().as_bytes())?
+            else {
+                continue;
+            };
+            for point in contact_points_of(&prepared) {
+                if let Some(state) =
+                    store.get_bin::<ContactPointState>(TreeName::ContactPoints, point.as_bytes())?
+                    && !contact_keys.contains(&state.key_ref)
+                {
+                    contact_keys.push(state.key_ref);
+                    points.push(point);
+                }
+            }
+        }
+        let decision = Decision::Erased {
+            entity: golden.id,
+            merged_ids: golden.merged_ids.clone(),
+            records: golden.members.clone(),
+            contact_keys: contact_keys.clone(),
+            note: StewardNote {
+                by: by.to_owned(),
+                comment: comment.to_owned(),
+                at: Timestamp::now(),
+                task: None,
+            },
+        };
+        let mut work = Working::new(store.begin()?, &self.config().survivorship);
+        let seq = work
+            .batch()
+            .append_log(&LogEntry::Decision(decision.clone()))?;
+        self.projector().decision(&mut work, &decision, seq)?;
+        for name in golden
+            .members
+            .iter()
+            .map(SourceKey::encode)
+            .chain(contact_keys.iter().cloned())
+        {
+            work.batch().delete(TreeName::Keys, name);
+        }
+        crate::engine::write_outbox(&mut work)?;
+        let mut batch = work.finish()?;
+        // Changes not yet published would carry the person's golden record: drop them
+        // (the tombstone written above follows them anyway).
+        let ids: Vec<GoldenId> = std::iter::once(golden.id)
+            .chain(golden.merged_ids.iter().copied())
+            .collect();
+        for item in store.tree(TreeName::Outbox).iter() {
+            let (key, value) = item.map_err(cmdm_store::StoreError::from)?;
+            let changes: Vec<cmdm_domain::OutboundChange> = decode(TreeName::Outbox, &value)?;
+            let kept: Vec<_> = changes
+                .iter()
+                .filter(|c| {
+                    !(ids.contains(&c.golden_id) && c.kind != cmdm_domain::OutboundKind::Merged)
+                })
+                .cloned()
+                .collect();
+            if kept.len() != changes.len() {
+                if kept.is_empty() {
+                    batch.delete(TreeName::Outbox, key.to_vec());
+                } else {
+                    batch.put_json(TreeName::Outbox, key.to_vec(), &kept)?;
+                }
+            }
+        }
+        batch.commit()?;
+        index.apply(&decision);
+        for member in &golden.members {
+            index.drop_features(member, self.matcher().as_ref())?;
+        }
+        *guard = Some(index);
+        let purge = store.purge()?;
+        drop(guard);
+        info!(
+            seq,
+            entity = %golden.id,
+            records = golden.members.len(),
+            contact_points = points.len(),
+            bytes_before = purge.bytes_before,
+            bytes_after = purge.bytes_after,
+            "erased"
+        );
+        Ok(ErasureReport {
+            seq,
+            entity: golden.id,
+            merged_ids: golden.merged_ids,
+            records: golden.members,
+            contact_points: points.len(),
+            purge,
+        })
+    }
+
+    /// Everything the hub holds about a person (subject access), with provenance.
+    pub fn export(&self, id: GoldenId) -> Result<SubjectExport> {
+        let golden = self
+            .golden(id)?
+            .ok_or_else(|| EngineError::NotFound(format!("no golden record {id}")))?
+            .record;
+        let store = self.store();
+        let mut source_records = Vec::new();
+        let mut contact_points = BTreeMap::new();
+        for member in &golden.members {
+            if let Some(record) = self.source_record(member)? {
+                source_records.push(record);
+            }
+            if let Some(prepared) =
+                store.get_bin::<Prepared>(TreeName::Features, member.encode().as_bytes())?
+            {
+                for point in contact_points_of(&prepared) {
+                    if let Some(state) = store
+                        .get_bin::<ContactPointState>(TreeName::ContactPoints, point.as_bytes())?
+                    {
+                        contact_points.insert(point, state);
+                    }
+                }
+            }
+        }
+        let (_, mut history) = self.history(golden.id)?;
+        let mut seqs: Vec<u64> = contact_points
+            .values()
+            .flat_map(|s| s.trail.iter().copied())
+            .collect();
+        seqs.sort_unstable();
+        seqs.dedup();
+        history.extend(self.entries(&seqs.into_iter().collect())?);
+        history.sort_by_key(|h| h.seq);
+        history.dedup_by_key(|h| h.seq);
+        let ids: Vec<GoldenId> = std::iter::once(golden.id)
+            .chain(golden.merged_ids.iter().copied())
+            .collect();
+        let review_tasks = self
+            .tasks()?
+            .into_iter()
+            .filter(|t| golden.members.contains(&t.record) || ids.contains(&t.entity))
+            .collect();
+        Ok(SubjectExport {
+            golden_id: golden.id,
+            exported_at: Timestamp::now(),
+            golden_record: golden,
+            source_records,
+            contact_points,
+            history,
+            review_tasks,
+        })
+    }
+}
