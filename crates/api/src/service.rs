@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use cmdm_domain::{InboundEvent, Timestamp};
-use cmdm_engine::{AsOf, Engine, SearchQuery, StewardAction, StewardOutcome, StewardRequest};
+use cmdm_engine::{
+    AsOf, ContactTarget, Engine, SearchQuery, StewardAction, StewardOutcome, StewardRequest,
+};
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status};
 
@@ -20,6 +22,9 @@ use crate::{ApiError, CustomerHubServer, pb};
 const MAX_PAGE: usize = 100;
 /// Most events per publish request.
 const MAX_PUBLISH: usize = 1000;
+/// Most ids per contact batch, and verdicts per streamed chunk.
+const MAX_CONTACT_BATCH: usize = 100_000;
+const CONTACT_CHUNK: usize = 5_000;
 
 /// The `cmdm.v1.CustomerHub` service.
 #[derive(Clone)]
@@ -109,6 +114,46 @@ fn optional_id(field: &'static str, raw: &str) -> Result<Option<cmdm_domain::Gol
     } else {
         golden_id(field, raw).map(Some)
     }
+}
+
+/// A contact question from its message.
+fn question(q: Option<pb::ContactQuestion>) -> Result<cmdm_domain::ContactQuestion, ApiError> {
+    let q = q.ok_or_else(|| ApiError::invalid("question", "required"))?;
+    let channel = serde_json::from_value::<cmdm_domain::Channel>(serde_json::Value::String(
+        q.channel.trim().to_ascii_lowercase(),
+    ))
+    .map_err(|_| {
+        ApiError::invalid(
+            "question.channel",
+            format!("`{}` is not email, sms, phone, mail or push", q.channel),
+        )
+    })?;
+    if q.purpose.trim().is_empty() {
+        return Err(ApiError::invalid("question.purpose", "required"));
+    }
+    let at = if q.at.trim().is_empty() {
+        Timestamp::now()
+    } else {
+        Timestamp::parse_rfc3339("question.at", &q.at)
+            .map_err(|e| ApiError::invalid("question.at", e.to_string()))?
+    };
+    Ok(cmdm_domain::ContactQuestion {
+        channel,
+        purpose: q.purpose.trim().to_owned(),
+        topic: Some(q.topic.trim().to_owned()).filter(|t| !t.is_empty()),
+        at,
+    })
+}
+
+fn reasons_to_proto(d: &cmdm_domain::ContactDecision) -> Vec<pb::ContactReason> {
+    d.reasons
+        .iter()
+        .map(|r| pb::ContactReason {
+            code: r.code.to_owned(),
+            blocks: r.blocks,
+            detail: r.detail.clone(),
+        })
+        .collect()
 }
 
 fn task_id(raw: u64) -> Option<u64> {
@@ -582,6 +627,7 @@ impl pb::customer_hub_server::CustomerHub for HubService {
             .into());
         }
         let mut accepted = Vec::new();
+        let mut positions = Vec::new();
         let mut rejected = Vec::new();
         for (i, e) in events.iter().enumerate() {
             let data = if e.data_json.trim().is_empty() {
@@ -604,7 +650,10 @@ impl pb::customer_hub_server::CustomerHub for HubService {
                 .map_err(|err| err.to_string())
             });
             match event {
-                Ok(event) => accepted.push(event),
+                Ok(event) => {
+                    accepted.push(event);
+                    positions.push(i as u32);
+                }
                 Err(reason) => rejected.push(pb::Rejected {
                     index: i as u32,
                     reason,
@@ -621,10 +670,200 @@ impl pb::customer_hub_server::CustomerHub for HubService {
                 Ok(report)
             })
             .await?;
+        rejected.extend(report.refused.iter().map(|(at, reason)| pb::Rejected {
+            index: positions[*at],
+            reason: reason.clone(),
+        }));
+        rejected.sort_by_key(|r| r.index);
         Ok(Response::new(pb::PublishResponse {
             applied: report.applied as u32,
             duplicates: report.duplicates as u32,
             rejected,
+        }))
+    }
+
+    async fn check_contact(
+        &self,
+        request: Request<pb::CheckContactRequest>,
+    ) -> Result<Response<pb::CheckContactResponse>, Status> {
+        require(&request, Role::Spoke, "check contacts")?;
+        let r = request.into_inner();
+        let question = question(r.question)?;
+        let by_id = matches!(
+            r.target,
+            Some(pb::check_contact_request::Target::GoldenId(_))
+        );
+        let target = match r.target {
+            Some(pb::check_contact_request::Target::GoldenId(id)) => {
+                ContactTarget::Entity(golden_id("golden_id", &id)?)
+            }
+            Some(pb::check_contact_request::Target::ContactPoint(point))
+                if !point.trim().is_empty() =>
+            {
+                ContactTarget::ContactPoint(point)
+            }
+            _ => {
+                return Err(ApiError::invalid("target", "give golden_id or contact_point").into());
+            }
+        };
+        // An entity check reads a handful of keys; a contact point waits for the index.
+        let decide = move |engine: &Engine| Ok(engine.check_contact(&target, &question)?);
+        let decision = if by_id {
+            self.read(decide)?
+        } else {
+            self.run(decide).await?
+        };
+        Ok(Response::new(pb::CheckContactResponse {
+            allowed: decision.allowed,
+            reasons: reasons_to_proto(&decision),
+        }))
+    }
+
+    type CheckContactBatchStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<pb::CheckContactBatchResponse, Status>> + Send>,
+    >;
+
+    async fn check_contact_batch(
+        &self,
+        request: Request<pb::CheckContactBatchRequest>,
+    ) -> Result<Response<Self::CheckContactBatchStream>, Status> {
+        require(&request, Role::Spoke, "check contacts")?;
+        let r = request.into_inner();
+        if r.golden_ids.len() > MAX_CONTACT_BATCH {
+            return Err(ApiError::invalid(
+                "golden_ids",
+                format!(
+                    "{} ids; at most {MAX_CONTACT_BATCH} per request",
+                    r.golden_ids.len()
+                ),
+            )
+            .into());
+        }
+        let question = question(r.question)?;
+        let ids = r
+            .golden_ids
+            .iter()
+            .map(|raw| golden_id("golden_ids", raw))
+            .collect::<Result<Vec<_>, _>>()?;
+        let raw_ids = r.golden_ids;
+        let verdicts = self
+            .run(move |engine| {
+                let answers = engine.check_contacts(&ids, &question);
+                Ok(raw_ids
+                    .into_iter()
+                    .zip(answers)
+                    .map(|(golden_id, answer)| match answer {
+                        Ok(d) => pb::ContactVerdict {
+                            golden_id,
+                            allowed: d.allowed,
+                            blocked_by: d
+                                .reasons
+                                .iter()
+                                .filter(|r| r.blocks)
+                                .map(|r| r.code.to_owned())
+                                .collect(),
+                            error: String::new(),
+                        },
+                        Err(e) => pb::ContactVerdict {
+                            golden_id,
+                            allowed: false,
+                            blocked_by: Vec::new(),
+                            error: e.to_string(),
+                        },
+                    })
+                    .collect::<Vec<_>>())
+            })
+            .await?;
+        let chunks: Vec<Result<pb::CheckContactBatchResponse, Status>> = verdicts
+            .chunks(CONTACT_CHUNK)
+            .map(|chunk| {
+                Ok(pb::CheckContactBatchResponse {
+                    verdicts: chunk.to_vec(),
+                })
+            })
+            .collect();
+        Ok(Response::new(Box::pin(tokio_stream::iter(chunks))))
+    }
+
+    async fn erase(
+        &self,
+        request: Request<pb::EraseRequest>,
+    ) -> Result<Response<pb::EraseResponse>, Status> {
+        let who = require(&request, Role::Admin, "erase persons")?;
+        let r = request.into_inner();
+        let id = golden_id("golden_id", &r.golden_id)?;
+        if r.comment.trim().is_empty() {
+            return Err(ApiError::invalid(
+                "comment",
+                "say why (the request's reference): it is logged with the erasure",
+            )
+            .into());
+        }
+        let report = self
+            .run(move |engine| Ok(engine.erase(id, &who.name, &r.comment)?))
+            .await?;
+        Ok(Response::new(pb::EraseResponse {
+            golden_id: report.entity.to_string(),
+            merged_ids: report.merged_ids.iter().map(ToString::to_string).collect(),
+            records: report.records.iter().map(key_to_proto).collect(),
+            contact_points: report.contact_points as u32,
+            seq: report.seq,
+            bytes_before: report.purge.bytes_before,
+            bytes_after: report.purge.bytes_after,
+        }))
+    }
+
+    async fn export(
+        &self,
+        request: Request<pb::ExportRequest>,
+    ) -> Result<Response<pb::ExportResponse>, Status> {
+        require(
+            &request,
+            Role::Steward,
+            "export what is held about a person",
+        )?;
+        let id = golden_id("golden_id", &request.into_inner().golden_id)?;
+        let export = self.run(move |engine| Ok(engine.export(id)?)).await?;
+        let json = serde_json::to_string_pretty(&export)
+            .map_err(|e| Status::internal(format!("cannot encode the export: {e}")))?;
+        Ok(Response::new(pb::ExportResponse {
+            golden_id: export.golden_id.to_string(),
+            json,
+        }))
+    }
+
+    async fn consent_report(
+        &self,
+        request: Request<pb::ConsentReportRequest>,
+    ) -> Result<Response<pb::ConsentReportResponse>, Status> {
+        require(&request, Role::Steward, "read consent reports")?;
+        let report = self.run(|engine| Ok(engine.consent_report()?)).await?;
+        Ok(Response::new(pb::ConsentReportResponse {
+            periods: report
+                .periods
+                .into_iter()
+                .map(|p| pb::ConsentPeriod {
+                    period: p.period,
+                    purpose: p.purpose,
+                    channel: p.channel,
+                    granted: p.granted,
+                    denied: p.denied,
+                    withdrawn: p.withdrawn,
+                })
+                .collect(),
+            migrations: report
+                .migrations
+                .into_iter()
+                .map(|m| pb::ChannelMigration {
+                    purpose: m.purpose,
+                    from_channel: m.from,
+                    to_channel: m.to,
+                    customers: m.customers,
+                })
+                .collect(),
+            customers: report.customers,
+            customers_with_opt_out: report.customers_with_opt_out,
+            atomic_opt_outs_avoided: report.atomic_opt_outs_avoided,
         }))
     }
 }

@@ -657,3 +657,199 @@ async fn an_open_hub_lets_every_caller_in_as_admin() {
         .into_inner();
     assert_eq!(report.merged, 0);
 }
+
+fn consent_event(id: &str, source: &str, subject: &str, data: serde_json::Value) -> pb::Event {
+    pb::Event {
+        r#type: "consent.changed".into(),
+        ..profile(id, source, subject, data)
+    }
+}
+
+fn contact_question(channel: &str, purpose: &str) -> Option<pb::ContactQuestion> {
+    Some(pb::ContactQuestion {
+        channel: channel.into(),
+        purpose: purpose.into(),
+        topic: String::new(),
+        at: "2026-06-01T12:00:00Z".into(),
+    })
+}
+
+#[tokio::test]
+async fn consent_contact_erasure_export_and_reports() {
+    let hub = serve(tokens()).await;
+    let mut c = client(&hub).await;
+    let mut published = events();
+    published.push(consent_event(
+        "c1",
+        "web",
+        "w1",
+        serde_json::json!({"purpose": "marketing", "channel": "email", "status": "granted",
+                           "evidence": {"collection_point": "checkout", "text_version": "v7"}}),
+    ));
+    published.push(consent_event(
+        "c2",
+        "esp",
+        "unsub",
+        serde_json::json!({"purpose": "marketing", "channel": "sms", "status": "withdrawn",
+                           "contact_point": "+44 1632 960001"}),
+    ));
+    let response = c
+        .publish(as_(SPOKE, pb::PublishRequest { events: published }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(response.rejected.is_empty(), "{:?}", response.rejected);
+    let w1 = c
+        .lookup_by_source_key(as_(
+            SPOKE,
+            pb::LookupBySourceKeyRequest {
+                source: "web".into(),
+                subject: "w1".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .record
+        .unwrap()
+        .golden_id;
+
+    // Allowed, with its reason; by contact point, the withdrawal named the phone number.
+    let check = |target, channel: &str| pb::CheckContactRequest {
+        target: Some(target),
+        question: contact_question(channel, "marketing"),
+    };
+    use pb::check_contact_request::Target;
+    let email = c
+        .check_contact(as_(SPOKE, check(Target::GoldenId(w1.clone()), "email")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(email.allowed, "{email:?}");
+    assert_eq!(email.reasons[0].code, "consent_granted");
+    let sms = c
+        .check_contact(as_(
+            SPOKE,
+            check(Target::ContactPoint("01632 960001".into()), "sms"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!sms.allowed);
+    assert_eq!(sms.reasons[0].code, "consent_withdrawn");
+    let (status, message) = code(
+        c.check_contact(as_(
+            SPOKE,
+            pb::CheckContactRequest {
+                target: Some(Target::GoldenId(w1.clone())),
+                question: contact_question("pigeon", "marketing"),
+            },
+        ))
+        .await,
+    );
+    assert_eq!(status, Code::InvalidArgument);
+    assert!(message.contains("question.channel"), "{message}");
+
+    // The batch form streams verdicts in order; an unknown id carries its error.
+    let mut stream = c
+        .check_contact_batch(as_(
+            SPOKE,
+            pb::CheckContactBatchRequest {
+                golden_ids: vec![w1.clone(), "G0000999999".into()],
+                question: contact_question("email", "marketing"),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut verdicts = Vec::new();
+    while let Some(chunk) = stream.message().await.unwrap() {
+        verdicts.extend(chunk.verdicts);
+    }
+    assert_eq!(verdicts.len(), 2);
+    assert!(verdicts[0].allowed);
+    assert!(!verdicts[1].allowed && verdicts[1].error.contains("no golden record"));
+
+    // Export for a steward, not a spoke.
+    let (status, message) = code(
+        c.export(as_(
+            SPOKE,
+            pb::ExportRequest {
+                golden_id: w1.clone(),
+            },
+        ))
+        .await,
+    );
+    assert_eq!(status, Code::PermissionDenied, "{message}");
+    let export = c
+        .export(as_(
+            STEWARD,
+            pb::ExportRequest {
+                golden_id: w1.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    for expected in ["Jonathan", "checkout", "v7", "consent.changed"] {
+        assert!(export.json.contains(expected), "export lacks {expected}");
+    }
+    let report = c
+        .consent_report(as_(STEWARD, pb::ConsentReportRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    let granted: u64 = report.periods.iter().map(|p| p.granted).sum();
+    let withdrawn: u64 = report.periods.iter().map(|p| p.withdrawn).sum();
+    assert_eq!((granted, withdrawn), (1, 1));
+
+    // Erasure is for admins and needs a reason; afterwards the person is gone.
+    let erase = |comment: &str| pb::EraseRequest {
+        golden_id: w1.clone(),
+        comment: comment.into(),
+    };
+    assert_eq!(
+        code(c.erase(as_(STEWARD, erase("ticket 7"))).await).0,
+        Code::PermissionDenied
+    );
+    assert_eq!(
+        code(c.erase(as_(ADMIN, erase(""))).await).0,
+        Code::InvalidArgument
+    );
+    let erased = c
+        .erase(as_(ADMIN, erase("ticket 7")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(erased.golden_id, w1);
+    assert!(!erased.records.is_empty());
+    let (status, _) = code(
+        c.get_golden_record(as_(
+            SPOKE,
+            pb::GetGoldenRecordRequest {
+                golden_id: w1.clone(),
+                ..Default::default()
+            },
+        ))
+        .await,
+    );
+    assert_eq!(status, Code::NotFound);
+    // A later event about the erased record is refused, with the reason.
+    let late = c
+        .publish(as_(
+            SPOKE,
+            pb::PublishRequest {
+                events: vec![profile(
+                    "9",
+                    "web",
+                    "w1",
+                    serde_json::json!({"given_name": "J"}),
+                )],
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(late.applied, 0);
+    assert!(late.rejected[0].reason.contains("erased"), "{late:?}");
+}

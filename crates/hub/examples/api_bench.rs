@@ -83,6 +83,33 @@ impl pb::customer_hub_server::CustomerHub for Fixed {
     async fn publish(&self, _: Request<pb::PublishRequest>) -> Answer<pb::PublishResponse> {
         none()
     }
+    async fn check_contact(
+        &self,
+        _: Request<pb::CheckContactRequest>,
+    ) -> Answer<pb::CheckContactResponse> {
+        none()
+    }
+    type CheckContactBatchStream = std::pin::Pin<
+        Box<dyn tokio_stream::Stream<Item = Result<pb::CheckContactBatchResponse, Status>> + Send>,
+    >;
+    async fn check_contact_batch(
+        &self,
+        _: Request<pb::CheckContactBatchRequest>,
+    ) -> Answer<Self::CheckContactBatchStream> {
+        none()
+    }
+    async fn erase(&self, _: Request<pb::EraseRequest>) -> Answer<pb::EraseResponse> {
+        none()
+    }
+    async fn export(&self, _: Request<pb::ExportRequest>) -> Answer<pb::ExportResponse> {
+        none()
+    }
+    async fn consent_report(
+        &self,
+        _: Request<pb::ConsentReportRequest>,
+    ) -> Answer<pb::ConsentReportResponse> {
+        none()
+    }
 }
 
 /// A loopback listener with TCP_NODELAY on its connections, as the hub serves.
