@@ -9,11 +9,13 @@ cd "$(dirname "$0")/.."
 
 cargo build --release -q -p cmdm-hub -p cmdm-cli
 data=$(mktemp -d)
+# The hub's log stays outside the data directory, which the erasure check searches.
+log=$(mktemp)
 port=${TOUR_GRPC_PORT:-50151}
 hub=http://127.0.0.1:$port
-./target/release/cmdm-hub --data-dir "$data" --grpc-addr "127.0.0.1:$port" 2>"$data/hub.log" &
+./target/release/cmdm-hub --data-dir "$data" --grpc-addr "127.0.0.1:$port" 2>"$log" &
 pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$data"' EXIT
+trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$data" "$log"' EXIT
 
 for _ in $(seq 100); do [ -s "$data/broker.addr" ] && break; sleep 0.1; done
 BROKER=$(cat "$data/broker.addr")
@@ -33,7 +35,7 @@ echo '{"given_name":"John","email":"jon.smyth@EXAMPLE.org","phone":"01632 960119
 
 fail() {
   echo "tour failed: $1; hub log:" >&2
-  cat "$data/hub.log" >&2
+  cat "$log" >&2
   exit 1
 }
 cmdm() { ./target/release/cmdm --hub "$hub" "$@"; }
@@ -80,4 +82,50 @@ done
 explained=$(cmdm explain callcenter/c-9 web/w-100)
 echo "$explained"
 echo "$explained" | grep -q "kept apart" || fail "explain does not say kept apart"
-echo "tour ok: one golden record holds pos/p-7 and web/w-100; the review task was merged and split again"
+
+# --- consent, contact decision, subject access and erasure ---
+publish() { # key id type time json
+  echo "$5" | kcat -P -b "$BROKER" -t cmdm.events.v1 -k "$1" \
+    -H ce_id="$2" -H ce_source="${1%%/*}" -H ce_type="$3" -H ce_subject="${1#*/}" -H ce_time="$4"
+}
+publish web/w-100 evt-4 consent.changed 2026-11-22T12:00:00Z \
+  '{"purpose":"marketing","channel":"email","status":"granted","evidence":{"collection_point":"checkout","text_version":"v7"}}'
+publish web/w-100 evt-5 preference.changed 2026-11-22T12:00:00Z '{"frequency":{"email":"weekly"}}'
+# An unsubscribe link knows only the address: no more offers by e-mail, anything else stays.
+publish esp/unsubscribes evt-6 preference.changed 2026-11-22T13:00:00Z \
+  '{"topics":{"offers":false},"contact_point":"jon.smyth@example.org"}'
+jon=$(cmdm --json lookup web w-100 | grep -o '"golden_id": "G[0-9]*"' | head -1 | grep -o 'G[0-9]*')
+allowed=
+for _ in $(seq 300); do
+  if out=$(cmdm check-contact "$jon" --channel email --purpose marketing --topic news --at 2026-11-23T10:00:00Z 2>/dev/null) &&
+    echo "$out" | grep -q "ALLOWED" && ! echo "$out" | grep -q "NOT ALLOWED"; then
+    allowed=yes
+    break
+  fi
+  sleep 0.1
+done
+[ -n "$allowed" ] || fail "marketing e-mail about news is not allowed after the grant"
+echo "$out"
+offers=$(cmdm check-contact jon.smyth@example.org --channel email --purpose marketing --topic offers --at 2026-11-23T10:00:00Z)
+echo "$offers"
+echo "$offers" | grep -q topic_unsubscribed || fail "the unsubscribe from offers is not honoured"
+publish web/w-100 evt-7 contact.recorded 2026-11-23T09:00:00Z '{"channel":"email","purpose":"marketing","campaign":"winter"}'
+capped=
+for _ in $(seq 300); do
+  out=$(cmdm check-contact "$jon" --channel email --purpose marketing --at 2026-11-23T10:00:00Z)
+  if echo "$out" | grep -q frequency_cap_reached; then capped=yes; break; fi
+  sleep 0.1
+done
+[ -n "$capped" ] || fail "the weekly frequency was not enforced after a recorded contact"
+echo "$out"
+export=$(cmdm export "$jon")
+echo "$export" | grep -q '"text_version": "v7"' || fail "the export lacks the consent evidence"
+cmdm consent-report
+cmdm erase "$jon" --comment "erasure request 2026-11-23/1"
+gone=$(cmdm --json lookup web w-100 2>&1 || true)
+echo "$gone" | grep -qi "not" || fail "web/w-100 still resolves after the erasure: $gone"
+for needle in jon.smyth@example.org 960119; do
+  if grep -rqi "$needle" "$data"; then fail "'$needle' is still in a file of the data directory"; fi
+done
+echo "tour: the erased person's e-mail and phone are in no file of the data directory"
+echo "tour ok: one golden record holds pos/p-7 and web/w-100; the review task was merged and split again; consent, contact checks, export and erasure as the README says"

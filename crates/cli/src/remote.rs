@@ -75,6 +75,67 @@ pub enum RemoteCommand {
     /// Re-decide where every record belongs under the current model (admin); steward
     /// decisions hold.
     Rematch,
+    /// May a customer (G…), or whoever holds an e-mail address or phone number, be
+    /// contacted? Allowed or not, with every reason.
+    CheckContact(ContactArgs),
+    /// The same question for a campaign list: golden ids, one per line, from a file or
+    /// `-` for standard input. Prints one line per id and a summary.
+    CheckContactBatch {
+        /// The file of golden ids, or `-`.
+        file: String,
+        #[command(flatten)]
+        question: QuestionArgs,
+    },
+    /// Erase a person (admin): data keys deleted, projections and files purged,
+    /// tombstone published.
+    Erase {
+        golden_id: String,
+        /// Why: the request's reference, logged with your name.
+        #[arg(long)]
+        comment: String,
+    },
+    /// Everything held about a person, as JSON (subject access).
+    Export { golden_id: String },
+    /// Opt-ins and opt-outs per month, purpose and channel; channel migration; atomic
+    /// opt-outs avoided.
+    ConsentReport,
+}
+
+/// A contact question and its target.
+#[derive(Debug, Clone, Args)]
+pub struct ContactArgs {
+    /// A golden id (G…), or an e-mail address or phone number.
+    target: String,
+    #[command(flatten)]
+    question: QuestionArgs,
+}
+
+/// What contact is intended.
+#[derive(Debug, Clone, Args)]
+pub struct QuestionArgs {
+    /// email, sms, phone, mail or push.
+    #[arg(long)]
+    channel: String,
+    /// The purpose, e.g. marketing.
+    #[arg(long)]
+    purpose: String,
+    /// A topic of interest the message is about.
+    #[arg(long, default_value = "")]
+    topic: String,
+    /// When (RFC 3339); now if absent.
+    #[arg(long, default_value = "")]
+    at: String,
+}
+
+impl QuestionArgs {
+    fn to_proto(&self) -> Option<pb::ContactQuestion> {
+        Some(pb::ContactQuestion {
+            channel: self.channel.clone(),
+            purpose: self.purpose.clone(),
+            topic: self.topic.clone(),
+            at: self.at.clone(),
+        })
+    }
 }
 
 /// What is known of the person searched for.
@@ -550,6 +611,183 @@ async fn execute(c: &mut Client, json: bool, command: &RemoteCommand) -> anyhow:
             println!(
                 "re-matched: {} linked, {} merged, {} review tasks opened, {} entities created",
                 response.linked, response.merged, response.review_tasks, response.created
+            );
+            Ok(())
+        }
+        RemoteCommand::CheckContact(a) => {
+            use pb::check_contact_request::Target;
+            let looks_like_id = a.target.starts_with('G')
+                && a.target.len() > 1
+                && a.target[1..].bytes().all(|b| b.is_ascii_digit());
+            let target = if looks_like_id {
+                Target::GoldenId(a.target.clone())
+            } else {
+                Target::ContactPoint(a.target.clone())
+            };
+            let response = c
+                .check_contact(pb::CheckContactRequest {
+                    target: Some(target),
+                    question: a.question.to_proto(),
+                })
+                .await?
+                .into_inner();
+            if json {
+                return print_json(&response);
+            }
+            println!(
+                "{}: {} on {} for {}",
+                a.target,
+                if response.allowed {
+                    "ALLOWED"
+                } else {
+                    "NOT ALLOWED"
+                },
+                a.question.channel,
+                a.question.purpose
+            );
+            for r in &response.reasons {
+                println!(
+                    "  {} {:<24} {}",
+                    if r.blocks { "✗" } else { "✓" },
+                    r.code,
+                    r.detail
+                );
+            }
+            Ok(())
+        }
+        RemoteCommand::CheckContactBatch { file, question } => {
+            let text = if file == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                std::fs::read_to_string(file)
+                    .map_err(|e| anyhow::anyhow!("cannot read {file}: {e}"))?
+            };
+            let golden_ids: Vec<String> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect();
+            let started = std::time::Instant::now();
+            let mut stream = c
+                .check_contact_batch(pb::CheckContactBatchRequest {
+                    golden_ids,
+                    question: question.to_proto(),
+                })
+                .await?
+                .into_inner();
+            let mut verdicts = Vec::new();
+            while let Some(chunk) = stream.message().await? {
+                verdicts.extend(chunk.verdicts);
+            }
+            let seconds = started.elapsed().as_secs_f64();
+            if json {
+                return print_json(&verdicts);
+            }
+            let mut blocked: std::collections::BTreeMap<&str, usize> = Default::default();
+            for v in &verdicts {
+                let why = if v.error.is_empty() {
+                    v.blocked_by.join(",")
+                } else {
+                    v.error.clone()
+                };
+                println!(
+                    "{}\t{}\t{}",
+                    v.golden_id,
+                    if v.allowed { "allowed" } else { "refused" },
+                    why
+                );
+                for code in &v.blocked_by {
+                    *blocked.entry(code.as_str()).or_default() += 1;
+                }
+            }
+            let allowed = verdicts.iter().filter(|v| v.allowed).count();
+            let errors = verdicts.iter().filter(|v| !v.error.is_empty()).count();
+            eprintln!(
+                "{} checked in {seconds:.2} s: {allowed} allowed, {} refused, {errors} not checked",
+                verdicts.len(),
+                verdicts.len() - allowed - errors
+            );
+            for (code, n) in blocked {
+                eprintln!("  {code:<24} {n}");
+            }
+            Ok(())
+        }
+        RemoteCommand::Erase { golden_id, comment } => {
+            let response = c
+                .erase(pb::EraseRequest {
+                    golden_id: golden_id.clone(),
+                    comment: comment.clone(),
+                })
+                .await?
+                .into_inner();
+            if json {
+                return print_json(&response);
+            }
+            println!(
+                "erased {} (log entry {}): {} source record(s), {} contact point(s){}",
+                response.golden_id,
+                response.seq,
+                response.records.len(),
+                response.contact_points,
+                if response.merged_ids.is_empty() {
+                    String::new()
+                } else {
+                    format!(", merged ids {}", response.merged_ids.join(", "))
+                }
+            );
+            for record in &response.records {
+                println!("  {}", show_key(Some(record)));
+            }
+            println!(
+                "store files rewritten: {} → {} bytes",
+                response.bytes_before, response.bytes_after
+            );
+            Ok(())
+        }
+        RemoteCommand::Export { golden_id } => {
+            let response = c
+                .export(pb::ExportRequest {
+                    golden_id: golden_id.clone(),
+                })
+                .await?
+                .into_inner();
+            println!("{}", response.json);
+            Ok(())
+        }
+        RemoteCommand::ConsentReport => {
+            let response = c
+                .consent_report(pb::ConsentReportRequest {})
+                .await?
+                .into_inner();
+            if json {
+                return print_json(&response);
+            }
+            println!(
+                "{:<8}  {:<16}  {:<6}  {:>8}  {:>8}  {:>9}",
+                "month", "purpose", "channel", "opt-in", "denied", "withdrawn"
+            );
+            for p in &response.periods {
+                println!(
+                    "{:<8}  {:<16}  {:<7} {:>8}  {:>8}  {:>9}",
+                    p.period, p.purpose, p.channel, p.granted, p.denied, p.withdrawn
+                );
+            }
+            println!("\nchannel migration (opted out of one channel, later in on another)");
+            if response.migrations.is_empty() {
+                println!("  none");
+            }
+            for m in &response.migrations {
+                println!(
+                    "  {:<16}  {} → {}: {} customer(s)",
+                    m.purpose, m.from_channel, m.to_channel, m.customers
+                );
+            }
+            println!(
+                "\n{} customers, {} with an opt-out; {} of those still reachable for something else (atomic opt-outs avoided)",
+                response.customers,
+                response.customers_with_opt_out,
+                response.atomic_opt_outs_avoided
             );
             Ok(())
         }
