@@ -716,3 +716,110 @@ async fn a_second_hub_joining_the_group_takes_partitions_and_nothing_is_lost() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+/// Files under `dir` whose bytes contain `needle` (ASCII case-insensitive).
+fn files_containing(dir: &std::path::Path, needle: &str) -> Vec<std::path::PathBuf> {
+    let needle = needle.to_ascii_lowercase().into_bytes();
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(path) = stack.pop() {
+        if path.is_dir() {
+            stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else if std::fs::read(&path)
+            .unwrap()
+            .to_ascii_lowercase()
+            .windows(needle.len())
+            .any(|w| w == needle.as_slice())
+        {
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erased_person_is_gone_from_every_file_and_from_the_compacted_feed() {
+    let broker = broker();
+    let brokers = broker.bootstrap_servers().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    let hub = start(config(dir.path(), &brokers, "g-erase")).await;
+    let quill = json!({"given_name": "Quillon", "family_name": "Vanderzee",
+                       "email": "quillon.vanderzee@example.org", "phone": "01632 960777"});
+    publish(&brokers, &[
+        profile("q-1", "web/q1", "2026-11-20T10:00:00Z", quill.clone()),
+        profile("q-2", "pos/q2", "2026-11-21T10:00:00Z", json!({"given_name": "Quillon", "family_name": "Vanderzee", "email": "Quillon.Vanderzee@example.org"})),
+        profile("a-1", "crm/a1", "2026-11-21T11:00:00Z", json!({"given_name": "Ann", "email": "ann@example.org"})),
+    ])
+    .await;
+    wait_for("three events applied", || applied(&hub) == 3).await;
+    let id = lookup(&hub, "web/q1").await.unwrap().golden_id;
+    assert_eq!(lookup(&hub, "pos/q2").await.unwrap().golden_id, id);
+    let ann = lookup(&hub, "crm/a1").await.unwrap();
+
+    let erased = client(&hub)
+        .await
+        .erase(pb::EraseRequest {
+            golden_id: id.clone(),
+            comment: "erasure request 17".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(erased.records.len(), 2);
+
+    // The feed ends the entity with a tombstone; a spoke rebuilding its copy from the
+    // topic (last value per key, a tombstone deletes) holds nothing of the person.
+    let mut feed = Vec::new();
+    wait_for("tombstone published", || {
+        feed = read_topic(&brokers, GOLDEN, usize::MAX);
+        feed.iter().any(|m| {
+            m.key.as_deref() == Some(id.as_str())
+                && m.payload.is_none()
+                && m.headers.get("cmdm_change_type").map(String::as_str) == Some("erased")
+        })
+    })
+    .await;
+    let mut copy: std::collections::BTreeMap<String, Vec<u8>> = Default::default();
+    for m in &feed {
+        let key = m.key.clone().unwrap();
+        match &m.payload {
+            Some(value) => copy.insert(key, value.clone()),
+            None => copy.remove(&key),
+        };
+    }
+    assert!(!copy.contains_key(&id));
+    assert!(copy.contains_key(&ann.golden_id));
+    for value in copy.values() {
+        assert!(
+            !String::from_utf8_lossy(value)
+                .to_lowercase()
+                .contains("vanderzee")
+        );
+    }
+
+    // A later event about an erased record goes to the dead letter topic, class `erased`.
+    publish(
+        &brokers,
+        &[profile("q-3", "web/q1", "2026-11-22T10:00:00Z", quill)],
+    )
+    .await;
+    let mut dead = Vec::new();
+    wait_for("erased record dead-lettered", || {
+        dead = read_topic(&brokers, DLQ, 1);
+        !dead.is_empty()
+    })
+    .await;
+    assert_eq!(dead[0].headers[cmdm_kafka::dlq_headers::CLASS], "erased");
+
+    hub.shutdown().await.unwrap();
+    for needle in ["vanderzee", "quillon", "960777"] {
+        assert_eq!(
+            files_containing(dir.path(), needle),
+            Vec::<std::path::PathBuf>::new(),
+            "`{needle}` is still in the data directory"
+        );
+    }
+    let engine = cmdm_hub::open_engine(&config(dir.path(), &brokers, "g-erase")).unwrap();
+    let report = cmdm_engine::rebuild::verify(&engine).unwrap();
+    assert!(report.is_identical(), "{:?}", report.differences);
+}
