@@ -535,6 +535,43 @@ mod tests {
             config.survivorship.attributes.get("address_line1"),
             Some(&cmdm_matching::Strategy::MostComplete)
         );
+        let policy = config.contact.policy().unwrap();
+        assert_eq!(
+            policy.default_caps[&cmdm_domain::Channel::Email],
+            cmdm_domain::FrequencyCap { count: 3, days: 7 }
+        );
+        assert_eq!(policy.default_time_zone.name(), "Europe/London");
+        assert_eq!(policy.quiet_hours.unwrap().to_string(), "21:00-08:00");
+        assert_eq!(
+            config.privacy.after_erasure,
+            cmdm_engine::AfterErasure::Reject
+        );
+    }
+
+    #[test]
+    fn contact_rules_that_do_not_parse_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        for (text, named) in [
+            ("[contact]\nquiet_hours = \"late\"\n", "quiet_hours"),
+            (
+                "[contact]\ndefault_time_zone = \"Mars/Olympus\"\n",
+                "default_time_zone",
+            ),
+            (
+                "[contact.default_caps]\nemail = \"often\"\n",
+                "default_caps.email",
+            ),
+            ("[privacy]\nafter_erasure = \"keep\"\n", "after_erasure"),
+        ] {
+            let path = dir.path().join("hub.toml");
+            std::fs::write(&path, text).unwrap();
+            let overrides = Overrides {
+                config: Some(path),
+                ..Overrides::default()
+            };
+            let err = format!("{:#}", HubConfig::load(&overrides).unwrap_err());
+            assert!(err.contains(named), "{text}: {err}");
+        }
     }
 
     #[test]
