@@ -1,6 +1,7 @@
 //! The contact decision on a filled data directory, in one run: `CheckContact` in process
 //! and over gRPC (loopback, the hub's own service), one at a time, and the batch form for
-//! a campaign list of 100,000 golden ids, in process and over gRPC.
+//! a campaign list of 100,000 golden ids, in process and over gRPC; then one erasure, whose
+//! rewrite of the store is the cost that grows with the store.
 //!
 //! Before measuring, it gives a sample of 100,000 entities declarations through the
 //! engine's normal write path (consents granted or withdrawn, weekly frequency, recorded
@@ -236,5 +237,18 @@ fn main() -> anyhow::Result<()> {
         }
         anyhow::Ok(())
     })?;
+
+    // One erasure: crypto-shredding and purge, then the rewrite of the whole store.
+    let t = Instant::now();
+    let report = engine.erase(ids[0], "bench", "contact_bench erasure timing")?;
+    println!(
+        "Erase of {} ({} records): {:.1} s, store files {:.0} MB -> {:.0} MB, {} keys copied",
+        report.entity,
+        report.records.len(),
+        t.elapsed().as_secs_f64(),
+        report.purge.bytes_before as f64 / 1e6,
+        report.purge.bytes_after as f64 / 1e6,
+        report.purge.keys_copied
+    );
     Ok(())
 }

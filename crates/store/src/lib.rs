@@ -143,6 +143,9 @@ pub struct Store {
 
 struct Shared {
     current: RwLock<Arc<Generation>>,
+    /// Held shared by every write, exclusively by a purge while it copies: a write landing
+    /// in the old generation after its tree was copied would be lost.
+    writes: RwLock<()>,
     /// `None` for a temporary store.
     root: Option<PathBuf>,
     cache_bytes: u64,
@@ -203,6 +206,7 @@ impl Store {
         Ok(Store {
             shared: Arc::new(Shared {
                 current: RwLock::new(Arc::new(generation)),
+                writes: RwLock::new(()),
                 root: Some(dir.to_path_buf()),
                 cache_bytes,
             }),
@@ -220,6 +224,7 @@ impl Store {
         Ok(Store {
             shared: Arc::new(Shared {
                 current: RwLock::new(Arc::new(generation)),
+                writes: RwLock::new(()),
                 root: None,
                 cache_bytes: DEFAULT_CACHE_BYTES,
             }),
@@ -251,6 +256,11 @@ impl Store {
                 keys_copied: 0,
             });
         };
+        let _writes = self
+            .shared
+            .writes
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let old = self.generation();
         old.db.flush()?;
         let bytes_before = dir_size(&generation_path(root, old.name.as_deref()));
@@ -418,6 +428,11 @@ impl Store {
         for key in keys {
             batch.remove(key.as_slice());
         }
+        let _writes = self
+            .shared
+            .writes
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         self.tree(tree).apply_batch(batch)?;
         Ok(())
     }
@@ -567,6 +582,18 @@ impl Batch<'_> {
             debug_assert_eq!(self.next_seq - self.first_seq, self.log.len() as u64);
             let segment = join_segment(&self.log);
             self.put(TreeName::Log, seq_key(self.next_seq - 1), segment);
+        }
+        // A batch began before a purge switched generations must not commit to the old one.
+        let _writes = self
+            .store
+            .shared
+            .writes
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !Arc::ptr_eq(&self.generation, &self.store.generation()) {
+            return Err(StoreError::Sled(sled::Error::Unsupported(
+                "the store was purged while this batch was open; apply it again".into(),
+            )));
         }
         let touched: Vec<usize> = (0..self.writes.len())
             .filter(|&i| !self.writes[i].is_empty())
