@@ -46,6 +46,7 @@ echo "tansu running at $bootstrap"
 # Tokens, so the API checks roles (the Python client below relies on it).
 spoke_token=spoke-e2e-$run-0123456789
 steward_token=steward-e2e-$run-0123456789
+admin_token=admin-e2e-$run-0123456789
 cat >"$work/hub.toml" <<TOML
 [[api.tokens]]
 token = "$spoke_token"
@@ -55,6 +56,10 @@ role = "spoke"
 token = "$steward_token"
 name = "steward-e2e"
 role = "steward"
+[[api.tokens]]
+token = "$admin_token"
+name = "dpo-e2e"
+role = "admin"
 TOML
 
 ./target/release/cmdm-hub --config "$work/hub.toml" --data-dir "$work/data" --brokers "$bootstrap" \
@@ -89,6 +94,15 @@ if ! PYTHONPATH="$work/pb" "$PYTHON" tests/real-broker/steward.py "127.0.0.1:$gr
   exit 1
 fi
 
+if ! privacy=$(PYTHONPATH="$work/pb" "$PYTHON" tests/real-broker/privacy.py "$bootstrap" \
+    "127.0.0.1:$grpc_port" "$run" "$spoke_token" "$steward_token" "$admin_token"); then
+  echo "$privacy"
+  show_logs
+  exit 1
+fi
+echo "$privacy" | sed '$d'
+erased_name=$(echo "$privacy" | tail -n 1)
+
 metrics=$("$PYTHON" -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:$metrics_port/metrics').read().decode())")
 echo "$metrics" | grep -q 'cmdm_ingest_dead_letters_total{class="invalid"} 1' || {
   echo "real-broker e2e failed: the metrics do not count the dead letter" >&2; exit 1; }
@@ -97,4 +111,10 @@ kill -TERM "$hub_pid"
 wait "$hub_pid"
 hub_pid=
 ./target/release/cmdm-hub --data-dir "$work/data" rebuild --verify
+if grep -rqi "$erased_name" "$work/data"; then
+  echo "real-broker e2e failed: the erased person's name is still in a file of the data directory:" >&2
+  grep -rli "$erased_name" "$work/data" >&2
+  exit 1
+fi
+echo "the erased person's name is in no file of the data directory"
 echo "real-broker e2e ok"
