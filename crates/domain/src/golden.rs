@@ -41,6 +41,10 @@ pub struct GoldenRecord {
     pub merged_ids: Vec<GoldenId>,
     /// Log sequence number of the last change.
     pub version: u64,
+    /// Every e-mail address and phone number its active records hold, normalised
+    /// (`email:…`, `phone:+…`): what declarations about contact points apply to it.
+    #[serde(default)]
+    pub contact_points: Vec<String>,
 }
 
 /// The kinds of change the hub tells the spokes about.

@@ -9,7 +9,6 @@ use cmdm_domain::{
     DeclaredConsent, GoldenId, GoldenRecord, LogEntry, Payload, SourceRecord, Timestamp,
     decide_contact,
 };
-use cmdm_matching::Prepared;
 use cmdm_store::{TreeName, decode};
 use serde::Serialize;
 
@@ -209,25 +208,7 @@ impl Engine {
                     .find_map(|name| golden.attributes.get(*name))
                     .map(|v| v.value.clone());
             }
-            for member in &golden.members {
-                let name = member.encode();
-                if let Some(record) =
-                    store.get_bin::<SourceRecord>(TreeName::Records, name.as_bytes())?
-                {
-                    facts.contacts.extend(
-                        record
-                            .contacts
-                            .iter()
-                            .filter(|c| c.value.channel == question.channel)
-                            .map(|c| c.stamp.time),
-                    );
-                }
-                if let Some(prepared) =
-                    store.get_bin::<Prepared>(TreeName::Features, name.as_bytes())?
-                {
-                    points.extend(contact_points_of(&prepared));
-                }
-            }
+            points.extend(golden.contact_points.iter().cloned());
         }
         points.sort();
         points.dedup();
@@ -270,6 +251,28 @@ impl Engine {
                 facts
                     .frequency
                     .get_or_insert_with(|| (v.value.clone(), by.clone()));
+            }
+        }
+        // Recorded contacts matter only under a frequency cap: read the records then only.
+        let capped = facts.frequency.is_some()
+            || self
+                .config()
+                .contact
+                .default_caps
+                .contains_key(&question.channel);
+        if capped {
+            for member in goldens.iter().flat_map(|g| &g.members) {
+                if let Some(record) =
+                    store.get_bin::<SourceRecord>(TreeName::Records, member.encode().as_bytes())?
+                {
+                    facts.contacts.extend(
+                        record
+                            .contacts
+                            .iter()
+                            .filter(|c| c.value.channel == question.channel)
+                            .map(|c| c.stamp.time),
+                    );
+                }
             }
         }
         Ok(facts)

@@ -198,7 +198,11 @@ impl Engine {
         events: &[InboundEvent],
         offsets: &[SourceOffset],
     ) -> Result<BatchReport> {
-        let mut work = Working::new(self.store.begin()?, &self.config.survivorship);
+        let mut work = Working::new(
+            self.store.begin()?,
+            &self.config.survivorship,
+            self.matcher.as_ref(),
+        );
         let mut report = BatchReport::default();
         let received_at = Timestamp::now();
         let projector = self.projector();
@@ -328,7 +332,11 @@ impl Engine {
                 Some(index) => index,
                 None => self.load_index()?,
             };
-            let mut work = Working::new(self.store.begin()?, &self.config.survivorship);
+            let mut work = Working::new(
+                self.store.begin()?,
+                &self.config.survivorship,
+                self.matcher.as_ref(),
+            );
             let mut report = BatchReport::default();
             for key in chunk {
                 let key: SourceKey = std::str::from_utf8(key)

@@ -147,7 +147,11 @@ impl Engine {
                 task: None,
             },
         };
-        let mut work = Working::new(store.begin()?, &self.config().survivorship);
+        let mut work = Working::new(
+            store.begin()?,
+            &self.config().survivorship,
+            self.matcher().as_ref(),
+        );
         let seq = work
             .batch()
             .append_log(&LogEntry::Decision(decision.clone()))?;
@@ -225,16 +229,12 @@ impl Engine {
             if let Some(record) = self.source_record(member)? {
                 source_records.push(record);
             }
-            if let Some(prepared) =
-                store.get_bin::<Prepared>(TreeName::Features, member.encode().as_bytes())?
+        }
+        for point in &golden.contact_points {
+            if let Some(state) =
+                store.get_bin::<ContactPointState>(TreeName::ContactPoints, point.as_bytes())?
             {
-                for point in contact_points_of(&prepared) {
-                    if let Some(state) = store
-                        .get_bin::<ContactPointState>(TreeName::ContactPoints, point.as_bytes())?
-                    {
-                        contact_points.insert(point, state);
-                    }
-                }
+                contact_points.insert(point.clone(), state);
             }
         }
         let (_, mut history) = self.history(golden.id)?;

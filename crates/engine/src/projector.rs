@@ -40,6 +40,7 @@ pub(crate) struct Touched {
 pub(crate) struct Working<'s> {
     batch: Batch<'s>,
     rules: &'s Survivorship,
+    matcher: &'s dyn Matcher,
     records: HashMap<SourceKey, SourceRecord>,
     changed_records: BTreeSet<SourceKey>,
     /// `None`: the entity is gone (merged away or left without members).
@@ -52,10 +53,11 @@ pub(crate) struct Working<'s> {
 }
 
 impl<'s> Working<'s> {
-    pub fn new(batch: Batch<'s>, rules: &'s Survivorship) -> Self {
+    pub fn new(batch: Batch<'s>, rules: &'s Survivorship, matcher: &'s dyn Matcher) -> Self {
         Working {
             batch,
             rules,
+            matcher,
             records: HashMap::new(),
             changed_records: BTreeSet::new(),
             entities: HashMap::new(),
@@ -189,8 +191,10 @@ impl<'s> Working<'s> {
                 self.load(member)?;
             }
             let records = members.iter().filter_map(|m| self.records.get(m));
-            let survived = survive(records, self.rules);
+            let survived = survive(records.clone(), self.rules);
+            let contact_points = held_contact_points(self.matcher, records);
             let golden = self.entity_mut(id)?;
+            golden.contact_points = contact_points;
             golden.attributes = survived.attributes;
             golden.consents = survived.consents;
             golden.preferences = survived.preferences;
@@ -229,6 +233,7 @@ fn start_entity(work: &mut Working<'_>, id: GoldenId, record: &SourceKey, seq: u
         members: vec![record.clone()],
         merged_ids: Vec::new(),
         version: seq,
+        contact_points: Vec::new(),
     });
     work.batch()
         .put(TreeName::Membership, record.encode(), id_key(id));
@@ -273,6 +278,22 @@ fn resolve_task(
     work.batch()
         .put_json(TreeName::Reviews, task.to_be_bytes(), &review)?;
     Ok(())
+}
+
+/// The normalised e-mail addresses and phone numbers of an entity's active records.
+pub(crate) fn held_contact_points<'r>(
+    matcher: &dyn Matcher,
+    records: impl Iterator<Item = &'r SourceRecord>,
+) -> Vec<String> {
+    let mut points: Vec<String> = records
+        .filter(|r| r.is_active())
+        .flat_map(|r| ["email", "phone"].map(|field| r.value(field)))
+        .flatten()
+        .filter_map(|raw| matcher.contact_point(raw))
+        .collect();
+    points.sort();
+    points.dedup();
+    points
 }
 
 pub(crate) fn dedup_key(source: &str, id: &str) -> Vec<u8> {

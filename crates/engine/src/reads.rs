@@ -291,6 +291,10 @@ impl Engine {
             attributes: survived.attributes,
             consents: survived.consents,
             preferences: survived.preferences,
+            contact_points: crate::projector::held_contact_points(
+                self.matcher().as_ref(),
+                keys.iter().filter_map(|k| records.get(k)),
+            ),
             members: keys,
             merged_ids,
             version,

@@ -63,7 +63,7 @@ pub fn replay(engine: &Engine, target: &Store) -> Result<u64> {
     };
     let mut entries = 0u64;
     let rules = &engine.config().survivorship;
-    let mut work = Working::new(target.begin()?, rules);
+    let mut work = Working::new(target.begin()?, rules, engine.matcher().as_ref());
     let mut in_batch = 0;
     for item in live.log() {
         let (seq, value) = item?;
@@ -81,7 +81,7 @@ pub fn replay(engine: &Engine, target: &Store) -> Result<u64> {
         in_batch += 1;
         if in_batch == REPLAY_BATCH {
             work.finish()?.commit()?;
-            work = Working::new(target.begin()?, rules);
+            work = Working::new(target.begin()?, rules, engine.matcher().as_ref());
             in_batch = 0;
         }
     }
@@ -202,7 +202,7 @@ pub fn rebuild_in_place(engine: &Engine) -> Result<u64> {
 
 /// Version of the projections' encoding. A store whose projections were written with
 /// another version (or none) is rebuilt from its log when opened.
-pub const PROJECTION_FORMAT: u64 = 3;
+pub const PROJECTION_FORMAT: u64 = 4;
 const FORMAT_KEY: &[u8] = b"projection_format";
 
 /// Rebuilds the projections from the log if they were written in another format; returns

@@ -176,7 +176,11 @@ impl Engine {
             }
             debug_assert_eq!(review.status, ReviewStatus::Open);
         }
-        let mut work = Working::new(self.store().begin()?, &self.config().survivorship);
+        let mut work = Working::new(
+            self.store().begin()?,
+            &self.config().survivorship,
+            self.matcher().as_ref(),
+        );
         let seq = work.view().next_seq();
         let note = StewardNote {
             by: request.by.clone(),
