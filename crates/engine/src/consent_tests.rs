@@ -447,3 +447,47 @@ fn erasure_leaves_no_trace_in_any_file_and_the_rest_of_the_log_replays() {
     let history = engine.record_history(&key("web/w1")).unwrap();
     assert!(history.iter().all(|h| h.seq > report.seq), "{history:?}");
 }
+
+#[test]
+fn an_interrupted_erasure_rewrite_is_finished_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let engine = engine(store.clone());
+    engine
+        .apply_batch(
+            &[profile(
+                "1",
+                "web",
+                "w1",
+                "2026-01-01T00:00:00Z",
+                json!({"given_name": "Quillon", "family_name": "Vanderzee"}),
+            )],
+            &[],
+        )
+        .unwrap();
+    // As a crash would leave it: the person's data deleted, the files not yet rewritten.
+    let id = entity(&engine, "web/w1");
+    let mut batch = store.begin().unwrap();
+    batch.delete(cmdm_store::TreeName::Entities, id.0.to_be_bytes().to_vec());
+    batch.delete(cmdm_store::TreeName::Records, key("web/w1").encode());
+    batch.delete(cmdm_store::TreeName::Features, key("web/w1").encode());
+    batch.put(
+        cmdm_store::TreeName::Meta,
+        b"purge_pending".to_vec(),
+        7u64.to_be_bytes(),
+    );
+    batch.commit().unwrap();
+    // The unpublished change carrying the golden record, as the erasure drops it.
+    store.tree(cmdm_store::TreeName::Outbox).clear().unwrap();
+    store.flush_blocking().unwrap();
+    drop((engine, store));
+    let engine = crate::tests::engine(Store::open(dir.path()).unwrap());
+    assert!(crate::finish_pending_purge(&engine).unwrap());
+    assert!(!crate::finish_pending_purge(&engine).unwrap(), "done once");
+    engine.store().flush_blocking().unwrap();
+    assert_eq!(
+        files_containing(dir.path(), "quillon"),
+        Vec::<PathBuf>::new(),
+        "no file holds the deleted values"
+    );
+}

@@ -92,6 +92,32 @@ pub(crate) fn contact_points_of(prepared: &Prepared) -> Vec<String> {
         .collect()
 }
 
+/// Meta key set while an erasure's rewrite of the store is outstanding.
+const PURGE_PENDING: &[u8] = b"purge_pending";
+
+/// Rewrites the store's files and clears the pending mark.
+fn purge_now(store: &Store) -> Result<PurgeReport> {
+    let report = store.purge()?;
+    store
+        .tree(TreeName::Meta)
+        .remove(PURGE_PENDING)
+        .map_err(cmdm_store::StoreError::from)?;
+    store.flush_blocking()?;
+    Ok(report)
+}
+
+/// Finishes the rewrite of an erasure that a crash interrupted; returns whether one was
+/// outstanding. Called when a data directory is opened.
+pub fn finish_pending_purge(engine: &Engine) -> Result<bool> {
+    let store = engine.store();
+    if store.get(TreeName::Meta, PURGE_PENDING)?.is_none() {
+        return Ok(false);
+    }
+    let _writer = engine.lock_index();
+    purge_now(store)?;
+    Ok(true)
+}
+
 impl Engine {
     /// Whether a source record belongs to an erased person.
     pub fn is_erased(&self, key: &SourceKey) -> Result<bool> {
@@ -189,13 +215,16 @@ impl Engine {
                 }
             }
         }
+        // Until the rewrite below is done the old files still hold the person: a crash
+        // before then leaves this mark, and the next open finishes the purge.
+        batch.put(TreeName::Meta, PURGE_PENDING.to_vec(), seq.to_be_bytes());
         batch.commit()?;
         index.apply(&decision);
         for member in &golden.members {
             index.drop_features(member, self.matcher().as_ref())?;
         }
         *guard = Some(index);
-        let purge = store.purge()?;
+        let purge = purge_now(store)?;
         drop(guard);
         info!(
             seq,

@@ -39,6 +39,9 @@ pub fn open_engine(config: &HubConfig) -> anyhow::Result<Arc<Engine>> {
         after_erasure: config.privacy.after_erasure,
     };
     let engine = Arc::new(Engine::new(store, matcher, rules));
+    if cmdm_engine::finish_pending_purge(&engine)? {
+        warn!("an erasure's rewrite of the store was interrupted: finished it");
+    }
     if let Some(replayed) = cmdm_engine::rebuild::ensure_projection_format(&engine)?
         && replayed > 0
     {
