@@ -213,6 +213,10 @@ fn a_contact_point_declaration_applies_to_whoever_holds_it_now_or_later() {
         )
         .unwrap();
     assert!(sms.reasons.iter().any(|r| r.code == "consent_withdrawn"));
+    // Her address's do-not-contact makes her an opt-out that no other grant outweighs.
+    let report = engine.consent_report().unwrap();
+    assert_eq!(report.customers_with_opt_out, 1);
+    assert_eq!(report.atomic_opt_outs_avoided, 0);
     // A text that is no contact point is refused with a reason.
     assert!(matches!(
         engine.check_contact(&ContactTarget::ContactPoint("n/a".into()), &q),

@@ -173,16 +173,13 @@ impl Engine {
             if let Some(c) = golden.consents.get(&key) {
                 restrict(
                     &mut facts.consent,
-                    DeclaredConsent {
-                        status: c.status,
-                        expires_at: c
-                            .expires_at
-                            .as_deref()
-                            .and_then(|e| Timestamp::parse_rfc3339("expires_at", e).ok()),
-                        legal_basis: c.legal_basis.clone(),
-                        declared_by: c.source.to_string(),
-                        time: c.time,
-                    },
+                    declared(
+                        c.status,
+                        c.expires_at.as_deref(),
+                        &c.legal_basis,
+                        c.source.to_string(),
+                        c.time,
+                    ),
                 );
             }
             if let Some(v) = golden.preferences.get(DO_NOT_CONTACT)
@@ -219,20 +216,17 @@ impl Engine {
                 continue;
             };
             let by = format!("contact point {point}");
-            if let Some(declared) = state.consents.get(&key) {
-                let c = &declared.value;
+            if let Some(stamped) = state.consents.get(&key) {
+                let c = &stamped.value;
                 restrict(
                     &mut facts.consent,
-                    DeclaredConsent {
-                        status: c.status,
-                        expires_at: c
-                            .expires_at
-                            .as_deref()
-                            .and_then(|e| Timestamp::parse_rfc3339("expires_at", e).ok()),
-                        legal_basis: c.legal_basis.clone(),
-                        declared_by: by.clone(),
-                        time: declared.stamp.time,
-                    },
+                    declared(
+                        c.status,
+                        c.expires_at.as_deref(),
+                        &c.legal_basis,
+                        by.clone(),
+                        stamped.stamp.time,
+                    ),
                 );
             }
             if state
@@ -356,12 +350,33 @@ impl Engine {
                 .filter(|(k, _)| k.starts_with("topic."));
             let (topics_in, topics_out): (Vec<_>, Vec<_>) =
                 topics.partition(|(_, v)| v.value == "true");
-            if !out.is_empty() || !topics_out.is_empty() {
-                report.customers_with_opt_out += 1;
-                let dnc = golden
+            let mut dnc = golden
+                .preferences
+                .get(DO_NOT_CONTACT)
+                .is_some_and(|v| v.value == "true");
+            // What was declared about the person's addresses counts as theirs.
+            let mut point_out = false;
+            for point in &golden.contact_points {
+                let Some(state) = store
+                    .get_bin::<ContactPointState>(TreeName::ContactPoints, point.as_bytes())?
+                else {
+                    continue;
+                };
+                point_out |= state
+                    .consents
+                    .values()
+                    .any(|c| c.value.status != ConsentStatus::Granted)
+                    || state
+                        .preferences
+                        .iter()
+                        .any(|(k, v)| k.starts_with("topic.") && v.value == "false");
+                dnc |= state
                     .preferences
                     .get(DO_NOT_CONTACT)
                     .is_some_and(|v| v.value == "true");
+            }
+            if !out.is_empty() || !topics_out.is_empty() || point_out || dnc {
+                report.customers_with_opt_out += 1;
                 if !dnc && (!granted.is_empty() || !topics_in.is_empty()) {
                     report.atomic_opt_outs_avoided += 1;
                 }
@@ -377,6 +392,24 @@ impl Engine {
             })
             .collect();
         Ok(report)
+    }
+}
+
+/// A consent as the decision weighs it (an expiry that does not parse was refused at
+/// ingest, so it is read as none).
+fn declared(
+    status: ConsentStatus,
+    expires_at: Option<&str>,
+    legal_basis: &Option<String>,
+    declared_by: String,
+    time: Timestamp,
+) -> DeclaredConsent {
+    DeclaredConsent {
+        status,
+        expires_at: expires_at.and_then(|e| Timestamp::parse_rfc3339("expires_at", e).ok()),
+        legal_basis: legal_basis.clone(),
+        declared_by,
+        time,
     }
 }
 
