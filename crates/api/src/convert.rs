@@ -137,6 +137,9 @@ pub fn to_proto(record: &GoldenRecord) -> pb::GoldenRecord {
                     cmdm_domain::ConsentStatus::Denied => "denied",
                     cmdm_domain::ConsentStatus::Withdrawn => "withdrawn",
                 };
+                let evidence = |field: fn(&cmdm_domain::Evidence) -> Option<String>| {
+                    c.evidence.as_ref().and_then(field).unwrap_or_default()
+                };
                 let consent = pb::Consent {
                     purpose: c.purpose.clone(),
                     channel: c.channel.as_str().to_owned(),
@@ -145,6 +148,9 @@ pub fn to_proto(record: &GoldenRecord) -> pb::GoldenRecord {
                     expires_at: c.expires_at.clone().unwrap_or_default(),
                     source: Some(key_to_proto(&c.source)),
                     time: c.time.to_rfc3339(),
+                    collection_point: evidence(|e| e.collection_point.clone()),
+                    text_version: evidence(|e| e.text_version.clone()),
+                    captured_by: evidence(|e| e.captured_by.clone()),
                 };
                 (k.clone(), consent)
             })

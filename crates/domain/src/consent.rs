@@ -231,6 +231,8 @@ pub struct ContactFacts {
     pub frequency: Option<(String, String)>,
     /// The IANA time zone from the golden record, if any.
     pub time_zone: Option<String>,
+    /// The channel the customer prefers, with who declared it.
+    pub preferred_channel: Option<(String, String)>,
     /// When the customer was contacted on the channel (`contact.recorded`).
     pub contacts: Vec<Timestamp>,
 }
@@ -323,6 +325,16 @@ pub fn decide_contact(
                 },
             }
         }
+    }
+    // A preference, not a rule: said so the campaign can choose, never blocking.
+    if let Some((preferred, by)) = &facts.preferred_channel
+        && preferred != channel
+    {
+        d.reason(
+            "other_channel_preferred",
+            false,
+            format!("prefers {preferred} (declared by {by})"),
+        );
     }
     if let Some(by) = &facts.do_not_contact {
         d.reason(
@@ -500,7 +512,17 @@ mod tests {
         assert!(!d.allowed);
         assert_eq!(codes(&d), ["consent_expired"]);
 
+        facts.preferred_channel = Some(("sms".into(), "pos/9".into()));
+        let d = decide_contact(&noon, &facts, &policy);
+        assert!(
+            !d.allowed,
+            "a preference never allows what consent does not"
+        );
         facts.consent = granted(None);
+        let d = decide_contact(&noon, &facts, &policy);
+        assert!(d.allowed);
+        assert_eq!(codes(&d), ["consent_granted", "other_channel_preferred"]);
+        facts.preferred_channel = None;
         facts.do_not_contact = Some("pos/9".into());
         let d = decide_contact(&noon, &facts, &policy);
         assert!(!d.allowed);

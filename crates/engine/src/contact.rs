@@ -199,6 +199,11 @@ impl Engine {
                     .frequency
                     .get_or_insert_with(|| (v.value.clone(), v.source.to_string()));
             }
+            if let Some(v) = golden.preferences.get("preferred_channel") {
+                facts
+                    .preferred_channel
+                    .get_or_insert_with(|| (v.value.clone(), v.source.to_string()));
+            }
             if facts.time_zone.is_none() {
                 facts.time_zone = ["timezone", "time_zone"]
                     .iter()
