@@ -808,8 +808,9 @@ impl pb::customer_hub_server::CustomerHub for HubService {
             records: report.records.iter().map(key_to_proto).collect(),
             contact_points: report.contact_points as u32,
             seq: report.seq,
-            bytes_before: report.purge.bytes_before,
-            bytes_after: report.purge.bytes_after,
+            bytes_before: report.purge.map_or(0, |p| p.bytes_before),
+            bytes_after: report.purge.map_or(0, |p| p.bytes_after),
+            purge_due: report.purge_due.map(|t| t.to_rfc3339()).unwrap_or_default(),
         }))
     }
 

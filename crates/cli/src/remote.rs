@@ -739,10 +739,17 @@ async fn execute(c: &mut Client, json: bool, command: &RemoteCommand) -> anyhow:
             for record in &response.records {
                 println!("  {}", show_key(Some(record)));
             }
-            println!(
-                "store files rewritten: {} → {} bytes",
-                response.bytes_before, response.bytes_after
-            );
+            if response.purge_due.is_empty() {
+                println!(
+                    "store files rewritten: {} → {} bytes",
+                    response.bytes_before, response.bytes_after
+                );
+            } else {
+                println!(
+                    "store files will be rewritten by {} (privacy.purge_delay_secs)",
+                    response.purge_due
+                );
+            }
             Ok(())
         }
         RemoteCommand::Export { golden_id } => {

@@ -495,3 +495,59 @@ fn an_interrupted_erasure_rewrite_is_finished_on_open() {
         "no file holds the deleted values"
     );
 }
+
+#[test]
+fn deferred_rewrites_serve_every_erasure_of_their_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = EngineConfig {
+        purge_delay: std::time::Duration::from_millis(400),
+        ..EngineConfig::default()
+    };
+    let engine = Engine::new(
+        Store::open(dir.path()).unwrap(),
+        Arc::new(matcher()),
+        config,
+    );
+    engine
+        .apply_batch(
+            &[
+                profile(
+                    "1",
+                    "web",
+                    "w1",
+                    "2026-01-01T00:00:00Z",
+                    json!({"given_name": "Quillon", "family_name": "Vanderzee"}),
+                ),
+                profile(
+                    "2",
+                    "web",
+                    "w2",
+                    "2026-01-01T00:00:00Z",
+                    json!({"given_name": "Ottoline", "family_name": "Brackwater"}),
+                ),
+            ],
+            &[],
+        )
+        .unwrap();
+    let first = engine
+        .erase(entity(&engine, "web/w1"), "dpo", "request 1")
+        .unwrap();
+    let second = engine
+        .erase(entity(&engine, "web/w2"), "dpo", "request 2")
+        .unwrap();
+    assert!(first.purge.is_none() && second.purge.is_none());
+    assert_eq!(first.purge_due, second.purge_due, "one rewrite for both");
+    assert!(engine.purge_if_due().unwrap().is_none(), "not due yet");
+    assert!(!files_containing(dir.path(), "brackwater").is_empty());
+    std::thread::sleep(std::time::Duration::from_millis(450));
+    assert!(engine.purge_if_due().unwrap().is_some());
+    assert!(
+        engine.purge_if_due().unwrap().is_none(),
+        "nothing left to do"
+    );
+    engine.store().flush_blocking().unwrap();
+    for needle in ["vanderzee", "brackwater"] {
+        assert_eq!(files_containing(dir.path(), needle), Vec::<PathBuf>::new());
+    }
+    assert!(verify(&engine).unwrap().is_identical());
+}

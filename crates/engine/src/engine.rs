@@ -24,6 +24,9 @@ pub struct EngineConfig {
     pub contact: cmdm_domain::ContactPolicy,
     /// What to do with events about an erased person's records.
     pub after_erasure: crate::AfterErasure,
+    /// How long an erasure may wait for the rewrite of the store's files, so that one
+    /// rewrite serves many erasures (zero: each erasure rewrites at once).
+    pub purge_delay: std::time::Duration,
 }
 
 /// The consumed position of one Kafka partition, stored with the batch it ends.

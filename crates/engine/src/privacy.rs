@@ -36,7 +36,10 @@ pub struct ErasureReport {
     pub merged_ids: Vec<GoldenId>,
     pub records: Vec<SourceKey>,
     pub contact_points: usize,
-    pub purge: PurgeReport,
+    /// The rewrite of the store's files, if it was done now; otherwise it is due by
+    /// `purge_due` (see `EngineConfig::purge_delay`).
+    pub purge: Option<PurgeReport>,
+    pub purge_due: Option<Timestamp>,
 }
 
 /// Everything held about a person, for a subject access request.
@@ -92,8 +95,16 @@ pub(crate) fn contact_points_of(prepared: &Prepared) -> Vec<String> {
         .collect()
 }
 
-/// Meta key set while an erasure's rewrite of the store is outstanding.
+/// Meta key set while an erasure's rewrite of the store is outstanding; its value is the
+/// time of the oldest erasure waiting for it (microseconds, big-endian).
 const PURGE_PENDING: &[u8] = b"purge_pending";
+
+fn pending_since(store: &Store) -> Result<Option<Timestamp>> {
+    Ok(store
+        .get(TreeName::Meta, PURGE_PENDING)?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
+        .map(|b| Timestamp(i64::from_be_bytes(b))))
+}
 
 /// Rewrites the store's files and clears the pending mark.
 fn purge_now(store: &Store) -> Result<PurgeReport> {
@@ -106,15 +117,14 @@ fn purge_now(store: &Store) -> Result<PurgeReport> {
     Ok(report)
 }
 
-/// Finishes the rewrite of an erasure that a crash interrupted; returns whether one was
-/// outstanding. Called when a data directory is opened.
+/// Finishes the rewrite outstanding after erasures (deferred, or interrupted by a crash);
+/// returns whether there was one. Called when a data directory is opened.
 pub fn finish_pending_purge(engine: &Engine) -> Result<bool> {
-    let store = engine.store();
-    if store.get(TreeName::Meta, PURGE_PENDING)?.is_none() {
+    if pending_since(engine.store())?.is_none() {
         return Ok(false);
     }
     let _writer = engine.lock_index();
-    purge_now(store)?;
+    purge_now(engine.store())?;
     Ok(true)
 }
 
@@ -215,24 +225,36 @@ impl Engine {
                 }
             }
         }
-        // Until the rewrite below is done the old files still hold the person: a crash
-        // before then leaves this mark, and the next open finishes the purge.
-        batch.put(TreeName::Meta, PURGE_PENDING.to_vec(), seq.to_be_bytes());
+        // Until the store is rewritten its old files still hold the person: this mark says
+        // since when, for a deferred rewrite and for the next open after a crash.
+        let now = Timestamp::now();
+        let since = pending_since(store)?.unwrap_or(now);
+        batch.put(
+            TreeName::Meta,
+            PURGE_PENDING.to_vec(),
+            since.0.to_be_bytes(),
+        );
         batch.commit()?;
         index.apply(&decision);
         for member in &golden.members {
             index.drop_features(member, self.matcher().as_ref())?;
         }
         *guard = Some(index);
-        let purge = purge_now(store)?;
+        let delay = self.config().purge_delay;
+        let due = Timestamp(since.0 + i64::try_from(delay.as_micros()).unwrap_or(i64::MAX));
+        let purge = if due <= now {
+            Some(purge_now(store)?)
+        } else {
+            store.flush_blocking()?;
+            None
+        };
         drop(guard);
         info!(
             seq,
             entity = %golden.id,
             records = golden.members.len(),
             contact_points = points.len(),
-            bytes_before = purge.bytes_before,
-            bytes_after = purge.bytes_after,
+            rewritten = purge.is_some(),
             "erased"
         );
         Ok(ErasureReport {
@@ -241,8 +263,29 @@ impl Engine {
             merged_ids: golden.merged_ids,
             records: golden.members,
             contact_points: points.len(),
+            purge_due: purge.is_none().then_some(due),
             purge,
         })
+    }
+
+    /// Rewrites the store if erasures have waited for it for the configured delay; the
+    /// hub calls it periodically. One rewrite serves every erasure before it.
+    pub fn purge_if_due(&self) -> Result<Option<PurgeReport>> {
+        let Some(since) = pending_since(self.store())? else {
+            return Ok(None);
+        };
+        let delay = i64::try_from(self.config().purge_delay.as_micros()).unwrap_or(i64::MAX);
+        if since.0.saturating_add(delay) > Timestamp::now().0 {
+            return Ok(None);
+        }
+        let _writer = self.lock_index();
+        let report = purge_now(self.store())?;
+        info!(
+            bytes_before = report.bytes_before,
+            bytes_after = report.bytes_after,
+            "store rewritten after erasures"
+        );
+        Ok(Some(report))
     }
 
     /// Everything the hub holds about a person (subject access), with provenance.

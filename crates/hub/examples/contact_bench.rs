@@ -246,9 +246,9 @@ fn main() -> anyhow::Result<()> {
         report.entity,
         report.records.len(),
         t.elapsed().as_secs_f64(),
-        report.purge.bytes_before as f64 / 1e6,
-        report.purge.bytes_after as f64 / 1e6,
-        report.purge.keys_copied
+        report.purge.map_or(0, |p| p.bytes_before) as f64 / 1e6,
+        report.purge.map_or(0, |p| p.bytes_after) as f64 / 1e6,
+        report.purge.map_or(0, |p| p.keys_copied)
     );
     Ok(())
 }

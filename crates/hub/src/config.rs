@@ -121,6 +121,10 @@ pub struct PrivacyConfig {
     /// Events about an erased person's record: `reject` (to the dead letter topic) or
     /// `accept_as_new` (a new person).
     pub after_erasure: cmdm_engine::AfterErasure,
+    /// Seconds an erasure may wait for the rewrite of the store's files, so one rewrite
+    /// (minutes on a large store, writes waiting) serves all erasures of that window.
+    /// 0: each erasure rewrites the store before it answers.
+    pub purge_delay_secs: u64,
 }
 
 /// Kafka settings.

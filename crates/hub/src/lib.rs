@@ -37,6 +37,7 @@ pub fn open_engine(config: &HubConfig) -> anyhow::Result<Arc<Engine>> {
         survivorship: config.survivorship.clone(),
         contact: config.contact.policy()?,
         after_erasure: config.privacy.after_erasure,
+        purge_delay: Duration::from_secs(config.privacy.purge_delay_secs),
     };
     let engine = Arc::new(Engine::new(store, matcher, rules));
     if cmdm_engine::finish_pending_purge(&engine)? {
@@ -51,6 +52,22 @@ pub fn open_engine(config: &HubConfig) -> anyhow::Result<Arc<Engine>> {
         );
     }
     Ok(engine)
+}
+
+/// Rewrites the store when erasures have waited for it long enough.
+async fn run_deferred_purges(engine: Arc<Engine>, every: Duration, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        let engine = engine.clone();
+        match tokio::task::spawn_blocking(move || engine.purge_if_due()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => error!(error = %e, "deferred rewrite of the store failed; retrying"),
+            Err(e) => error!(error = %e, "deferred rewrite of the store panicked"),
+        }
+    }
 }
 
 /// A started hub.
@@ -193,6 +210,13 @@ pub async fn start(config: HubConfig) -> anyhow::Result<RunningHub> {
         shutdown.clone(),
     ));
 
+    if config.privacy.purge_delay_secs > 0 {
+        tokio::spawn(run_deferred_purges(
+            engine.clone(),
+            Duration::from_secs(config.privacy.purge_delay_secs.clamp(1, 60)),
+            shutdown.clone(),
+        ));
+    }
     let ingest = tokio::spawn(run_ingest(
         engine.clone(),
         IngestConfig {
