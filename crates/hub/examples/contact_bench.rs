@@ -238,6 +238,16 @@ fn main() -> anyhow::Result<()> {
         anyhow::Ok(())
     })?;
 
+    let t = Instant::now();
+    let report = engine.consent_report()?;
+    println!(
+        "ConsentReport: {:.1} s ({} month rows, {} customers, {} with an opt-out)",
+        t.elapsed().as_secs_f64(),
+        report.periods.len(),
+        report.customers,
+        report.customers_with_opt_out
+    );
+
     // One erasure: crypto-shredding and purge, then the rewrite of the whole store.
     let t = Instant::now();
     let report = engine.erase(ids[0], "bench", "contact_bench erasure timing")?;
