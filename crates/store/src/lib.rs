@@ -202,6 +202,17 @@ impl Store {
             Some(name) => dir.join(name),
             None => dir.to_path_buf(),
         };
+        // Opening a missing generation would silently start an empty store.
+        if name.is_some() && !path.join("db").exists() {
+            return Err(StoreError::Corrupt {
+                tree: "CURRENT",
+                reason: format!(
+                    "{} names {}, which holds no store",
+                    dir.join(CURRENT).display(),
+                    path.display()
+                ),
+            });
+        }
         let generation = Generation::open_retrying(&path, cache_bytes, name)?;
         Ok(Store {
             shared: Arc::new(Shared {
