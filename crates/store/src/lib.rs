@@ -925,6 +925,11 @@ mod tests {
             !names.iter().any(|n| n == "gen-1" || n == "db"),
             "{names:?}"
         );
+        drop(store);
+        // A generation gone missing is an error, not a silently empty store.
+        std::fs::rename(dir.path().join("gen-2"), dir.path().join("elsewhere")).unwrap();
+        let err = Store::open(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("gen-2"), "{err}");
     }
 
     #[test]
