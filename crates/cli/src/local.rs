@@ -721,7 +721,8 @@ pub fn eval(config: &HubConfig, args: &EvalArgs, json: bool) -> anyhow::Result<(
 }
 
 fn show_pair(what: &str, a: &Prepared, b: &Prepared, matcher: &FuzzyMatcher) {
-    let score = matcher.model().score(a, b);
+    let model = matcher.model();
+    let score = model.score(&model.compact(a), &model.compact(b));
     eprintln!(
         "{what}: {} ~ {}  p={:.4}",
         a.key,

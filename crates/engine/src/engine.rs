@@ -7,7 +7,7 @@ use cmdm_domain::{
     Decision, GoldenId, GoldenRecord, InboundEvent, LogEntry, LoggedEvent, OutboundChange,
     OutboundKind, SourceKey, SourceRecord, Timestamp,
 };
-use cmdm_matching::{EntityCandidate, Matcher, Prepared, Survivorship};
+use cmdm_matching::{EntityCandidate, Matcher, Member, Prepared, Survivorship};
 use cmdm_store::crypto::DataKey;
 use cmdm_store::{Batch, Store, TreeName};
 use tracing::{debug, info};
@@ -412,12 +412,12 @@ impl Engine {
                 }],
             });
         };
-        let home = current
-            .map(|entity| Ok::<_, EngineError>((entity, entity_members(index, entity)?)))
-            .transpose()?;
-        let found = self.candidates(index, &prepared, current, report)?;
-        let candidates: Vec<EntityCandidate<'_>> = found.iter().map(borrow).collect();
-        let home = home.as_ref().map(borrow);
+        let home = current.map(|entity| entity_candidate(index, entity));
+        let candidates: Vec<EntityCandidate<'_>> = self
+            .candidates(index, &prepared, current, report)
+            .into_iter()
+            .map(|entity| entity_candidate(index, entity))
+            .collect();
         let outcome = self.matcher.decide(&prepared, home.as_ref(), &candidates);
 
         let mut decisions = Vec::new();
@@ -506,7 +506,7 @@ impl Engine {
         record: &Prepared,
         home: Option<GoldenId>,
         report: &mut BatchReport,
-    ) -> Result<Vec<(GoldenId, Vec<Prepared>)>> {
+    ) -> BTreeSet<GoldenId> {
         let own = index.find(&record.key);
         // The record and its entity's members: no candidate a steward kept apart from them.
         let ours: Vec<u32> = match home {
@@ -543,9 +543,6 @@ impl Engine {
             }
         }
         entities
-            .into_iter()
-            .map(|e| Ok((e, entity_members(index, e)?)))
-            .collect()
     }
 
     /// The stored next offset of a partition, if any batch recorded one.
@@ -640,24 +637,21 @@ impl Engine {
     }
 }
 
-/// An entity's members, prepared, in source key order.
-fn entity_members(index: &MatchIndex, entity: GoldenId) -> Result<Vec<Prepared>> {
-    let mut members = Vec::with_capacity(index.members(entity).len());
-    for &slot in index.members(entity) {
-        if let Some(p) = index.features(slot)? {
-            members.push(p);
-        }
-    }
-    members.sort_by(|a, b| a.key.cmp(&b.key));
-    Ok(members)
-}
-
-/// A candidate entity borrowing members the engine decoded.
-fn borrow((entity, members): &(GoldenId, Vec<Prepared>)) -> EntityCandidate<'_> {
-    EntityCandidate {
-        entity: *entity,
-        members: members.iter().collect(),
-    }
+/// An entity with its members' compact forms borrowed from the index, in source key
+/// order.
+fn entity_candidate(index: &MatchIndex, entity: GoldenId) -> EntityCandidate<'_> {
+    let mut members: Vec<Member<'_>> = index
+        .members(entity)
+        .iter()
+        .filter_map(|&slot| {
+            index.form(slot).map(|form| Member {
+                key: index.key(slot),
+                form,
+            })
+        })
+        .collect();
+    members.sort_by(|a, b| a.key.cmp(b.key));
+    EntityCandidate { entity, members }
 }
 
 fn offset_key(topic: &str, partition: i32) -> Vec<u8> {

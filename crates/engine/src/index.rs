@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use cmdm_domain::{Decision, GoldenId, ReviewStatus, ReviewTask, SourceKey};
-use cmdm_matching::{Matcher, Prepared};
+use cmdm_matching::{Compact, Matcher, Prepared};
 use cmdm_store::{Store, TreeName, decode_bin, encode_bin};
 
 use crate::{EngineError, Result};
@@ -29,6 +29,8 @@ struct Record {
     key: SourceKey,
     /// The prepared form in the store's binary encoding (a tenth of its decoded size).
     features: Option<Box<[u8]>>,
+    /// The form the matcher compares, present with `features`.
+    form: Option<Compact>,
     entity: Option<GoldenId>,
 }
 
@@ -84,7 +86,9 @@ impl MatchIndex {
             let prepared: Prepared = decode_bin(TreeName::Features, &value)?;
             let slot = index.slot(&parse_key(&key)?);
             index.add_blocks(slot, &prepared, matcher);
-            index.records[slot as usize].features = Some(value.to_vec().into_boxed_slice());
+            let record = &mut index.records[slot as usize];
+            record.features = Some(value.to_vec().into_boxed_slice());
+            record.form = Some(matcher.compact(&prepared));
         }
         for item in store.tree(TreeName::Membership).iter() {
             let (key, value) = item.map_err(cmdm_store::StoreError::from)?;
@@ -124,6 +128,7 @@ impl MatchIndex {
         self.records.push(Record {
             key: key.clone(),
             features: None,
+            form: None,
             entity: None,
         });
         self.slots.insert(key.clone(), slot);
@@ -138,12 +143,18 @@ impl MatchIndex {
                 self.remove_posting(block_hash(&key.0), slot);
             }
         }
-        self.records[slot as usize].features = if prepared.values.is_empty() {
-            None
+        let (features, form) = if prepared.values.is_empty() {
+            (None, None)
         } else {
             self.add_blocks(slot, prepared, matcher);
-            Some(encode_bin(TreeName::Features, prepared)?.into_boxed_slice())
+            (
+                Some(encode_bin(TreeName::Features, prepared)?.into_boxed_slice()),
+                Some(matcher.compact(prepared)),
+            )
         };
+        let record = &mut self.records[slot as usize];
+        record.features = features;
+        record.form = form;
         Ok(())
     }
 
@@ -206,7 +217,9 @@ impl MatchIndex {
                 self.remove_posting(block_hash(&key.0), slot);
             }
         }
-        self.records[slot as usize].features = None;
+        let record = &mut self.records[slot as usize];
+        record.features = None;
+        record.form = None;
         Ok(())
     }
 
@@ -228,6 +241,11 @@ impl MatchIndex {
             .map(|bytes| decode_bin(TreeName::Features, bytes))
             .transpose()
             .map_err(EngineError::from)
+    }
+
+    /// A record's compact form, which the matcher compares.
+    pub fn form(&self, slot: Slot) -> Option<&Compact> {
+        self.records[slot as usize].form.as_ref()
     }
 
     /// The slot of a source record, if indexed.

@@ -10,7 +10,8 @@ use cmdm_domain::event::ProfilePatch;
 use cmdm_domain::{GoldenId, Payload, SourceKey, SourceRecord, Stamp, Timestamp};
 use cmdm_matching::synth::{SynthRecord, generate};
 use cmdm_matching::{
-    EntityCandidate, FuzzyMatcher, MatchOutcome, Matcher, MatcherConfig, Model, Prepared,
+    Compact, EntityCandidate, FuzzyMatcher, MatchOutcome, Matcher, MatcherConfig, Member, Model,
+    Prepared,
 };
 use criterion::{Criterion, criterion_group, criterion_main};
 
@@ -38,6 +39,7 @@ fn source_record(i: usize, r: &SynthRecord) -> SourceRecord {
 struct Population {
     matcher: FuzzyMatcher,
     prepared: Vec<Prepared>,
+    forms: Vec<Compact>,
     index: HashMap<String, Vec<u32>>,
 }
 
@@ -56,9 +58,11 @@ impl Population {
                 index.entry(key.0).or_default().push(i as u32);
             }
         }
+        let forms = prepared.iter().map(|p| matcher.compact(p)).collect();
         Population {
             matcher,
             prepared,
+            forms,
             index,
         }
     }
@@ -80,7 +84,10 @@ impl Population {
             .into_iter()
             .map(|i| EntityCandidate {
                 entity: GoldenId(u64::from(i)),
-                members: vec![&self.prepared[i as usize]],
+                members: vec![Member {
+                    key: &self.prepared[i as usize].key,
+                    form: &self.forms[i as usize],
+                }],
             })
             .collect();
         self.matcher.decide(&prepared, None, &candidates)

@@ -4,9 +4,10 @@
 use cmdm_domain::{FieldWeight, GoldenId, MatchExplanation, SourceRecord};
 use serde::{Deserialize, Serialize};
 
-use crate::model::Model;
+use crate::compact::Compact;
+use crate::model::{Model, Probe};
 use crate::prepare::{PrepareConfig, Prepared, prepare};
-use crate::{BlockKey, EntityCandidate, MatchOutcome, Matcher, PairVerdict, blocking};
+use crate::{BlockKey, EntityCandidate, MatchOutcome, Matcher, Member, PairVerdict, blocking};
 
 /// Matcher settings besides the model.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,11 +59,21 @@ impl FuzzyMatcher {
         &self.model
     }
 
-    fn fit(&self, record: &Prepared, candidate: &EntityCandidate<'_>) -> Option<Fit> {
+    /// How `record` fits `candidate`; `None` when no member can reach the review band
+    /// (then the entity plays no part in the decision).
+    fn fit(&self, record: &Compact, probe: &Probe, candidate: &EntityCandidate<'_>) -> Option<Fit> {
+        let floor = weight_of(self.model.thresholds.review);
+        if !candidate
+            .members
+            .iter()
+            .any(|m| self.model.may_reach(probe, record, m.form, floor))
+        {
+            return None;
+        }
         let mut best: Option<(f64, usize)> = None;
         let mut weakest = f64::INFINITY;
         for (i, member) in candidate.members.iter().enumerate() {
-            let (weight, contradiction) = self.model.quick_score(record, member);
+            let (weight, contradiction) = self.model.quick_score(record, member.form);
             weakest = weakest.min(contradiction);
             if best.is_none_or(|(b, _)| weight > b) {
                 best = Some((weight, i));
@@ -78,8 +89,8 @@ impl FuzzyMatcher {
     }
 
     /// The full field-by-field score of a pair.
-    fn explain_pair(&self, record: &Prepared, member: &Prepared) -> MatchExplanation {
-        let score = self.model.score(record, member);
+    fn explain_pair(&self, record: &Compact, member: Member<'_>) -> MatchExplanation {
+        let score = self.model.score(record, member.form);
         MatchExplanation {
             rule: "fellegi-sunter".to_owned(),
             weight: round(score.weight),
@@ -101,11 +112,11 @@ impl FuzzyMatcher {
     /// The explanation of a fit: the full field-by-field score of its best member.
     fn explain(
         &self,
-        record: &Prepared,
+        record: &Compact,
         fit: &Fit,
         candidate: &EntityCandidate<'_>,
     ) -> MatchExplanation {
-        let member = &candidate.members[fit.best_member];
+        let member = candidate.members[fit.best_member];
         MatchExplanation {
             weakest_evidence: round(fit.weakest),
             ..self.explain_pair(record, member)
@@ -113,13 +124,18 @@ impl FuzzyMatcher {
     }
 
     /// Whether no member of `a` contradicts any member of `b`.
-    fn compatible(&self, a: &[&Prepared], b: &[&Prepared]) -> bool {
+    fn compatible(&self, a: &[&Compact], b: &[Member<'_>]) -> bool {
         let t = &self.model.thresholds;
         a.iter().all(|x| {
             b.iter()
-                .all(|y| self.model.quick_score(x, y).1 >= t.conflict_weight)
+                .all(|y| self.model.quick_score(x, y.form).1 >= t.conflict_weight)
         })
     }
+}
+
+/// Log2 odds from a probability.
+fn weight_of(probability: f64) -> f64 {
+    (probability / (1.0 - probability)).log2()
 }
 
 /// Explanations keep six significant decimals so the log stays compact and stable.
@@ -130,6 +146,10 @@ fn round(x: f64) -> f64 {
 impl Matcher for FuzzyMatcher {
     fn prepare(&self, record: &SourceRecord) -> Prepared {
         prepare(record, &self.config.prepare)
+    }
+
+    fn compact(&self, record: &Prepared) -> Compact {
+        self.model.compact(record)
     }
 
     fn block_keys(&self, record: &Prepared) -> Vec<BlockKey> {
@@ -160,16 +180,20 @@ impl Matcher for FuzzyMatcher {
         candidates: &[EntityCandidate<'_>],
     ) -> MatchOutcome {
         let t = &self.model.thresholds;
+        let record = &self.model.compact(record);
+        let probe = self.model.probe(record);
         let mut fits: Vec<(Fit, &EntityCandidate<'_>)> = candidates
             .iter()
             .filter(|c| home.is_none_or(|h| h.entity != c.entity))
-            .filter_map(|c| self.fit(record, c).map(|f| (f, c)))
+            .filter_map(|c| self.fit(record, &probe, c).map(|f| (f, c)))
             .collect();
         // Strongest first; ties to the older entity, so the outcome never depends on order.
         fits.sort_by(|(a, _), (b, _)| b.best.total_cmp(&a.best).then(a.entity.cmp(&b.entity)));
         let mut outcome = MatchOutcome::default();
         // Members of the entity the record belongs to after this decision.
-        let mut joined: Vec<&Prepared> = home.map(|h| h.members.clone()).unwrap_or_default();
+        let mut joined: Vec<&Compact> = home
+            .map(|h| h.members.iter().map(|m| m.form).collect())
+            .unwrap_or_default();
         let mut placed = home.is_some();
         for (fit, candidate) in &fits {
             let p = crate::model::probability(fit.best);
@@ -182,7 +206,7 @@ impl Matcher for FuzzyMatcher {
                     outcome.link = Some((fit.entity, explanation()));
                     placed = true;
                 }
-                joined.extend(candidate.members.iter().copied());
+                joined.extend(candidate.members.iter().map(|m| m.form));
             } else if p >= t.review {
                 outcome.review.push((fit.entity, explanation()));
             }
@@ -192,11 +216,18 @@ impl Matcher for FuzzyMatcher {
 
     fn compare(&self, a: &Prepared, b: &Prepared) -> PairVerdict {
         let t = &self.model.thresholds;
-        let contradiction = self.model.quick_score(a, b).1;
+        let (ca, cb) = (self.model.compact(a), self.model.compact(b));
+        let contradiction = self.model.quick_score(&ca, &cb).1;
         PairVerdict {
             explanation: MatchExplanation {
                 weakest_evidence: round(contradiction),
-                ..self.explain_pair(a, b)
+                ..self.explain_pair(
+                    &ca,
+                    Member {
+                        key: &b.key,
+                        form: &cb,
+                    },
+                )
             },
             link: t.link,
             review: t.review,
@@ -218,11 +249,19 @@ mod tests {
         matcher().prepare(&record(id, pairs))
     }
 
-    fn entity(id: u64, members: &[Prepared]) -> EntityCandidate<'_> {
+    fn entity<'a>(id: u64, members: &'a [Prepared], forms: &'a [Compact]) -> EntityCandidate<'a> {
         EntityCandidate {
             entity: GoldenId(id),
-            members: members.iter().collect(),
+            members: members
+                .iter()
+                .zip(forms)
+                .map(|(p, form)| Member { key: &p.key, form })
+                .collect(),
         }
+    }
+
+    fn forms(members: &[Prepared]) -> Vec<Compact> {
+        members.iter().map(|p| matcher().compact(p)).collect()
     }
 
     #[test]
@@ -255,7 +294,12 @@ mod tests {
                 ("postcode", "2119"),
             ],
         );
-        let outcome = m.decide(&john, None, &[entity(1, std::slice::from_ref(&jon))]);
+        let jon_forms = forms(std::slice::from_ref(&jon));
+        let outcome = m.decide(
+            &john,
+            None,
+            &[entity(1, std::slice::from_ref(&jon), &jon_forms)],
+        );
         let (id, why) = outcome.link.expect("links");
         assert_eq!(id, GoldenId(1));
         assert!(
@@ -264,9 +308,13 @@ mod tests {
                 .any(|f| f.field == "date_of_birth" && f.level == "exact")
         );
         assert!(
-            m.decide(&other, None, &[entity(1, std::slice::from_ref(&jon))])
-                .link
-                .is_none()
+            m.decide(
+                &other,
+                None,
+                &[entity(1, std::slice::from_ref(&jon), &jon_forms)]
+            )
+            .link
+            .is_none()
         );
     }
 
@@ -305,8 +353,16 @@ mod tests {
             &b,
             None,
             &[
-                entity(1, std::slice::from_ref(&a)),
-                entity(2, std::slice::from_ref(&c)),
+                entity(
+                    1,
+                    std::slice::from_ref(&a),
+                    &forms(std::slice::from_ref(&a)),
+                ),
+                entity(
+                    2,
+                    std::slice::from_ref(&c),
+                    &forms(std::slice::from_ref(&c)),
+                ),
             ],
         );
         assert_eq!(outcome.link.map(|l| l.0), Some(GoldenId(1)));

@@ -2,6 +2,8 @@
 //! engine hands it prepared records and candidate entities and stores what it decides.
 
 pub mod blocking;
+pub mod compact;
+pub mod distance;
 pub mod fuzzy;
 pub mod model;
 pub mod normalise;
@@ -10,8 +12,9 @@ pub mod survive;
 pub mod synth;
 pub mod train;
 
-use cmdm_domain::{GoldenId, MatchExplanation, SourceRecord};
+use cmdm_domain::{GoldenId, MatchExplanation, SourceKey, SourceRecord};
 
+pub use compact::Compact;
 pub use fuzzy::{FuzzyMatcher, MatcherConfig};
 pub use model::Model;
 pub use prepare::{PrepareConfig, Prepared};
@@ -30,12 +33,19 @@ pub fn closest<K: Ord>(shared: impl IntoIterator<Item = (K, usize)>, max: usize)
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct BlockKey(pub String);
 
-/// An entity found through shared blocking keys, with all its members prepared (borrowed
-/// from wherever the caller keeps them).
+/// A member of a candidate entity: its source key and its compact form (borrowed from
+/// wherever the caller keeps them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Member<'a> {
+    pub key: &'a SourceKey,
+    pub form: &'a Compact,
+}
+
+/// An entity found through shared blocking keys, with all its members.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntityCandidate<'a> {
     pub entity: GoldenId,
-    pub members: Vec<&'a Prepared>,
+    pub members: Vec<Member<'a>>,
 }
 
 /// What the matcher decided for one record.
@@ -66,6 +76,9 @@ pub struct PairVerdict {
 pub trait Matcher: Send + Sync {
     /// Normalises a record for blocking and comparison.
     fn prepare(&self, record: &SourceRecord) -> Prepared;
+
+    /// The compact form of a prepared record, which `decide` compares members in.
+    fn compact(&self, record: &Prepared) -> Compact;
 
     /// The blocking keys of a prepared record.
     fn block_keys(&self, record: &Prepared) -> Vec<BlockKey>;

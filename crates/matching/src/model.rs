@@ -4,11 +4,12 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
-use strsim::{jaro_winkler, levenshtein, osa_distance};
-
-use crate::normalise::formal_given_name;
+use crate::compact::{Compact, View};
+use crate::distance::{
+    jaro_winkler, levenshtein_at_most, osa_at_most_one, osa_distance, within_one_edit,
+};
 use crate::prepare::{Prepared, fields};
+use serde::{Deserialize, Serialize};
 
 /// Version of the model file format this code reads and writes.
 pub const MODEL_FORMAT: u32 = 1;
@@ -60,13 +61,19 @@ impl Kind {
 
     /// The comparison level of two normalised values (phonetic codes where names have them).
     pub fn level(self, a: &str, b: &str, phon_a: Option<&str>, phon_b: Option<&str>) -> usize {
-        if a == b {
+        self.level_of(View::of(self, a, phon_a), View::of(self, b, phon_b))
+    }
+
+    /// The comparison level of two values of a compact record.
+    pub fn level_of(self, a: View<'_>, b: View<'_>) -> usize {
+        let (x, y) = (a.value, b.value);
+        if x == y {
             return 0;
         }
-        let same_sound = matches!((phon_a, phon_b), (Some(x), Some(y)) if !x.is_empty() && x == y);
+        let same_sound = matches!((a.phonetic, b.phonetic), (Some(p), Some(q)) if p == q);
         match self {
             Kind::Name => {
-                let jw = jaro_winkler(a, b);
+                let jw = jaro_winkler(x, y);
                 if jw >= 0.92 {
                     1
                 } else if jw >= 0.80 || same_sound {
@@ -76,10 +83,10 @@ impl Kind {
                 }
             }
             Kind::GivenName => {
-                let jw = jaro_winkler(a, b);
+                let jw = jaro_winkler(x, y);
                 let initial =
-                    (a.len() == 1 && b.starts_with(a)) || (b.len() == 1 && a.starts_with(b));
-                if jw >= 0.92 || formal_given_name(a) == formal_given_name(b) {
+                    (x.len() == 1 && y.starts_with(x)) || (y.len() == 1 && x.starts_with(y));
+                if jw >= 0.92 || a.formal == b.formal {
                     1
                 } else if jw >= 0.80 || same_sound || initial {
                     2
@@ -91,23 +98,23 @@ impl Kind {
                 fn undashed(s: &str) -> impl Iterator<Item = u8> + '_ {
                     s.bytes().filter(|&c| c != b'-')
                 }
-                let within_one = if a.is_ascii() && b.is_ascii() {
+                let within_one = if x.is_ascii() && y.is_ascii() {
                     let (mut da, mut db) = ([0u8; 16], [0u8; 16]);
-                    match (fill(&mut da, undashed(a)), fill(&mut db, undashed(b))) {
-                        (Some(x), Some(y)) => within_one_edit(x, y),
-                        _ => osa_distance(&a.replace('-', ""), &b.replace('-', "")) <= 1,
+                    match (fill(&mut da, undashed(x)), fill(&mut db, undashed(y))) {
+                        (Some(p), Some(q)) => within_one_edit(p, q),
+                        _ => osa_distance(&x.replace('-', ""), &y.replace('-', "")) <= 1,
                     }
                 } else {
-                    osa_distance(&a.replace('-', ""), &b.replace('-', "")) <= 1
+                    osa_distance(&x.replace('-', ""), &y.replace('-', "")) <= 1
                 };
-                let swapped = a.len() == 10
-                    && b.len() == 10
-                    && a[..4] == b[..4]
-                    && a[5..7] == b[8..10]
-                    && a[8..10] == b[5..7];
+                let swapped = x.len() == 10
+                    && y.len() == 10
+                    && x[..4] == y[..4]
+                    && x[5..7] == y[8..10]
+                    && x[8..10] == y[5..7];
                 if within_one || swapped {
                     1
-                } else if a.get(..4) == b.get(..4) {
+                } else if x.get(..4) == y.get(..4) {
                     2
                 } else {
                     3
@@ -117,7 +124,7 @@ impl Kind {
                 fn local(e: &str) -> Option<&str> {
                     e.split('@').next()
                 }
-                if local(a) == local(b) || levenshtein(a, b) <= 2 {
+                if local(x) == local(y) || levenshtein_at_most(x, y, 2) {
                     1
                 } else {
                     2
@@ -127,28 +134,28 @@ impl Kind {
                 fn tail(p: &str) -> Option<&str> {
                     p.get(p.len().saturating_sub(8)..)
                 }
-                if tail(a) == tail(b) || osa_at_most_one(a, b) {
+                if tail(x) == tail(y) || osa_at_most_one(x, y) {
                     1
                 } else {
                     2
                 }
             }
             // The distance is at least the difference in length.
-            Kind::Identifier if a.chars().count().abs_diff(b.chars().count()) > 2 => 3,
-            Kind::Identifier => match osa_distance(a, b) {
+            Kind::Identifier if x.chars().count().abs_diff(y.chars().count()) > 2 => 3,
+            Kind::Identifier => match osa_distance(x, y) {
                 1 => 1,
                 2 => 2,
                 _ => 3,
             },
             Kind::Postcode => {
-                if osa_at_most_one(a, b) {
+                if osa_at_most_one(x, y) {
                     1
                 } else {
                     2
                 }
             }
             Kind::Text => {
-                let jw = jaro_winkler(a, b);
+                let jw = jaro_winkler(x, y);
                 if jw >= 0.92 {
                     1
                 } else if jw >= 0.80 {
@@ -160,35 +167,16 @@ impl Kind {
             Kind::Exact => 1,
         }
     }
-}
 
-/// Whether the optimal string alignment distance of two strings is at most one (one
-/// insertion, deletion, substitution or swap of neighbours), without allocating for
-/// ASCII: the same answer as `strsim::osa_distance(a, b) <= 1`.
-fn osa_at_most_one(a: &str, b: &str) -> bool {
-    if a.is_ascii() && b.is_ascii() {
-        within_one_edit(a.as_bytes(), b.as_bytes())
-    } else {
-        osa_distance(a, b) <= 1
-    }
-}
-
-fn within_one_edit(a: &[u8], b: &[u8]) -> bool {
-    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
-    if long.len() - short.len() > 1 {
-        return false;
-    }
-    let prefix = short.iter().zip(long).take_while(|(x, y)| x == y).count();
-    if short.len() == long.len() {
-        if prefix == short.len() {
-            return true;
+    /// Relative cost of a comparison, so cheap fields are compared first when a pair may
+    /// be given up early.
+    fn cost(self) -> u8 {
+        match self {
+            Kind::Exact => 0,
+            Kind::Date | Kind::Postcode | Kind::Phone => 1,
+            Kind::Identifier | Kind::Email => 2,
+            Kind::GivenName | Kind::Name | Kind::Text => 3,
         }
-        // One substitution, or neighbours swapped.
-        let (s, l) = (&short[prefix..], &long[prefix..]);
-        s[1..] == l[1..] || (s.len() >= 2 && s[0] == l[1] && s[1] == l[0] && s[2..] == l[2..])
-    } else {
-        // One insertion into the shorter.
-        short[prefix..] == long[prefix + 1..]
     }
 }
 
@@ -286,6 +274,16 @@ pub struct Model {
     pub prior: f64,
     pub thresholds: Thresholds,
     pub fields: Vec<FieldModel>,
+}
+
+/// A record's comparison plan: its fields cheap first, each level's weight against it,
+/// and what the fields not yet compared can add at most.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    order: Vec<usize>,
+    weights: Vec<Vec<f64>>,
+    headroom: Vec<f64>,
+    prior: f64,
 }
 
 /// A field's contribution to a pair's score.
@@ -425,39 +423,40 @@ impl Model {
         (self.prior / (1.0 - self.prior)).log2()
     }
 
+    /// A prepared record laid out for this model's fields.
+    pub fn compact(&self, p: &Prepared) -> Compact {
+        Compact::new(self, p)
+    }
+
     /// Each field's level for a pair, `None` where either value is missing.
     pub fn levels(&self, a: &Prepared, b: &Prepared) -> Vec<Option<usize>> {
+        self.levels_compact(&self.compact(a), &self.compact(b))
+    }
+
+    /// Each field's level for a pair of compact records.
+    pub fn levels_compact(&self, a: &Compact, b: &Compact) -> Vec<Option<usize>> {
         self.fields
             .iter()
-            .map(|f| {
-                let (va, vb) = (a.get(&f.field)?, b.get(&f.field)?);
-                let (pa, pb) = (a.phonetic.get(&f.field), b.phonetic.get(&f.field));
-                Some(
-                    f.kind
-                        .level(va, vb, pa.map(String::as_str), pb.map(String::as_str)),
-                )
-            })
+            .enumerate()
+            .map(|(i, f)| Some(f.kind.level_of(a.view(i)?, b.view(i)?)))
             .collect()
     }
 
     /// Each field's level and weight for a pair, without allocating: the hot path.
     fn each_weight(
         &self,
-        a: &Prepared,
-        b: &Prepared,
+        a: &Compact,
+        b: &Compact,
         mut visit: impl FnMut(&FieldModel, usize, f64),
     ) {
-        for f in &self.fields {
-            let (Some(va), Some(vb)) = (a.get(&f.field), b.get(&f.field)) else {
+        for (i, f) in self.fields.iter().enumerate() {
+            let (Some(va), Some(vb)) = (a.view(i), b.view(i)) else {
                 continue;
             };
-            let (pa, pb) = (a.phonetic.get(&f.field), b.phonetic.get(&f.field));
-            let level = f
-                .kind
-                .level(va, vb, pa.map(String::as_str), pb.map(String::as_str));
+            let level = f.kind.level_of(va, vb);
             let l = &f.levels[level];
             let w = match (&f.term_frequencies, level) {
-                (Some(tf), 0) => (l.m.max(1e-12) / tf.of(va).max(1e-12)).log2(),
+                (Some(tf), 0) => (l.m.max(1e-12) / tf.of(va.value).max(1e-12)).log2(),
                 _ => l.weight(),
             };
             visit(f, level, w);
@@ -465,7 +464,7 @@ impl Model {
     }
 
     /// A pair's total weight (prior included) and its contradiction on `conflict_fields`.
-    pub fn quick_score(&self, a: &Prepared, b: &Prepared) -> (f64, f64) {
+    pub fn quick_score(&self, a: &Compact, b: &Compact) -> (f64, f64) {
         let mut weight = self.prior_weight();
         let mut contradiction = 0.0;
         let conflict_fields = &self.thresholds.conflict_fields;
@@ -479,7 +478,7 @@ impl Model {
     }
 
     /// Scores a pair, keeping each field's level and weight.
-    pub fn score(&self, a: &Prepared, b: &Prepared) -> PairScore {
+    pub fn score(&self, a: &Compact, b: &Compact) -> PairScore {
         let mut weight = self.prior_weight();
         let mut fields = Vec::new();
         self.each_weight(a, b, |f, level, w| {
@@ -493,6 +492,63 @@ impl Model {
         PairScore { weight, fields }
     }
 
+    /// A record made ready to be compared with many others.
+    pub fn probe(&self, record: &Compact) -> Probe {
+        let mut order: Vec<usize> = (0..self.fields.len())
+            .filter(|&i| record.view(i).is_some())
+            .collect();
+        order.sort_by_key(|&i| (self.fields[i].kind.cost(), i));
+        let weights: Vec<Vec<f64>> = self
+            .fields
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                f.levels
+                    .iter()
+                    .enumerate()
+                    .map(
+                        |(level, l)| match (&f.term_frequencies, level, record.view(i)) {
+                            (Some(tf), 0, Some(v)) => {
+                                (l.m.max(1e-12) / tf.of(v.value).max(1e-12)).log2()
+                            }
+                            _ => l.weight(),
+                        },
+                    )
+                    .collect()
+            })
+            .collect();
+        // What the fields from position k on can add at most.
+        let mut headroom = vec![0.0; order.len() + 1];
+        for k in (0..order.len()).rev() {
+            let best = weights[order[k]].iter().copied().fold(0.0, f64::max);
+            headroom[k] = headroom[k + 1] + best;
+        }
+        Probe {
+            order,
+            weights,
+            headroom,
+            prior: self.prior_weight(),
+        }
+    }
+
+    /// Whether `b` may score at least `floor` against the probed record `a`: compares
+    /// the cheap fields first and gives up as soon as the rest cannot make up the gap.
+    /// Never false for a pair whose `quick_score` reaches `floor`.
+    pub fn may_reach(&self, probe: &Probe, a: &Compact, b: &Compact, floor: f64) -> bool {
+        // Sums run in another order than `quick_score`'s: leave room for rounding.
+        let floor = floor - 1e-6;
+        let mut weight = probe.prior;
+        for (k, &i) in probe.order.iter().enumerate() {
+            if weight + probe.headroom[k] < floor {
+                return false;
+            }
+            let (Some(va), Some(vb)) = (a.view(i), b.view(i)) else {
+                continue;
+            };
+            weight += probe.weights[i][self.fields[i].kind.level_of(va, vb)];
+        }
+        weight >= floor
+    }
     /// Checks the file's shape: format, levels matching their kinds, probabilities.
     pub fn validate(&self) -> Result<(), String> {
         if self.format != MODEL_FORMAT {
@@ -534,15 +590,6 @@ impl Model {
 
 #[cfg(test)]
 mod tests {
-    use proptest::prelude::*;
-
-    proptest! {
-        #[test]
-        fn within_one_edit_agrees_with_strsim(a in "[a-c0-2-]{0,9}", b in "[a-c0-2-]{0,9}") {
-            prop_assert_eq!(super::osa_at_most_one(&a, &b), strsim::osa_distance(&a, &b) <= 1);
-        }
-    }
-
     use super::*;
 
     #[test]

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use crate::BlockKey;
 use crate::blocking::{block_keys, identifies_person};
+use crate::compact::Compact;
 use crate::model::{Kind, Model, TermFrequencies};
 use crate::prepare::Prepared;
 use crate::prepare::fields::{
@@ -195,6 +196,8 @@ pub fn train(
         .map(|f| vec![SMOOTH; f.levels.len()])
         .collect();
     let model_ref: &Model = model;
+    let forms: Vec<Compact> = records.iter().map(|r| model_ref.compact(r)).collect();
+    let forms = &forms;
     let partials: Vec<(Vec<Vec<f64>>, usize)> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|w| {
@@ -209,7 +212,7 @@ pub fn train(
                             continue;
                         }
                         sampled += 1;
-                        let levels = model_ref.levels(&records[i], &records[j]);
+                        let levels = model_ref.levels_compact(&forms[i], &forms[j]);
                         for (f, level) in levels.into_iter().enumerate() {
                             if let Some(level) = level {
                                 counts[f][level] += 1.0;
@@ -267,7 +270,7 @@ pub fn train(
             .collect();
         let vectors: Vec<Vec<Option<usize>>> = pairs
             .iter()
-            .map(|&(i, j)| model.levels(&records[i], &records[j]))
+            .map(|&(i, j)| model.levels_compact(&forms[i], &forms[j]))
             .collect();
         let mut m = default_m.clone();
         let mut lambda = 0.5;
@@ -309,7 +312,7 @@ pub fn train(
     let pairs = pairs_sharing(&keys, generic_limit, identifies_person);
     let vectors: Vec<Vec<Option<usize>>> = pairs
         .iter()
-        .map(|&(i, j)| model.levels(&records[i], &records[j]))
+        .map(|&(i, j)| model.levels_compact(&forms[i], &forms[j]))
         .collect();
     let m_now: Vec<Vec<f64>> = model
         .fields

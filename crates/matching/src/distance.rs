@@ -1,0 +1,217 @@
+//! String distances for the comparison levels, without allocating for the short ASCII
+//! values that prepared records hold; each gives exactly the answer of its `strsim`
+//! counterpart (property tests below), to which longer or non-ASCII values go.
+
+/// Longest value compared on the stack.
+const SHORT: usize = 64;
+
+fn short_ascii(a: &str, b: &str) -> bool {
+    a.len() <= SHORT && b.len() <= SHORT && a.is_ascii() && b.is_ascii()
+}
+
+/// Jaro-Winkler similarity, as `strsim::jaro_winkler`.
+pub fn jaro_winkler(a: &str, b: &str) -> f64 {
+    if !short_ascii(a, b) {
+        return strsim::jaro_winkler(a, b);
+    }
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let sim = jaro(a, b);
+    if sim > 0.7 {
+        let prefix = a.iter().take(4).zip(b).take_while(|(x, y)| x == y).count();
+        sim + 0.1 * prefix as f64 * (1.0 - sim)
+    } else {
+        sim
+    }
+}
+
+/// Jaro similarity of two ASCII strings of at most 64 bytes, with the matched characters
+/// kept as bits; the same steps and arithmetic as `strsim::generic_jaro`.
+fn jaro(a: &[u8], b: &[u8]) -> f64 {
+    let (a_len, b_len) = (a.len(), b.len());
+    if a_len == 0 && b_len == 0 {
+        return 1.0;
+    } else if a_len == 0 || b_len == 0 {
+        return 0.0;
+    }
+    let range = (a_len.max(b_len) / 2).saturating_sub(1);
+    let (mut a_flags, mut b_flags) = (0u64, 0u64);
+    let mut matches = 0usize;
+    for (i, &x) in a.iter().enumerate() {
+        let low = i.saturating_sub(range);
+        let high = b_len.min(i + range + 1);
+        for (j, &y) in b.iter().enumerate().take(high).skip(low) {
+            if x == y && b_flags & (1 << j) == 0 {
+                a_flags |= 1 << i;
+                b_flags |= 1 << j;
+                matches += 1;
+                break;
+            }
+        }
+    }
+    if matches == 0 {
+        return 0.0;
+    }
+    let mut transpositions = 0usize;
+    let mut rest = b_flags;
+    let mut flagged = a_flags;
+    while flagged != 0 {
+        let i = flagged.trailing_zeros() as usize;
+        flagged &= flagged - 1;
+        let j = rest.trailing_zeros() as usize;
+        rest &= rest - 1;
+        if a[i] != b[j] {
+            transpositions += 1;
+        }
+    }
+    transpositions /= 2;
+    ((matches as f64 / a_len as f64)
+        + (matches as f64 / b_len as f64)
+        + ((matches - transpositions) as f64 / matches as f64))
+        / 3.0
+}
+
+/// Whether the Levenshtein distance is at most `k`, as `strsim::levenshtein(a, b) <= k`.
+pub fn levenshtein_at_most(a: &str, b: &str, k: usize) -> bool {
+    if a.len().abs_diff(b.len()) > k && a.is_ascii() && b.is_ascii() {
+        return false;
+    }
+    if !short_ascii(a, b) {
+        return strsim::levenshtein(a, b) <= k;
+    }
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let mut row = [0usize; SHORT + 1];
+    for (j, cell) in row.iter_mut().enumerate().take(b.len() + 1) {
+        *cell = j;
+    }
+    for (i, &x) in a.iter().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        let mut row_min = row[0];
+        for (j, &y) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(x != y));
+            diagonal = above;
+            row_min = row_min.min(row[j + 1]);
+        }
+        // Every later row is at least this row's smallest cell.
+        if row_min > k {
+            return false;
+        }
+    }
+    row[b.len()] <= k
+}
+
+/// The optimal string alignment distance, as `strsim::osa_distance`.
+pub fn osa_distance(a: &str, b: &str) -> usize {
+    if !short_ascii(a, b) {
+        return strsim::osa_distance(a, b);
+    }
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.is_empty() {
+        return b.len();
+    }
+    if b.is_empty() {
+        return a.len();
+    }
+    let mut before = [0usize; SHORT + 1];
+    let mut previous = [0usize; SHORT + 1];
+    let mut current = [0usize; SHORT + 1];
+    for (j, cell) in previous.iter_mut().enumerate().take(b.len() + 1) {
+        *cell = j;
+    }
+    for i in 0..a.len() {
+        current[0] = i + 1;
+        for j in 0..b.len() {
+            let cost = usize::from(a[i] != b[j]);
+            let mut best = (previous[j + 1] + 1)
+                .min(current[j] + 1)
+                .min(previous[j] + cost);
+            if i > 0 && j > 0 && a[i] == b[j - 1] && a[i - 1] == b[j] {
+                best = best.min(before[j - 1] + 1);
+            }
+            current[j + 1] = best;
+        }
+        before = previous;
+        previous = current;
+    }
+    previous[b.len()]
+}
+
+/// Whether the optimal string alignment distance of two strings is at most one (one
+/// insertion, deletion, substitution or swap of neighbours), as
+/// `strsim::osa_distance(a, b) <= 1`.
+pub fn osa_at_most_one(a: &str, b: &str) -> bool {
+    if a.is_ascii() && b.is_ascii() {
+        within_one_edit(a.as_bytes(), b.as_bytes())
+    } else {
+        strsim::osa_distance(a, b) <= 1
+    }
+}
+
+/// `osa_at_most_one` on bytes.
+pub fn within_one_edit(a: &[u8], b: &[u8]) -> bool {
+    let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };
+    if long.len() - short.len() > 1 {
+        return false;
+    }
+    let prefix = short.iter().zip(long).take_while(|(x, y)| x == y).count();
+    if short.len() == long.len() {
+        if prefix == short.len() {
+            return true;
+        }
+        // One substitution, or neighbours swapped.
+        let (s, l) = (&short[prefix..], &long[prefix..]);
+        s[1..] == l[1..] || (s.len() >= 2 && s[0] == l[1] && s[1] == l[0] && s[2..] == l[2..])
+    } else {
+        // One insertion into the shorter.
+        short[prefix..] == long[prefix + 1..]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #[test]
+        fn jaro_winkler_is_strsims(a in "[a-e ]{0,12}", b in "[a-e ]{0,12}") {
+            prop_assert_eq!(jaro_winkler(&a, &b).to_bits(), strsim::jaro_winkler(&a, &b).to_bits());
+        }
+
+        #[test]
+        fn jaro_winkler_is_strsims_on_long_values(a in "[a-c]{50,70}", b in "[a-c]{50,70}") {
+            prop_assert_eq!(jaro_winkler(&a, &b).to_bits(), strsim::jaro_winkler(&a, &b).to_bits());
+        }
+
+        #[test]
+        fn levenshtein_bound_is_strsims(a in "[a-d@.]{0,14}", b in "[a-d@.]{0,14}", k in 0usize..4) {
+            prop_assert_eq!(levenshtein_at_most(&a, &b, k), strsim::levenshtein(&a, &b) <= k);
+        }
+
+        #[test]
+        fn osa_is_strsims(a in "[a-d0-2]{0,12}", b in "[a-d0-2]{0,12}") {
+            prop_assert_eq!(osa_distance(&a, &b), strsim::osa_distance(&a, &b));
+        }
+
+        #[test]
+        fn within_one_edit_agrees_with_strsim(a in "[a-c0-2-]{0,9}", b in "[a-c0-2-]{0,9}") {
+            prop_assert_eq!(osa_at_most_one(&a, &b), strsim::osa_distance(&a, &b) <= 1);
+        }
+    }
+
+    #[test]
+    fn non_ascii_goes_to_strsim() {
+        assert_eq!(
+            jaro_winkler("zoë", "zoe").to_bits(),
+            strsim::jaro_winkler("zoë", "zoe").to_bits()
+        );
+        assert_eq!(
+            osa_distance("zoë", "zeo"),
+            strsim::osa_distance("zoë", "zeo")
+        );
+    }
+}
