@@ -61,12 +61,17 @@ impl FuzzyMatcher {
 
     /// How `record` fits `candidate`; `None` when no member can reach the review band
     /// (then the entity plays no part in the decision).
-    fn fit(&self, record: &Compact, probe: &Probe, candidate: &EntityCandidate<'_>) -> Option<Fit> {
+    fn fit(
+        &self,
+        record: &Compact,
+        probe: &Probe<'_>,
+        candidate: &EntityCandidate<'_>,
+    ) -> Option<Fit> {
         let floor = weight_of(self.model.thresholds.review);
         if !candidate
             .members
             .iter()
-            .any(|m| self.model.may_reach(probe, record, m.form, floor))
+            .any(|m| Model::may_reach(probe, m.form, floor))
         {
             return None;
         }

@@ -21,10 +21,14 @@ pub use prepare::{PrepareConfig, Prepared};
 pub use survive::{Strategy, Survivorship, survive};
 
 /// The `max` records sharing the most blocking keys, ties to the smallest key, so the
-/// choice never depends on the order they were found in.
+/// choice never depends on the order they were found in; returned in no particular order
+/// (ranking them is only needed, and only paid for, when there are more than `max`).
 pub fn closest<K: Ord>(shared: impl IntoIterator<Item = (K, usize)>, max: usize) -> Vec<K> {
     let mut ranked: Vec<(K, usize)> = shared.into_iter().collect();
-    ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let order = |a: &(K, usize), b: &(K, usize)| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0));
+    if ranked.len() > max && max > 0 {
+        ranked.select_nth_unstable_by(max - 1, order);
+    }
     ranked.truncate(max);
     ranked.into_iter().map(|(k, _)| k).collect()
 }
@@ -115,5 +119,22 @@ pub fn contact_point_block(contact_point: &str) -> Option<String> {
         contact_point
             .strip_prefix("phone:")
             .map(|phone| format!("ph:{phone}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::closest;
+
+    #[test]
+    fn closest_keeps_the_most_shared_and_ties_to_the_smallest_key() {
+        let found = [("d", 1), ("a", 1), ("c", 3), ("b", 1), ("e", 2)];
+        let mut kept = closest(found, 3);
+        kept.sort();
+        assert_eq!(kept, ["a", "c", "e"]);
+        let mut reversed = closest(found.into_iter().rev(), 3);
+        reversed.sort();
+        assert_eq!(reversed, kept, "the order found in does not matter");
+        assert_eq!(closest(found, 10).len(), 5);
     }
 }

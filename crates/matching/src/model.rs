@@ -279,8 +279,9 @@ pub struct Model {
 /// A record's comparison plan: its fields cheap first, each level's weight against it,
 /// and what the fields not yet compared can add at most.
 #[derive(Debug, Clone)]
-pub struct Probe {
-    order: Vec<usize>,
+pub struct Probe<'a> {
+    /// The record's fields in comparison order: position, kind, value.
+    order: Vec<(usize, Kind, View<'a>)>,
     weights: Vec<Vec<f64>>,
     headroom: Vec<f64>,
     prior: f64,
@@ -493,11 +494,11 @@ impl Model {
     }
 
     /// A record made ready to be compared with many others.
-    pub fn probe(&self, record: &Compact) -> Probe {
-        let mut order: Vec<usize> = (0..self.fields.len())
-            .filter(|&i| record.view(i).is_some())
+    pub fn probe<'a>(&self, record: &'a Compact) -> Probe<'a> {
+        let mut order: Vec<(usize, Kind, View<'a>)> = (0..self.fields.len())
+            .filter_map(|i| Some((i, self.fields[i].kind, record.view(i)?)))
             .collect();
-        order.sort_by_key(|&i| (self.fields[i].kind.cost(), i));
+        order.sort_by_key(|&(i, kind, _)| (kind.cost(), i));
         let weights: Vec<Vec<f64>> = self
             .fields
             .iter()
@@ -520,7 +521,7 @@ impl Model {
         // What the fields from position k on can add at most.
         let mut headroom = vec![0.0; order.len() + 1];
         for k in (0..order.len()).rev() {
-            let best = weights[order[k]].iter().copied().fold(0.0, f64::max);
+            let best = weights[order[k].0].iter().copied().fold(0.0, f64::max);
             headroom[k] = headroom[k + 1] + best;
         }
         Probe {
@@ -531,21 +532,20 @@ impl Model {
         }
     }
 
-    /// Whether `b` may score at least `floor` against the probed record `a`: compares
-    /// the cheap fields first and gives up as soon as the rest cannot make up the gap.
-    /// Never false for a pair whose `quick_score` reaches `floor`.
-    pub fn may_reach(&self, probe: &Probe, a: &Compact, b: &Compact, floor: f64) -> bool {
+    /// Whether `b` may score at least `floor` against the probed record: compares the
+    /// cheap fields first and gives up as soon as the rest cannot make up the gap. Never
+    /// false for a pair whose `quick_score` reaches `floor`.
+    pub fn may_reach(probe: &Probe<'_>, b: &Compact, floor: f64) -> bool {
         // Sums run in another order than `quick_score`'s: leave room for rounding.
         let floor = floor - 1e-6;
         let mut weight = probe.prior;
-        for (k, &i) in probe.order.iter().enumerate() {
+        for (k, &(i, kind, va)) in probe.order.iter().enumerate() {
             if weight + probe.headroom[k] < floor {
                 return false;
             }
-            let (Some(va), Some(vb)) = (a.view(i), b.view(i)) else {
-                continue;
-            };
-            weight += probe.weights[i][self.fields[i].kind.level_of(va, vb)];
+            if let Some(vb) = b.view(i) {
+                weight += probe.weights[i][kind.level_of(va, vb)];
+            }
         }
         weight >= floor
     }
