@@ -413,9 +413,18 @@ impl Engine {
             });
         };
         let home = current.map(|entity| entity_candidate(index, entity));
+        // Entities no member of which can reach the review band change nothing in the
+        // decision: most candidates, left out before their members are gathered.
+        let screen = self.matcher.screen(&prepared);
         let candidates: Vec<EntityCandidate<'_>> = self
             .candidates(index, &prepared, current, report)
             .into_iter()
+            .filter(|&entity| {
+                index
+                    .members(entity)
+                    .iter()
+                    .any(|&slot| index.form(slot).is_some_and(|form| screen(form)))
+            })
             .map(|entity| entity_candidate(index, entity))
             .collect();
         let outcome = self.matcher.decide(&prepared, home.as_ref(), &candidates);

@@ -80,8 +80,11 @@ impl Population {
             }
         }
         let found = cmdm_matching::closest(shared, self.matcher.max_candidates());
+        // As the engine does: entities that cannot reach the review band are left out.
+        let screen = self.matcher.screen(&prepared);
         let candidates: Vec<EntityCandidate> = found
             .into_iter()
+            .filter(|&i| screen(&self.forms[i as usize]))
             .map(|i| EntityCandidate {
                 entity: GoldenId(u64::from(i)),
                 members: vec![Member {

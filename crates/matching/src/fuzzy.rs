@@ -61,12 +61,7 @@ impl FuzzyMatcher {
 
     /// How `record` fits `candidate`; `None` when no member can reach the review band
     /// (then the entity plays no part in the decision).
-    fn fit(
-        &self,
-        record: &Compact,
-        probe: &Probe<'_>,
-        candidate: &EntityCandidate<'_>,
-    ) -> Option<Fit> {
+    fn fit(&self, record: &Compact, probe: &Probe, candidate: &EntityCandidate<'_>) -> Option<Fit> {
         let floor = weight_of(self.model.thresholds.review);
         if !candidate
             .members
@@ -217,6 +212,12 @@ impl Matcher for FuzzyMatcher {
             }
         }
         outcome
+    }
+
+    fn screen(&self, record: &Prepared) -> Box<dyn Fn(&Compact) -> bool + Send + Sync + '_> {
+        let probe = self.model.probe(&self.model.compact(record));
+        let floor = weight_of(self.model.thresholds.review);
+        Box::new(move |member| Model::may_reach(&probe, member, floor))
     }
 
     fn compare(&self, a: &Prepared, b: &Prepared) -> PairVerdict {

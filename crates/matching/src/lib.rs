@@ -103,6 +103,11 @@ pub trait Matcher: Send + Sync {
         candidates: &[EntityCandidate<'_>],
     ) -> MatchOutcome;
 
+    /// A quick test of other records against `record`, false only for a record that
+    /// cannot reach the review band with it: an entity none of whose members passes plays
+    /// no part in `decide`, so callers may leave it out without changing the outcome.
+    fn screen(&self, record: &Prepared) -> Box<dyn Fn(&Compact) -> bool + Send + Sync + '_>;
+
     /// Compares two records field by field, for explanations and search.
     fn compare(&self, a: &Prepared, b: &Prepared) -> PairVerdict;
 

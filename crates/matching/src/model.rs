@@ -279,9 +279,10 @@ pub struct Model {
 /// A record's comparison plan: its fields cheap first, each level's weight against it,
 /// and what the fields not yet compared can add at most.
 #[derive(Debug, Clone)]
-pub struct Probe<'a> {
-    /// The record's fields in comparison order: position, kind, value.
-    order: Vec<(usize, Kind, View<'a>)>,
+pub struct Probe {
+    form: Compact,
+    /// The record's fields in comparison order: position and kind.
+    order: Vec<(usize, Kind)>,
     weights: Vec<Vec<f64>>,
     headroom: Vec<f64>,
     prior: f64,
@@ -494,11 +495,12 @@ impl Model {
     }
 
     /// A record made ready to be compared with many others.
-    pub fn probe<'a>(&self, record: &'a Compact) -> Probe<'a> {
-        let mut order: Vec<(usize, Kind, View<'a>)> = (0..self.fields.len())
-            .filter_map(|i| Some((i, self.fields[i].kind, record.view(i)?)))
+    pub fn probe(&self, record: &Compact) -> Probe {
+        let mut order: Vec<(usize, Kind)> = (0..self.fields.len())
+            .filter(|&i| record.view(i).is_some())
+            .map(|i| (i, self.fields[i].kind))
             .collect();
-        order.sort_by_key(|&(i, kind, _)| (kind.cost(), i));
+        order.sort_by_key(|&(i, kind)| (kind.cost(), i));
         let weights: Vec<Vec<f64>> = self
             .fields
             .iter()
@@ -525,6 +527,7 @@ impl Model {
             headroom[k] = headroom[k + 1] + best;
         }
         Probe {
+            form: record.clone(),
             order,
             weights,
             headroom,
@@ -535,15 +538,15 @@ impl Model {
     /// Whether `b` may score at least `floor` against the probed record: compares the
     /// cheap fields first and gives up as soon as the rest cannot make up the gap. Never
     /// false for a pair whose `quick_score` reaches `floor`.
-    pub fn may_reach(probe: &Probe<'_>, b: &Compact, floor: f64) -> bool {
+    pub fn may_reach(probe: &Probe, b: &Compact, floor: f64) -> bool {
         // Sums run in another order than `quick_score`'s: leave room for rounding.
         let floor = floor - 1e-6;
         let mut weight = probe.prior;
-        for (k, &(i, kind, va)) in probe.order.iter().enumerate() {
+        for (k, &(i, kind)) in probe.order.iter().enumerate() {
             if weight + probe.headroom[k] < floor {
                 return false;
             }
-            if let Some(vb) = b.view(i) {
+            if let (Some(va), Some(vb)) = (probe.form.view(i), b.view(i)) {
                 weight += probe.weights[i][kind.level_of(va, vb)];
             }
         }
@@ -590,7 +593,68 @@ impl Model {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+    use crate::prepare::{PrepareConfig, prepare, tests::record};
+
+    fn person(pairs: &[(&str, String)]) -> Prepared {
+        let pairs: Vec<(&str, &str)> = pairs
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| (*k, v.as_str()))
+            .collect();
+        prepare(&record("p", &pairs), &PrepareConfig::default())
+    }
+
+    fn fields() -> impl Strategy<Value = Vec<(&'static str, String)>> {
+        (
+            "(|ann|anna|bob|robert|jon|john)",
+            "(|smith|smyth|smithe|jones)",
+            "(|1980-02-03|1980-03-02|1980-02-13|1971-10-13)",
+            "(|ann@x.org|anne@x.org|bob@y.com)",
+            "(|01632960001|01632960002|07700900123)",
+            "(|SW1A1AA|SW1A1AB|2119)",
+            "(|leeds|leed|york)",
+        )
+            .prop_map(|(g, f, d, e, p, pc, c)| {
+                vec![
+                    ("given_name", g),
+                    ("family_name", f),
+                    ("date_of_birth", d),
+                    ("email", e),
+                    ("phone", p),
+                    ("postcode", pc),
+                    ("city", c),
+                ]
+            })
+    }
+
+    proptest! {
+        /// The early give-up of `may_reach` never drops a pair that reaches the floor,
+        /// with term frequencies (an exact agreement's weight depends on the value) too.
+        #[test]
+        fn may_reach_never_drops_a_pair_that_reaches_the_floor(
+            a in fields(),
+            b in fields(),
+            floor in -30.0f64..30.0,
+            with_frequencies in any::<bool>(),
+        ) {
+            let mut model = Model::default_person();
+            if with_frequencies {
+                let given = model.fields.iter_mut().find(|f| f.field == "given_name").unwrap();
+                given.term_frequencies = Some(TermFrequencies {
+                    values: [("ann".to_owned(), 0.3), ("bob".to_owned(), 0.0001)].into(),
+                    unseen: 0.01,
+                });
+            }
+            let (ca, cb) = (model.compact(&person(&a)), model.compact(&person(&b)));
+            let (weight, _) = model.quick_score(&ca, &cb);
+            if weight >= floor {
+                prop_assert!(Model::may_reach(&model.probe(&ca), &cb, floor));
+            }
+        }
+    }
 
     #[test]
     fn levels_by_kind() {
