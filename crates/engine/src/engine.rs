@@ -423,7 +423,7 @@ impl Engine {
                 index
                     .members(entity)
                     .iter()
-                    .any(|&slot| index.form(slot).is_some_and(|form| screen(form)))
+                    .any(|&slot| index.form(slot).is_some_and(&screen))
             })
             .map(|entity| entity_candidate(index, entity))
             .collect();
