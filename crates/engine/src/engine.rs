@@ -12,9 +12,8 @@ use cmdm_store::crypto::DataKey;
 use cmdm_store::{Batch, Store, TreeName};
 use tracing::{debug, info};
 
-use crate::index::{Found as Postings, MatchIndex};
+use crate::index::{Found, MatchIndex};
 use crate::projector::{Projector, Working, dedup_key, id_key};
-use crate::speculate::{Speculation, Touched};
 use crate::{EngineError, Result};
 
 /// Rules the engine applies; the same rules must be used to rebuild.
@@ -28,9 +27,6 @@ pub struct EngineConfig {
     /// How long an erasure may wait for the rewrite of the store's files, so that one
     /// rewrite serves many erasures (zero: each erasure rewrites at once).
     pub purge_delay: std::time::Duration,
-    /// Threads that match a batch's new records ahead (0: one per core; 1: none, each
-    /// record is matched only in its turn). The decisions are the same either way.
-    pub match_ahead_threads: usize,
 }
 
 /// The consumed position of one Kafka partition, stored with the batch it ends.
@@ -58,8 +54,6 @@ pub struct BatchReport {
     /// Values kept raw because they did not parse.
     pub findings: usize,
     pub outbox: usize,
-    /// Records whose match was worked out ahead on another core and stood.
-    pub matched_ahead: usize,
     /// Blocking keys found shared by more records than the generic limit.
     pub generic_keys: BTreeSet<String>,
     /// Events refused by the engine (an erased record, an unreadable contact point), by
@@ -79,7 +73,6 @@ impl BatchReport {
         self.review_tasks += other.review_tasks;
         self.findings += other.findings;
         self.outbox += other.outbox;
-        self.matched_ahead += other.matched_ahead;
         self.generic_keys.extend(other.generic_keys);
         self.refused.extend(other.refused);
     }
@@ -216,8 +209,6 @@ impl Engine {
         let mut report = BatchReport::default();
         let received_at = Timestamp::now();
         let projector = self.projector();
-        let mut ahead = self.speculate(index, events);
-        let mut touched = Touched::default();
         for (position, event) in events.iter().enumerate() {
             if work
                 .view()
@@ -278,32 +269,11 @@ impl Engine {
             let (record, change, prepared) =
                 projector.event(&mut work, &logged, Some(&event.payload), seq)?;
             report.applied += 1;
-            // Matched ahead, before the earlier events of the batch were applied: it
-            // stands if none of them changed what it read.
-            let mut speculation = ahead
-                .get_mut(position)
-                .and_then(Option::take)
-                .filter(|s| prepared.as_ref() == Some(&s.prepared) && touched.untouched(s));
             if let Some(prepared) = &prepared {
-                let moved = index.set_features(prepared, self.matcher.as_ref())?;
-                // A key the record itself made generic finds nothing for it any more.
-                if moved.made_generic {
-                    speculation = None;
-                }
-                touched.features(Some(moved.slot), moved.blocks);
+                index.set_features(prepared, self.matcher.as_ref())?;
             }
             if change == RecordChange::Profile {
-                let decisions = self.decide(
-                    work.view(),
-                    index,
-                    &record,
-                    prepared,
-                    speculation,
-                    &mut report,
-                )?;
-                for decision in &decisions {
-                    touched.decision(decision, index);
-                }
+                let decisions = self.decide(work.view(), index, &record, prepared, &mut report)?;
                 self.record_decisions(&mut work, index, decisions, &mut report)?;
             }
         }
@@ -385,8 +355,7 @@ impl Engine {
                     Some(slot) => index.features(slot)?,
                     None => None,
                 };
-                let decisions =
-                    self.decide(work.view(), &index, &record, prepared, None, &mut report)?;
+                let decisions = self.decide(work.view(), &index, &record, prepared, &mut report)?;
                 self.record_decisions(&mut work, &mut index, decisions, &mut report)?;
             }
             work.settle()?;
@@ -417,7 +386,6 @@ impl Engine {
         index: &MatchIndex,
         record: &SourceRecord,
         prepared: Option<Prepared>,
-        speculation: Option<Speculation>,
         report: &mut BatchReport,
     ) -> Result<Vec<Decision>> {
         // The index follows every decision of the batch, so it knows the entity already.
@@ -444,17 +412,22 @@ impl Engine {
                 }],
             });
         };
-        let (outcome, generic) = match speculation {
-            Some(ahead) => {
-                report.matched_ahead += 1;
-                (ahead.outcome, ahead.generic)
-            }
-            None => {
-                let (outcome, found) = self.match_outcome(index, &prepared, current);
-                (outcome, found.generic)
-            }
-        };
-        report.generic_keys.extend(generic);
+        let home = current.map(|entity| entity_candidate(index, entity));
+        // Entities no member of which can reach the review band change nothing in the
+        // decision: most candidates, left out before their members are gathered.
+        let screen = self.matcher.screen(&prepared);
+        let candidates: Vec<EntityCandidate<'_>> = self
+            .candidates(index, &prepared, current, report)
+            .into_iter()
+            .filter(|&entity| {
+                index
+                    .members(entity)
+                    .iter()
+                    .any(|&slot| index.form(slot).is_some_and(&screen))
+            })
+            .map(|entity| entity_candidate(index, entity))
+            .collect();
+        let outcome = self.matcher.decide(&prepared, home.as_ref(), &candidates);
 
         let mut decisions = Vec::new();
         // The entity the record ends in before merges; the oldest id survives merges.
@@ -535,37 +508,14 @@ impl Engine {
         Ok(decisions)
     }
 
-    /// What the matcher decides for a prepared record against the index, and what it
-    /// found to decide on.
-    pub(crate) fn match_outcome(
+    /// Entities other than `home` holding a record that shares a non-generic blocking key.
+    fn candidates(
         &self,
         index: &MatchIndex,
-        prepared: &Prepared,
-        current: Option<GoldenId>,
-    ) -> (cmdm_matching::MatchOutcome, Found) {
-        let home = current.map(|entity| entity_candidate(index, entity));
-        let found = self.candidates(index, prepared, current);
-        // Entities no member of which can reach the review band change nothing in the
-        // decision: most candidates, left out before their members are gathered.
-        let screen = self.matcher.screen(prepared);
-        let candidates: Vec<EntityCandidate<'_>> = found
-            .entities
-            .iter()
-            .copied()
-            .filter(|&entity| {
-                index
-                    .members(entity)
-                    .iter()
-                    .any(|&slot| index.form(slot).is_some_and(&screen))
-            })
-            .map(|entity| entity_candidate(index, entity))
-            .collect();
-        let outcome = self.matcher.decide(prepared, home.as_ref(), &candidates);
-        (outcome, found)
-    }
-
-    /// Entities other than `home` holding a record that shares a non-generic blocking key.
-    fn candidates(&self, index: &MatchIndex, record: &Prepared, home: Option<GoldenId>) -> Found {
+        record: &Prepared,
+        home: Option<GoldenId>,
+        report: &mut BatchReport,
+    ) -> BTreeSet<GoldenId> {
         let own = index.find(&record.key);
         // The record and its entity's members: no candidate a steward kept apart from them.
         let ours: Vec<u32> = match home {
@@ -574,11 +524,12 @@ impl Engine {
         };
         // Records found, with how many keys each shares with the record.
         let mut shared: HashMap<u32, usize> = HashMap::new();
-        let mut generic = Vec::new();
         for block in self.matcher.block_keys(record) {
             match index.lookup(&block.0) {
-                Postings::Generic => generic.push(block.0),
-                Postings::Records(slots) => {
+                Found::Generic => {
+                    report.generic_keys.insert(block.0);
+                }
+                Found::Records(slots) => {
                     for &slot in slots {
                         if Some(slot) != own {
                             *shared.entry(slot).or_default() += 1;
@@ -592,11 +543,7 @@ impl Engine {
             .into_iter()
             .map(|(slot, n)| ((index.key(slot), slot), n));
         let mut entities = BTreeSet::new();
-        let slots: Vec<u32> = cmdm_matching::closest(ranked, self.matcher.max_candidates())
-            .into_iter()
-            .map(|(_, slot)| slot)
-            .collect();
-        for &slot in &slots {
+        for (_, slot) in cmdm_matching::closest(ranked, self.matcher.max_candidates()) {
             if let Some(entity) = index.entity_of(slot)
                 && Some(entity) != home
                 && !index.kept_apart(&ours, entity)
@@ -604,11 +551,7 @@ impl Engine {
                 entities.insert(entity);
             }
         }
-        Found {
-            entities,
-            slots,
-            generic,
-        }
+        entities
     }
 
     /// The stored next offset of a partition, if any batch recorded one.
@@ -701,14 +644,6 @@ impl Engine {
         keys.dedup();
         Ok(self.store.remove_keys(TreeName::Outbox, &keys)?)
     }
-}
-
-/// The candidates of one record: entities, the records that brought them, and the
-/// generic keys that brought none.
-pub(crate) struct Found {
-    pub entities: BTreeSet<GoldenId>,
-    pub slots: Vec<u32>,
-    pub generic: Vec<String>,
 }
 
 /// An entity with its members' compact forms borrowed from the index, in source key

@@ -34,15 +34,6 @@ struct Record {
     entity: Option<GoldenId>,
 }
 
-/// What replacing a record's prepared form changed.
-pub(crate) struct Moved {
-    pub slot: Slot,
-    /// Hashes of the blocking keys the record left and joined.
-    pub blocks: Vec<u64>,
-    /// Whether the record made one of its keys generic (shared by too many).
-    pub made_generic: bool,
-}
-
 /// What a lookup of one blocking key found.
 pub(crate) enum Found<'a> {
     Records(&'a [Slot]),
@@ -66,7 +57,7 @@ pub(crate) struct MatchIndex {
     generic_limit: usize,
 }
 
-pub(crate) fn block_hash(key: &str) -> u64 {
+fn block_hash(key: &str) -> u64 {
     // Fixed keys: the same text hashes the same in every process.
     let mut hasher = DefaultHasher::new();
     key.hash(&mut hasher);
@@ -145,23 +136,17 @@ impl MatchIndex {
     }
 
     /// Replaces a record's prepared form and moves its blocking keys.
-    pub fn set_features(&mut self, prepared: &Prepared, matcher: &dyn Matcher) -> Result<Moved> {
+    pub fn set_features(&mut self, prepared: &Prepared, matcher: &dyn Matcher) -> Result<()> {
         let slot = self.slot(&prepared.key);
-        let mut moved = Vec::new();
-        let mut made_generic = false;
         if let Some(old) = self.features(slot)? {
             for key in matcher.block_keys(&old) {
-                let hash = block_hash(&key.0);
-                self.remove_posting(hash, slot);
-                moved.push(hash);
+                self.remove_posting(block_hash(&key.0), slot);
             }
         }
         let (features, form) = if prepared.values.is_empty() {
             (None, None)
         } else {
-            let (joined, flipped) = self.add_blocks(slot, prepared, matcher);
-            moved.extend(joined);
-            made_generic = flipped;
+            self.add_blocks(slot, prepared, matcher);
             (
                 Some(encode_bin(TreeName::Features, prepared)?.into_boxed_slice()),
                 Some(matcher.compact(prepared)),
@@ -170,22 +155,10 @@ impl MatchIndex {
         let record = &mut self.records[slot as usize];
         record.features = features;
         record.form = form;
-        Ok(Moved {
-            slot,
-            blocks: moved,
-            made_generic,
-        })
+        Ok(())
     }
 
-    /// Files a record under its blocking keys; returns their hashes, and whether the
-    /// record made one of them generic.
-    fn add_blocks(
-        &mut self,
-        slot: Slot,
-        prepared: &Prepared,
-        matcher: &dyn Matcher,
-    ) -> (Vec<u64>, bool) {
-        let mut made_generic = false;
+    fn add_blocks(&mut self, slot: Slot, prepared: &Prepared, matcher: &dyn Matcher) {
         let limit = self.generic_limit;
         let mut keys: Vec<u64> = matcher
             .block_keys(prepared)
@@ -194,7 +167,7 @@ impl MatchIndex {
             .collect();
         keys.sort_unstable();
         keys.dedup();
-        for &hash in &keys {
+        for hash in keys {
             let postings = self
                 .blocks
                 .entry(hash)
@@ -209,10 +182,8 @@ impl MatchIndex {
                 && slots.len() > limit
             {
                 *postings = Postings::Generic(slots.len() as u32);
-                made_generic = true;
             }
         }
-        (keys, made_generic)
     }
 
     fn remove_posting(&mut self, hash: u64, slot: Slot) {

@@ -9,7 +9,6 @@ mod privacy;
 mod projector;
 mod reads;
 pub mod rebuild;
-mod speculate;
 mod steward;
 
 use cmdm_store::StoreError;

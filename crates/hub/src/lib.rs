@@ -38,7 +38,6 @@ pub fn open_engine(config: &HubConfig) -> anyhow::Result<Arc<Engine>> {
         contact: config.contact.policy()?,
         after_erasure: config.privacy.after_erasure,
         purge_delay: Duration::from_secs(config.privacy.purge_delay_secs),
-        ..EngineConfig::default()
     };
     let engine = Arc::new(Engine::new(store, matcher, rules));
     if cmdm_engine::finish_pending_purge(&engine)? {
