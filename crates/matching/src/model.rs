@@ -431,12 +431,7 @@ impl Model {
     }
 
     /// Each field's level for a pair, `None` where either value is missing.
-    pub fn levels(&self, a: &Prepared, b: &Prepared) -> Vec<Option<usize>> {
-        self.levels_compact(&self.compact(a), &self.compact(b))
-    }
-
-    /// Each field's level for a pair of compact records.
-    pub fn levels_compact(&self, a: &Compact, b: &Compact) -> Vec<Option<usize>> {
+    pub fn levels(&self, a: &Compact, b: &Compact) -> Vec<Option<usize>> {
         self.fields
             .iter()
             .enumerate()

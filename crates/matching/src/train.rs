@@ -212,7 +212,7 @@ pub fn train(
                             continue;
                         }
                         sampled += 1;
-                        let levels = model_ref.levels_compact(&forms[i], &forms[j]);
+                        let levels = model_ref.levels(&forms[i], &forms[j]);
                         for (f, level) in levels.into_iter().enumerate() {
                             if let Some(level) = level {
                                 counts[f][level] += 1.0;
@@ -270,7 +270,7 @@ pub fn train(
             .collect();
         let vectors: Vec<Vec<Option<usize>>> = pairs
             .iter()
-            .map(|&(i, j)| model.levels_compact(&forms[i], &forms[j]))
+            .map(|&(i, j)| model.levels(&forms[i], &forms[j]))
             .collect();
         let mut m = default_m.clone();
         let mut lambda = 0.5;
@@ -312,7 +312,7 @@ pub fn train(
     let pairs = pairs_sharing(&keys, generic_limit, identifies_person);
     let vectors: Vec<Vec<Option<usize>>> = pairs
         .iter()
-        .map(|&(i, j)| model.levels_compact(&forms[i], &forms[j]))
+        .map(|&(i, j)| model.levels(&forms[i], &forms[j]))
         .collect();
     let m_now: Vec<Vec<f64>> = model
         .fields
