@@ -102,11 +102,6 @@ impl Compact {
             formal: if formal.is_empty() { value } else { formal },
         })
     }
-
-    /// Bytes held, for memory accounting.
-    pub fn heap_size(&self) -> usize {
-        self.bytes.len()
-    }
 }
 
 impl<'a> View<'a> {
