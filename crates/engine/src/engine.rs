@@ -1,4 +1,4 @@
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use cmdm_domain::MatchExplanation;
@@ -419,13 +419,8 @@ impl Engine {
         let candidates: Vec<EntityCandidate<'_>> = self
             .candidates(index, &prepared, current, report)
             .into_iter()
-            .filter(|&entity| {
-                index
-                    .members(entity)
-                    .iter()
-                    .any(|&slot| index.form(slot).is_some_and(&screen))
-            })
-            .map(|entity| entity_candidate(index, entity))
+            .filter(|&(_, slot)| index.any_member(slot, &screen))
+            .map(|(entity, _)| entity_candidate(index, entity))
             .collect();
         let outcome = self.matcher.decide(&prepared, home.as_ref(), &candidates);
 
@@ -508,47 +503,44 @@ impl Engine {
         Ok(decisions)
     }
 
-    /// Entities other than `home` holding a record that shares a non-generic blocking key.
+    /// Entities other than `home` holding a record that shares a non-generic blocking key,
+    /// each with one of those records.
     fn candidates(
         &self,
         index: &MatchIndex,
         record: &Prepared,
         home: Option<GoldenId>,
         report: &mut BatchReport,
-    ) -> BTreeSet<GoldenId> {
+    ) -> BTreeMap<GoldenId, u32> {
         let own = index.find(&record.key);
         // The record and its entity's members: no candidate a steward kept apart from them.
         let ours: Vec<u32> = match home {
             Some(entity) => index.members(entity).to_vec(),
             None => own.into_iter().collect(),
         };
-        // Records found, with how many keys each shares with the record.
-        let mut shared: HashMap<u32, usize> = HashMap::new();
+        // Records found, once per key they share with the record; counted once sorted.
+        let mut found: Vec<u32> = Vec::new();
         for block in self.matcher.block_keys(record) {
             match index.lookup(&block.0) {
                 Found::Generic => {
                     report.generic_keys.insert(block.0);
                 }
                 Found::Records(slots) => {
-                    for &slot in slots {
-                        if Some(slot) != own {
-                            *shared.entry(slot).or_default() += 1;
-                        }
-                    }
+                    found.extend(slots.iter().filter(|&&slot| Some(slot) != own));
                 }
             }
         }
+        found.sort_unstable();
+        let shared = found.chunk_by(|a, b| a == b).map(|run| (run[0], run.len()));
         // Ranked by shared keys, ties by source key: the same records in every process.
-        let ranked = shared
-            .into_iter()
-            .map(|(slot, n)| ((index.key(slot), slot), n));
-        let mut entities = BTreeSet::new();
+        let ranked = shared.map(|(slot, n)| ((index.key(slot), slot), n));
+        let mut entities = BTreeMap::new();
         for (_, slot) in cmdm_matching::closest(ranked, self.matcher.max_candidates()) {
             if let Some(entity) = index.entity_of(slot)
                 && Some(entity) != home
                 && !index.kept_apart(&ours, entity)
             {
-                entities.insert(entity);
+                entities.entry(entity).or_insert(slot);
             }
         }
         entities

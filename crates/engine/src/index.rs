@@ -32,6 +32,9 @@ struct Record {
     /// The form the matcher compares, present with `features`.
     form: Option<Compact>,
     entity: Option<GoldenId>,
+    /// Whether the record is its entity's only member: most candidates are, and then
+    /// screening the entity reads nothing but this record.
+    alone: bool,
 }
 
 /// What a lookup of one blocking key found.
@@ -130,6 +133,7 @@ impl MatchIndex {
             features: None,
             form: None,
             entity: None,
+            alone: false,
         });
         self.slots.insert(key.clone(), slot);
         slot
@@ -268,6 +272,22 @@ impl MatchIndex {
         self.entities.get(&entity).map_or(&[], Vec::as_slice)
     }
 
+    /// Whether the compact form of any member of `slot`'s entity passes `test`: the record
+    /// itself first, the other members only where it has company.
+    pub fn any_member(&self, slot: Slot, test: impl Fn(&Compact) -> bool) -> bool {
+        let record = &self.records[slot as usize];
+        if record.form.as_ref().is_some_and(&test) {
+            return true;
+        }
+        match record.entity {
+            Some(entity) if !record.alone => self
+                .members(entity)
+                .iter()
+                .any(|&member| member != slot && self.form(member).is_some_and(&test)),
+            _ => false,
+        }
+    }
+
     /// Follows a decision's effect on membership.
     pub fn apply(&mut self, decision: &Decision) {
         if let Some(task) = decision.steward().and_then(|note| note.task)
@@ -389,16 +409,26 @@ impl MatchIndex {
         if let Err(at) = members.binary_search(&slot) {
             members.insert(at, slot);
         }
+        let alone = members.len() == 1;
+        for &member in members.iter().take(2) {
+            self.records[member as usize].alone = alone;
+        }
     }
 
     fn leave(&mut self, slot: Slot) {
-        let Some(entity) = self.records[slot as usize].entity.take() else {
+        let record = &mut self.records[slot as usize];
+        record.alone = false;
+        let Some(entity) = record.entity.take() else {
             return;
         };
         if let Some(members) = self.entities.get_mut(&entity) {
             members.retain(|s| *s != slot);
-            if members.is_empty() {
-                self.entities.remove(&entity);
+            match members.as_slice() {
+                [] => {
+                    self.entities.remove(&entity);
+                }
+                &[last] => self.records[last as usize].alone = true,
+                _ => {}
             }
         }
     }
@@ -425,4 +455,94 @@ fn parse_key(bytes: &[u8]) -> Result<SourceKey> {
         .ok()
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| EngineError::Inconsistent("a stored source key does not parse".into()))
+}
+
+#[cfg(test)]
+mod tests {
+    use cmdm_domain::MatchExplanation;
+
+    use super::*;
+
+    fn key(n: u32) -> SourceKey {
+        SourceKey::new("crm", &format!("r{n}")).unwrap()
+    }
+
+    /// `alone` must say exactly whether a record is its entity's only member.
+    fn check_alone(index: &MatchIndex) {
+        for (slot, record) in index.records.iter().enumerate() {
+            let members = record.entity.map_or(0, |e| index.members(e).len());
+            assert_eq!(
+                record.alone,
+                members == 1,
+                "record {} in {:?}",
+                record.key,
+                record.entity
+            );
+            if let Some(entity) = record.entity {
+                assert!(index.members(entity).contains(&(slot as Slot)));
+            }
+        }
+    }
+
+    #[test]
+    fn a_record_is_alone_exactly_while_its_entity_has_no_other_member() {
+        let mut index = MatchIndex::empty(100);
+        let (a, b) = (GoldenId(1), GoldenId(2));
+        let decisions = [
+            Decision::EntityCreated {
+                entity: a,
+                record: key(1),
+            },
+            Decision::EntityCreated {
+                entity: b,
+                record: key(2),
+            },
+            Decision::RecordLinked {
+                entity: a,
+                record: key(3),
+                explanation: MatchExplanation::default(),
+            },
+            Decision::EntitiesMerged {
+                survivor: a,
+                merged: b,
+                explanation: MatchExplanation::default(),
+            },
+            Decision::RecordUnlinked {
+                entity: a,
+                record: key(1),
+                reason: "deleted".into(),
+            },
+            Decision::RecordUnlinked {
+                entity: a,
+                record: key(3),
+                reason: "deleted".into(),
+            },
+            Decision::RecordLinked {
+                entity: b,
+                record: key(3),
+                explanation: MatchExplanation::default(),
+            },
+            Decision::RecordLinked {
+                entity: b,
+                record: key(2),
+                explanation: MatchExplanation::default(),
+            },
+        ];
+        let alone = |index: &MatchIndex, n| {
+            index
+                .find(&key(n))
+                .is_some_and(|slot| index.records[slot as usize].alone)
+        };
+        let mut seen = Vec::new();
+        for decision in &decisions {
+            index.apply(decision);
+            check_alone(&index);
+            seen.push((alone(&index, 1), alone(&index, 2), alone(&index, 3)));
+        }
+        // Alone, joined, left alone again by the others leaving, joined again.
+        assert!(seen[1].1);
+        assert!(!seen[3].1);
+        assert!(seen[5].1);
+        assert_eq!(seen[7], (false, false, false));
+    }
 }
