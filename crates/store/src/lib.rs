@@ -414,26 +414,10 @@ impl Store {
             store: self,
             generation: self.generation(),
             writes: vec![BTreeMap::new(); TreeName::ALL.len()],
-            before: None,
             first_seq: next_seq,
             next_seq,
             log: Vec::new(),
         })
-    }
-
-    /// Starts a batch that follows `before`, which may still be committing: the new batch
-    /// reads `before`'s writes as if they were committed. It must be committed after
-    /// `before`, and only if `before` committed.
-    pub fn begin_after(&self, before: &Sealed) -> Batch<'_> {
-        Batch {
-            store: self,
-            generation: before.generation.clone(),
-            writes: vec![BTreeMap::new(); TreeName::ALL.len()],
-            before: (!before.is_empty()).then(|| before.writes.clone()),
-            first_seq: before.next_seq,
-            next_seq: before.next_seq,
-            log: Vec::new(),
-        }
     }
 
     /// Makes everything committed so far durable on disk.
@@ -465,19 +449,12 @@ impl Store {
     }
 }
 
-/// A batch's writes per tree: a value, or `None` for a removal.
-type Writes = Vec<BTreeMap<Vec<u8>, Option<Vec<u8>>>>;
-/// One key a batch writes, with its value or `None` for a removal.
-type PendingWrite = (Vec<u8>, Option<Vec<u8>>);
-
 /// Pending writes of one batch, applied to sled in one transaction by [`Batch::commit`].
 pub struct Batch<'s> {
     store: &'s Store,
     /// The generation the batch reads and commits to (a purge waits for writers).
     generation: Arc<Generation>,
-    writes: Writes,
-    /// The writes of the batch this one follows, while they may not be committed yet.
-    before: Option<Arc<Writes>>,
+    writes: Vec<BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
     first_seq: u64,
     next_seq: u64,
     /// Log entries appended, encoded: written as one segment on commit.
@@ -490,18 +467,9 @@ impl Batch<'_> {
         self.store
     }
 
-    /// The value this batch or the one it follows wrote under a key, if either did.
-    fn pending(&self, tree: TreeName, key: &[u8]) -> Option<&Option<Vec<u8>>> {
-        self.writes[tree.index()].get(key).or_else(|| {
-            self.before
-                .as_ref()
-                .and_then(|before| before[tree.index()].get(key))
-        })
-    }
-
     /// Reads a value as the batch would leave it.
     pub fn get(&self, tree: TreeName, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        match self.pending(tree, key) {
+        match self.writes[tree.index()].get(key) {
             Some(pending) => Ok(pending.clone()),
             None => Ok(self.generation.trees[tree.index()]
                 .get(key)?
@@ -516,7 +484,8 @@ impl Batch<'_> {
 
     /// Reads and decodes a binary value as the batch would leave it.
     pub fn get_bin<T: DeserializeOwned>(&self, tree: TreeName, key: &[u8]) -> Result<Option<T>> {
-        match self.pending(tree, key) {
+        let pending = self.writes[tree.index()].get(key);
+        match pending {
             Some(Some(bytes)) => decode_bin(tree, bytes).map(Some),
             Some(None) => Ok(None),
             None => self.generation.trees[tree.index()]
@@ -572,26 +541,14 @@ impl Batch<'_> {
         prefix: &[u8],
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        // Oldest first: the batch this one follows, then this one.
-        let layers: Vec<&BTreeMap<Vec<u8>, Option<Vec<u8>>>> = self
-            .before
-            .iter()
-            .map(|before| &before[tree.index()])
-            .chain([&self.writes[tree.index()]])
-            .collect();
-        let in_range = |pending: &'_ BTreeMap<Vec<u8>, Option<Vec<u8>>>| {
+        let pending = &self.writes[tree.index()];
+        let in_range = || {
             pending
                 .range(prefix.to_vec()..)
                 .take_while(|(k, _)| k.starts_with(prefix))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect::<Vec<_>>()
         };
-        let layers: Vec<Vec<PendingWrite>> = layers.into_iter().map(in_range).collect();
         // Pending deletions may hide stored keys: read enough to still fill the limit.
-        let hidden: usize = layers
-            .iter()
-            .map(|layer| layer.iter().filter(|(_, v)| v.is_none()).count())
-            .sum();
+        let hidden = in_range().filter(|(_, v)| v.is_none()).count();
         let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
         for item in self.generation.trees[tree.index()]
             .scan_prefix(prefix)
@@ -600,10 +557,10 @@ impl Batch<'_> {
             let (k, v) = item?;
             merged.insert(k.to_vec(), v.to_vec());
         }
-        for (k, v) in layers.into_iter().flatten() {
+        for (k, v) in in_range() {
             match v {
-                Some(v) => merged.insert(k, v),
-                None => merged.remove(&k),
+                Some(v) => merged.insert(k.clone(), v.clone()),
+                None => merged.remove(k),
             };
         }
         Ok(merged.into_iter().take(limit).collect())
@@ -628,45 +585,14 @@ impl Batch<'_> {
     }
 
     /// Applies every write in one sled transaction: all or nothing.
-    pub fn commit(self) -> Result<()> {
-        self.seal().commit()
-    }
-
-    /// Closes the batch to further writes, to be committed by [`Sealed::commit`], perhaps
-    /// on another thread while the next batch (see [`Store::begin_after`]) is worked on.
-    pub fn seal(mut self) -> Sealed {
+    pub fn commit(mut self) -> Result<()> {
+        if self.is_empty() {
+            return Ok(());
+        }
         if !self.log.is_empty() {
             debug_assert_eq!(self.next_seq - self.first_seq, self.log.len() as u64);
             let segment = join_segment(&self.log);
             self.put(TreeName::Log, seq_key(self.next_seq - 1), segment);
-        }
-        Sealed {
-            store: self.store.clone(),
-            generation: self.generation,
-            writes: Arc::new(self.writes),
-            next_seq: self.next_seq,
-        }
-    }
-}
-
-/// The writes of a batch closed by [`Batch::seal`], not yet committed.
-pub struct Sealed {
-    store: Store,
-    generation: Arc<Generation>,
-    writes: Arc<Writes>,
-    next_seq: u64,
-}
-
-impl Sealed {
-    /// Whether the batch writes anything.
-    pub fn is_empty(&self) -> bool {
-        self.writes.iter().all(BTreeMap::is_empty)
-    }
-
-    /// Applies every write in one sled transaction: all or nothing.
-    pub fn commit(&self) -> Result<()> {
-        if self.is_empty() {
-            return Ok(());
         }
         // A batch began before a purge switched generations must not commit to the old one.
         let _writes = self
@@ -892,91 +818,6 @@ fn encode<T: Serialize>(tree: TreeName, value: &T) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_batch_begun_after_a_sealed_one_reads_its_writes_before_they_land() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let mut batch = store.begin().unwrap();
-        batch.append_log(&"stored").unwrap();
-        batch.put(TreeName::Records, b"a".to_vec(), b"1".to_vec());
-        batch.put(TreeName::Records, b"b".to_vec(), b"1".to_vec());
-        batch.put(TreeName::Records, b"c".to_vec(), b"1".to_vec());
-        batch.commit().unwrap();
-
-        let mut first = store.begin().unwrap();
-        assert_eq!(first.append_log(&"first").unwrap(), 2);
-        first.put(TreeName::Records, b"a".to_vec(), b"2".to_vec());
-        first.delete(TreeName::Records, b"b".to_vec());
-        first.put(TreeName::Records, b"d".to_vec(), b"2".to_vec());
-        let first = first.seal();
-
-        let mut second = store.begin_after(&first);
-        assert_eq!(second.next_seq(), 3, "numbered after the sealed batch");
-        assert_eq!(
-            second.get(TreeName::Records, b"a").unwrap(),
-            Some(b"2".to_vec())
-        );
-        assert_eq!(second.get(TreeName::Records, b"b").unwrap(), None);
-        assert_eq!(
-            second.get(TreeName::Records, b"c").unwrap(),
-            Some(b"1".to_vec())
-        );
-        second.put(TreeName::Records, b"c".to_vec(), b"3".to_vec());
-        second.put(TreeName::Records, b"b".to_vec(), b"3".to_vec());
-        second.delete(TreeName::Records, b"d".to_vec());
-        let scan = |batch: &Batch<'_>, limit| {
-            batch
-                .scan_prefix_limit(TreeName::Records, b"", limit)
-                .unwrap()
-                .into_iter()
-                .map(|(k, v)| (String::from_utf8(k).unwrap(), String::from_utf8(v).unwrap()))
-                .collect::<Vec<_>>()
-        };
-        let want = |pairs: &[(&str, &str)]| {
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(
-            scan(&second, 10),
-            want(&[("a", "2"), ("b", "3"), ("c", "3")])
-        );
-        assert_eq!(scan(&second, 2), want(&[("a", "2"), ("b", "3")]));
-        assert_eq!(second.append_log(&"second").unwrap(), 3);
-        // The first commits on another thread; the second reads the same either way.
-        let committing = std::thread::spawn(move || first.commit());
-        assert_eq!(
-            scan(&second, 10),
-            want(&[("a", "2"), ("b", "3"), ("c", "3")])
-        );
-        committing.join().unwrap().unwrap();
-        assert_eq!(
-            scan(&second, 10),
-            want(&[("a", "2"), ("b", "3"), ("c", "3")])
-        );
-        second.commit().unwrap();
-
-        let stored: Vec<_> = store
-            .tree(TreeName::Records)
-            .iter()
-            .map(|item| {
-                let (k, v) = item.unwrap();
-                (
-                    String::from_utf8(k.to_vec()).unwrap(),
-                    String::from_utf8(v.to_vec()).unwrap(),
-                )
-            })
-            .collect();
-        assert_eq!(stored, want(&[("a", "2"), ("b", "3"), ("c", "3")]));
-        let log: Vec<String> = store
-            .log()
-            .map(|entry| serde_json::from_slice(&entry.unwrap().1).unwrap())
-            .collect();
-        assert_eq!(log, ["stored", "first", "second"]);
-        assert_eq!(store.next_seq().unwrap(), 4);
-    }
 
     #[test]
     fn batch_reads_its_own_writes_and_commits_atomically() {
