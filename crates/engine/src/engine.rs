@@ -1,5 +1,6 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 
 use cmdm_domain::MatchExplanation;
 use cmdm_domain::record::RecordChange;
@@ -9,7 +10,7 @@ use cmdm_domain::{
 };
 use cmdm_matching::{EntityCandidate, Matcher, Member, Prepared, Survivorship};
 use cmdm_store::crypto::DataKey;
-use cmdm_store::{Batch, Store, TreeName};
+use cmdm_store::{Batch, Sealed, Store, TreeName};
 use tracing::{debug, info};
 
 use crate::index::{Found, MatchIndex};
@@ -151,10 +152,29 @@ impl Engine {
             Some(index) => index,
             None => self.load_index()?,
         };
-        let report = self.apply_to(&mut index, events, offsets)?;
+        let (report, sealed) = self.apply_to(&mut index, self.store.begin()?, events, offsets)?;
+        sealed.commit()?;
         // Only a committed batch leaves the index in step with the store.
         *guard = Some(index);
         Ok(report)
+    }
+
+    /// Applies batches one after another like [`Engine::apply_batch`], but writes each
+    /// to the store on a second thread while the next is matched (see [`Pipeline`]).
+    /// Other writers wait until the pipeline is dropped. Readers of the store may see a
+    /// part of a batch while it is written: this is for a store no hub serves (an import).
+    pub fn pipeline(&self) -> Result<Pipeline<'_>> {
+        let mut guard = self.lock_index();
+        let index = match guard.take() {
+            Some(index) => index,
+            None => self.load_index()?,
+        };
+        Ok(Pipeline {
+            engine: self,
+            guard,
+            index: Some(index),
+            in_flight: None,
+        })
     }
 
     /// Loads the match index now rather than on the first batch.
@@ -195,17 +215,15 @@ impl Engine {
         Ok(index)
     }
 
+    /// Applies events to `batch` and the index, and seals the batch for its commit.
     fn apply_to(
         &self,
         index: &mut MatchIndex,
+        batch: Batch<'_>,
         events: &[InboundEvent],
         offsets: &[SourceOffset],
-    ) -> Result<BatchReport> {
-        let mut work = Working::new(
-            self.store.begin()?,
-            &self.config.survivorship,
-            self.matcher.as_ref(),
-        );
+    ) -> Result<(BatchReport, Sealed)> {
+        let mut work = Working::new(batch, &self.config.survivorship, self.matcher.as_ref());
         let mut report = BatchReport::default();
         let received_at = Timestamp::now();
         let projector = self.projector();
@@ -288,8 +306,7 @@ impl Engine {
                 offset.next.to_be_bytes(),
             );
         }
-        batch.commit()?;
-        Ok(report)
+        Ok((report, batch.seal()))
     }
 
     /// Logs, projects and indexes the matcher's decisions about one record.
@@ -743,4 +760,94 @@ pub(crate) fn write_outbox(work: &mut Working<'_>) -> Result<usize> {
             .put_json(TreeName::Outbox, last_seq.to_be_bytes(), &changes)?;
     }
     Ok(changes.len())
+}
+
+/// Batches applied one after another, each written to the store on a second thread
+/// while the next one is matched: storage and matching, the two halves of applying a
+/// batch, overlap.
+///
+/// A batch reads the writes of the one before it while they are being written
+/// ([`Store::begin_after`]), and is written only after it, so the store ends as with
+/// [`Engine::apply_batch`]. Each batch is written through
+/// ([`cmdm_store::Sealed::write_through`]): all or nothing after a crash, but not in a
+/// sled transaction, whose lock would stop the next batch's reads. A write that fails
+/// fails the pipeline: the batches after it are not written, and the match index (which
+/// has followed them) is dropped, to be loaded again from the store.
+pub struct Pipeline<'e> {
+    engine: &'e Engine,
+    guard: MutexGuard<'e, Option<MatchIndex>>,
+    /// `None` once a batch failed.
+    index: Option<MatchIndex>,
+    /// The last batch applied, being committed.
+    in_flight: Option<(Arc<Sealed>, JoinHandle<cmdm_store::Result<()>>)>,
+}
+
+impl Pipeline<'_> {
+    /// Applies a batch of accepted events and records the consumed offsets; the batch
+    /// is written before the next one is, or by [`Pipeline::finish`].
+    pub fn apply(
+        &mut self,
+        events: &[InboundEvent],
+        offsets: &[SourceOffset],
+    ) -> Result<BatchReport> {
+        let store = &self.engine.store;
+        let batch = match &self.in_flight {
+            Some((before, _)) => store.begin_after(before),
+            None => store.begin()?,
+        };
+        let Some(index) = self.index.as_mut() else {
+            return Err(EngineError::Inconsistent(
+                "an earlier batch of this pipeline failed".into(),
+            ));
+        };
+        let applied = self.engine.apply_to(index, batch, events, offsets);
+        // This batch reads the previous one's writes: it commits only after them.
+        let committed = self.wait();
+        let (report, sealed) = match (applied, committed) {
+            (Ok(applied), Ok(())) => applied,
+            (Err(e), _) | (_, Err(e)) => {
+                self.index = None;
+                return Err(e);
+            }
+        };
+        let sealed = Arc::new(sealed);
+        let committing = {
+            let sealed = sealed.clone();
+            std::thread::Builder::new()
+                .name("cmdm-commit".into())
+                .spawn(move || sealed.write_through())
+                .map_err(|e| EngineError::Inconsistent(format!("cannot start a commit: {e}")))?
+        };
+        self.in_flight = Some((sealed, committing));
+        Ok(report)
+    }
+
+    /// Waits for the batch being committed.
+    fn wait(&mut self) -> Result<()> {
+        let Some((_, committing)) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let committed = match committing.join() {
+            Ok(committed) => committed.map_err(EngineError::from),
+            Err(_) => Err(EngineError::Inconsistent("a commit panicked".into())),
+        };
+        if committed.is_err() {
+            self.index = None;
+        }
+        committed
+    }
+
+    /// Waits until every batch applied is written.
+    pub fn finish(mut self) -> Result<()> {
+        self.wait()
+    }
+}
+
+impl Drop for Pipeline<'_> {
+    fn drop(&mut self) {
+        // Only batches all committed leave the index in step with the store.
+        if self.wait().is_ok() {
+            *self.guard = self.index.take();
+        }
+    }
 }

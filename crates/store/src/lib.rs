@@ -214,6 +214,7 @@ impl Store {
             });
         }
         let generation = Generation::open_retrying(&path, cache_bytes, name)?;
+        generation.replay_redo()?;
         Ok(Store {
             shared: Arc::new(Shared {
                 current: RwLock::new(Arc::new(generation)),
@@ -414,10 +415,26 @@ impl Store {
             store: self,
             generation: self.generation(),
             writes: vec![BTreeMap::new(); TreeName::ALL.len()],
+            before: None,
             first_seq: next_seq,
             next_seq,
             log: Vec::new(),
         })
+    }
+
+    /// Starts a batch that follows `before`, which may still be committing: the new batch
+    /// reads `before`'s writes as if they were committed. It must be committed after
+    /// `before`, and only if `before` committed.
+    pub fn begin_after(&self, before: &Sealed) -> Batch<'_> {
+        Batch {
+            store: self,
+            generation: before.generation.clone(),
+            writes: vec![BTreeMap::new(); TreeName::ALL.len()],
+            before: (!before.is_empty()).then(|| before.writes.clone()),
+            first_seq: before.next_seq,
+            next_seq: before.next_seq,
+            log: Vec::new(),
+        }
     }
 
     /// Makes everything committed so far durable on disk.
@@ -449,12 +466,19 @@ impl Store {
     }
 }
 
+/// A batch's writes per tree: a value, or `None` for a removal.
+type Writes = Vec<BTreeMap<Vec<u8>, Option<Vec<u8>>>>;
+/// One key a batch writes, with its value or `None` for a removal.
+type PendingWrite = (Vec<u8>, Option<Vec<u8>>);
+
 /// Pending writes of one batch, applied to sled in one transaction by [`Batch::commit`].
 pub struct Batch<'s> {
     store: &'s Store,
     /// The generation the batch reads and commits to (a purge waits for writers).
     generation: Arc<Generation>,
-    writes: Vec<BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
+    writes: Writes,
+    /// The writes of the batch this one follows, while they may not be committed yet.
+    before: Option<Arc<Writes>>,
     first_seq: u64,
     next_seq: u64,
     /// Log entries appended, encoded: written as one segment on commit.
@@ -467,9 +491,18 @@ impl Batch<'_> {
         self.store
     }
 
+    /// The value this batch or the one it follows wrote under a key, if either did.
+    fn pending(&self, tree: TreeName, key: &[u8]) -> Option<&Option<Vec<u8>>> {
+        self.writes[tree.index()].get(key).or_else(|| {
+            self.before
+                .as_ref()
+                .and_then(|before| before[tree.index()].get(key))
+        })
+    }
+
     /// Reads a value as the batch would leave it.
     pub fn get(&self, tree: TreeName, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        match self.writes[tree.index()].get(key) {
+        match self.pending(tree, key) {
             Some(pending) => Ok(pending.clone()),
             None => Ok(self.generation.trees[tree.index()]
                 .get(key)?
@@ -484,8 +517,7 @@ impl Batch<'_> {
 
     /// Reads and decodes a binary value as the batch would leave it.
     pub fn get_bin<T: DeserializeOwned>(&self, tree: TreeName, key: &[u8]) -> Result<Option<T>> {
-        let pending = self.writes[tree.index()].get(key);
-        match pending {
+        match self.pending(tree, key) {
             Some(Some(bytes)) => decode_bin(tree, bytes).map(Some),
             Some(None) => Ok(None),
             None => self.generation.trees[tree.index()]
@@ -541,14 +573,26 @@ impl Batch<'_> {
         prefix: &[u8],
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let pending = &self.writes[tree.index()];
-        let in_range = || {
+        // Oldest first: the batch this one follows, then this one.
+        let layers: Vec<&BTreeMap<Vec<u8>, Option<Vec<u8>>>> = self
+            .before
+            .iter()
+            .map(|before| &before[tree.index()])
+            .chain([&self.writes[tree.index()]])
+            .collect();
+        let in_range = |pending: &'_ BTreeMap<Vec<u8>, Option<Vec<u8>>>| {
             pending
                 .range(prefix.to_vec()..)
                 .take_while(|(k, _)| k.starts_with(prefix))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<Vec<_>>()
         };
+        let layers: Vec<Vec<PendingWrite>> = layers.into_iter().map(in_range).collect();
         // Pending deletions may hide stored keys: read enough to still fill the limit.
-        let hidden = in_range().filter(|(_, v)| v.is_none()).count();
+        let hidden: usize = layers
+            .iter()
+            .map(|layer| layer.iter().filter(|(_, v)| v.is_none()).count())
+            .sum();
         let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
         for item in self.generation.trees[tree.index()]
             .scan_prefix(prefix)
@@ -557,10 +601,10 @@ impl Batch<'_> {
             let (k, v) = item?;
             merged.insert(k.to_vec(), v.to_vec());
         }
-        for (k, v) in in_range() {
+        for (k, v) in layers.into_iter().flatten() {
             match v {
-                Some(v) => merged.insert(k.clone(), v.clone()),
-                None => merged.remove(k),
+                Some(v) => merged.insert(k, v),
+                None => merged.remove(&k),
             };
         }
         Ok(merged.into_iter().take(limit).collect())
@@ -585,14 +629,45 @@ impl Batch<'_> {
     }
 
     /// Applies every write in one sled transaction: all or nothing.
-    pub fn commit(mut self) -> Result<()> {
-        if self.is_empty() {
-            return Ok(());
-        }
+    pub fn commit(self) -> Result<()> {
+        self.seal().commit()
+    }
+
+    /// Closes the batch to further writes, to be committed by [`Sealed::commit`], perhaps
+    /// on another thread while the next batch (see [`Store::begin_after`]) is worked on.
+    pub fn seal(mut self) -> Sealed {
         if !self.log.is_empty() {
             debug_assert_eq!(self.next_seq - self.first_seq, self.log.len() as u64);
             let segment = join_segment(&self.log);
             self.put(TreeName::Log, seq_key(self.next_seq - 1), segment);
+        }
+        Sealed {
+            store: self.store.clone(),
+            generation: self.generation,
+            writes: Arc::new(self.writes),
+            next_seq: self.next_seq,
+        }
+    }
+}
+
+/// The writes of a batch closed by [`Batch::seal`], not yet committed.
+pub struct Sealed {
+    store: Store,
+    generation: Arc<Generation>,
+    writes: Arc<Writes>,
+    next_seq: u64,
+}
+
+impl Sealed {
+    /// Whether the batch writes anything.
+    pub fn is_empty(&self) -> bool {
+        self.writes.iter().all(BTreeMap::is_empty)
+    }
+
+    /// Applies every write in one sled transaction: all or nothing.
+    pub fn commit(&self) -> Result<()> {
+        if self.is_empty() {
+            return Ok(());
         }
         // A batch began before a purge switched generations must not commit to the old one.
         let _writes = self
@@ -630,9 +705,141 @@ impl Batch<'_> {
                 }
             })
     }
+
+    /// Applies the writes key by key rather than in a sled transaction, so that reads on
+    /// other threads go on meanwhile (sled's transactions hold a lock every read waits
+    /// for). All or nothing after a crash all the same: the writes are first stored whole
+    /// as one redo record, removed after the last of them; opening the store replays a
+    /// redo record it finds ([`Store::open`]). sled recovers a prefix of its log, so a
+    /// write that survives a crash implies its redo record does. Readers of the store on
+    /// other threads may see part of the batch meanwhile: this is for a writer that has
+    /// the store to itself (an import).
+    pub fn write_through(&self) -> Result<()> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        let _writes = self
+            .store
+            .shared
+            .writes
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !Arc::ptr_eq(&self.generation, &self.store.generation()) {
+            return Err(StoreError::Sled(sled::Error::Unsupported(
+                "the store was purged while this batch was open; apply it again".into(),
+            )));
+        }
+        let meta = &self.generation.trees[TreeName::Meta.index()];
+        meta.insert(REDO, encode_redo(&self.writes))?;
+        apply_writes(&self.generation, &self.writes)?;
+        meta.remove(REDO)?;
+        Ok(())
+    }
+}
+
+/// The key in `Meta` of the redo record of a batch being written through.
+const REDO: &[u8] = b"redo";
+
+/// A batch's writes as one value: their number (u64 LE), then per write the tree's
+/// position in [`TreeName::ALL`], the key's length (u32 LE) and the key, then 1, the
+/// value's length and the value, or 0 for a removal.
+fn encode_redo(writes: &Writes) -> Vec<u8> {
+    let size: usize = writes
+        .iter()
+        .flatten()
+        .map(|(k, v)| 10 + k.len() + v.as_ref().map_or(0, Vec::len))
+        .sum();
+    let mut out = Vec::with_capacity(8 + size);
+    let count: usize = writes.iter().map(BTreeMap::len).sum();
+    out.extend_from_slice(&(count as u64).to_le_bytes());
+    for (tree, pending) in writes.iter().enumerate() {
+        for (key, value) in pending {
+            out.push(tree as u8);
+            out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+            out.extend_from_slice(key);
+            match value {
+                Some(value) => {
+                    out.push(1);
+                    out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+                    out.extend_from_slice(value);
+                }
+                None => out.push(0),
+            }
+        }
+    }
+    out
+}
+
+fn decode_redo(bytes: &[u8]) -> Result<Writes> {
+    let corrupt = |reason: &str| StoreError::Corrupt {
+        tree: "meta",
+        reason: format!("redo record: {reason}"),
+    };
+    let mut writes: Writes = vec![BTreeMap::new(); TreeName::ALL.len()];
+    let mut rest = bytes;
+    let take = |n: usize, rest: &mut &[u8]| -> Result<Vec<u8>> {
+        if rest.len() < n {
+            return Err(corrupt("cut short"));
+        }
+        let (head, tail) = rest.split_at(n);
+        *rest = tail;
+        Ok(head.to_vec())
+    };
+    let length =
+        |bytes: Vec<u8>| u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+    let count = take(8, &mut rest)?;
+    let count = u64::from_le_bytes(count.try_into().map_err(|_| corrupt("no count"))?);
+    let mut read = 0u64;
+    while !rest.is_empty() {
+        read += 1;
+        let tree = usize::from(take(1, &mut rest)?[0]);
+        if tree >= writes.len() {
+            return Err(corrupt("unknown tree"));
+        }
+        let n = length(take(4, &mut rest)?);
+        let key = take(n, &mut rest)?;
+        let value = match take(1, &mut rest)?[0] {
+            0 => None,
+            1 => {
+                let n = length(take(4, &mut rest)?);
+                Some(take(n, &mut rest)?)
+            }
+            _ => return Err(corrupt("bad value flag")),
+        };
+        writes[tree].insert(key, value);
+    }
+    if read != count {
+        return Err(corrupt(&format!("{read} writes of {count}")));
+    }
+    Ok(writes)
+}
+
+/// Applies writes key by key (puts and removals: applying them twice changes nothing).
+fn apply_writes(generation: &Generation, writes: &Writes) -> Result<()> {
+    for (tree, pending) in generation.trees.iter().zip(writes) {
+        for (key, value) in pending {
+            match value {
+                Some(value) => tree.insert(key.as_slice(), value.as_slice())?,
+                None => tree.remove(key.as_slice())?,
+            };
+        }
+    }
+    Ok(())
 }
 
 impl Generation {
+    /// Finishes a batch that was being written through when the process stopped.
+    fn replay_redo(&self) -> Result<()> {
+        let meta = &self.trees[TreeName::Meta.index()];
+        if let Some(redo) = meta.get(REDO)? {
+            let writes = decode_redo(&redo)?;
+            apply_writes(self, &writes)?;
+            meta.remove(REDO)?;
+            self.db.flush()?;
+        }
+        Ok(())
+    }
+
     /// Opens a generation's sled directory. sled releases its file lock from a background
     /// thread once the last handle is dropped, so a reopen in the same process may find it
     /// still held for a moment: the lock is retried for up to two seconds.
@@ -818,6 +1025,159 @@ fn encode<T: Serialize>(tree: TreeName, value: &T) -> Result<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_cut_short_while_written_through_is_finished_when_the_store_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = |store: &Store| -> Vec<(Vec<u8>, Vec<u8>)> {
+            store
+                .tree(TreeName::Records)
+                .iter()
+                .map(|item| {
+                    let (k, v) = item.unwrap();
+                    (k.to_vec(), v.to_vec())
+                })
+                .collect()
+        };
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let mut batch = store.begin().unwrap();
+            batch.append_log(&"first").unwrap();
+            batch.put(TreeName::Records, b"a".to_vec(), b"1".to_vec());
+            batch.put(TreeName::Records, b"b".to_vec(), b"1".to_vec());
+            batch.seal().write_through().unwrap();
+            assert!(store.get(TreeName::Meta, REDO).unwrap().is_none());
+            assert_eq!(records(&store).len(), 2);
+
+            let mut batch = store.begin().unwrap();
+            batch.append_log(&"cut short").unwrap();
+            batch.put(TreeName::Records, b"a".to_vec(), b"2".to_vec());
+            batch.delete(TreeName::Records, b"b".to_vec());
+            batch.put(TreeName::Records, b"c".to_vec(), b"2".to_vec());
+            let sealed = batch.seal();
+            // The process dies after the redo record and the first write.
+            let meta = store.tree(TreeName::Meta);
+            meta.insert(REDO, encode_redo(&sealed.writes)).unwrap();
+            store
+                .tree(TreeName::Records)
+                .insert(b"a", b"2".to_vec())
+                .unwrap();
+            store.flush_blocking().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(
+            records(&store),
+            vec![
+                (b"a".to_vec(), b"2".to_vec()),
+                (b"c".to_vec(), b"2".to_vec())
+            ]
+        );
+        let log: Vec<String> = store
+            .log()
+            .map(|entry| serde_json::from_slice(&entry.unwrap().1).unwrap())
+            .collect();
+        assert_eq!(log, ["first", "cut short"]);
+        assert!(store.get(TreeName::Meta, REDO).unwrap().is_none());
+        assert_eq!(store.next_seq().unwrap(), 3);
+    }
+
+    #[test]
+    fn a_redo_record_reads_back_as_written_and_a_cut_one_is_refused() {
+        let mut writes: Writes = vec![BTreeMap::new(); TreeName::ALL.len()];
+        writes[TreeName::Records.index()].insert(b"k".to_vec(), Some(vec![0, 1, 2]));
+        writes[TreeName::Records.index()].insert(b"gone".to_vec(), None);
+        writes[TreeName::Erased.index()].insert(Vec::new(), Some(Vec::new()));
+        let bytes = encode_redo(&writes);
+        assert_eq!(decode_redo(&bytes).unwrap(), writes);
+        for cut in 0..bytes.len() {
+            assert!(decode_redo(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn a_batch_begun_after_a_sealed_one_reads_its_writes_before_they_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let mut batch = store.begin().unwrap();
+        batch.append_log(&"stored").unwrap();
+        batch.put(TreeName::Records, b"a".to_vec(), b"1".to_vec());
+        batch.put(TreeName::Records, b"b".to_vec(), b"1".to_vec());
+        batch.put(TreeName::Records, b"c".to_vec(), b"1".to_vec());
+        batch.commit().unwrap();
+
+        let mut first = store.begin().unwrap();
+        assert_eq!(first.append_log(&"first").unwrap(), 2);
+        first.put(TreeName::Records, b"a".to_vec(), b"2".to_vec());
+        first.delete(TreeName::Records, b"b".to_vec());
+        first.put(TreeName::Records, b"d".to_vec(), b"2".to_vec());
+        let first = first.seal();
+
+        let mut second = store.begin_after(&first);
+        assert_eq!(second.next_seq(), 3, "numbered after the sealed batch");
+        assert_eq!(
+            second.get(TreeName::Records, b"a").unwrap(),
+            Some(b"2".to_vec())
+        );
+        assert_eq!(second.get(TreeName::Records, b"b").unwrap(), None);
+        assert_eq!(
+            second.get(TreeName::Records, b"c").unwrap(),
+            Some(b"1".to_vec())
+        );
+        second.put(TreeName::Records, b"c".to_vec(), b"3".to_vec());
+        second.put(TreeName::Records, b"b".to_vec(), b"3".to_vec());
+        second.delete(TreeName::Records, b"d".to_vec());
+        let scan = |batch: &Batch<'_>, limit| {
+            batch
+                .scan_prefix_limit(TreeName::Records, b"", limit)
+                .unwrap()
+                .into_iter()
+                .map(|(k, v)| (String::from_utf8(k).unwrap(), String::from_utf8(v).unwrap()))
+                .collect::<Vec<_>>()
+        };
+        let want = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            scan(&second, 10),
+            want(&[("a", "2"), ("b", "3"), ("c", "3")])
+        );
+        assert_eq!(scan(&second, 2), want(&[("a", "2"), ("b", "3")]));
+        assert_eq!(second.append_log(&"second").unwrap(), 3);
+        // The first commits on another thread; the second reads the same either way.
+        let committing = std::thread::spawn(move || first.commit());
+        assert_eq!(
+            scan(&second, 10),
+            want(&[("a", "2"), ("b", "3"), ("c", "3")])
+        );
+        committing.join().unwrap().unwrap();
+        assert_eq!(
+            scan(&second, 10),
+            want(&[("a", "2"), ("b", "3"), ("c", "3")])
+        );
+        second.commit().unwrap();
+
+        let stored: Vec<_> = store
+            .tree(TreeName::Records)
+            .iter()
+            .map(|item| {
+                let (k, v) = item.unwrap();
+                (
+                    String::from_utf8(k.to_vec()).unwrap(),
+                    String::from_utf8(v.to_vec()).unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(stored, want(&[("a", "2"), ("b", "3"), ("c", "3")]));
+        let log: Vec<String> = store
+            .log()
+            .map(|entry| serde_json::from_slice(&entry.unwrap().1).unwrap())
+            .collect();
+        assert_eq!(log, ["stored", "first", "second"]);
+        assert_eq!(store.next_seq().unwrap(), 4);
+    }
 
     #[test]
     fn batch_reads_its_own_writes_and_commits_atomically() {
