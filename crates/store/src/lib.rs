@@ -834,6 +834,10 @@ impl Generation {
         if let Some(redo) = meta.get(REDO)? {
             let writes = decode_redo(&redo)?;
             apply_writes(self, &writes)?;
+            tracing::warn!(
+                writes = writes.iter().map(BTreeMap::len).sum::<usize>(),
+                "finished writing a batch the last process stopped in the middle of"
+            );
             meta.remove(REDO)?;
             self.db.flush()?;
         }
