@@ -409,9 +409,12 @@ impl MatchIndex {
         if let Err(at) = members.binary_search(&slot) {
             members.insert(at, slot);
         }
-        let alone = members.len() == 1;
-        for &member in members.iter().take(2) {
-            self.records[member as usize].alone = alone;
+        // The record joining, and the one it keeps company if that one was alone.
+        self.records[slot as usize].alone = members.len() == 1;
+        if members.len() == 2 {
+            for &member in members.iter() {
+                self.records[member as usize].alone = false;
+            }
         }
     }
 
@@ -527,6 +530,17 @@ mod tests {
                 record: key(2),
                 explanation: MatchExplanation::default(),
             },
+            // A record alone in its entity, merged into one of two members where it
+            // sorts last.
+            Decision::EntityCreated {
+                entity: GoldenId(4),
+                record: key(4),
+            },
+            Decision::EntitiesMerged {
+                survivor: b,
+                merged: GoldenId(4),
+                explanation: MatchExplanation::default(),
+            },
         ];
         let alone = |index: &MatchIndex, n| {
             index
@@ -539,6 +553,7 @@ mod tests {
             check_alone(&index);
             seen.push((alone(&index, 1), alone(&index, 2), alone(&index, 3)));
         }
+        assert!(!alone(&index, 4), "merged into company");
         // Alone, joined, left alone again by the others leaving, joined again.
         assert!(seen[1].1);
         assert!(!seen[3].1);
