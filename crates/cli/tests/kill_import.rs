@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use cmdm_domain::LogEntry;
 use cmdm_hub::config::HubConfig;
+use cmdm_matching::synth::SplitMix;
 use cmdm_store::{Store, TreeName};
 
 const KILLS: usize = 8;
@@ -36,19 +37,6 @@ fn import(dir: &Path, csv: &Path) -> Command {
         .args(["--id", "record_id", "--source", "synth", "--batch", "100"])
         .args(["--map", MAP]);
     command
-}
-
-/// A small deterministic generator for the kill times.
-struct SplitMix(u64);
-
-impl SplitMix {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (z ^ (z >> 31)) % n
-    }
 }
 
 /// Every entry of a tree; the golden ids in it are sequence numbers, the same in both runs.
@@ -87,7 +75,9 @@ fn an_import_killed_at_random_points_and_run_again_loses_and_duplicates_nothing(
         let mut child = import(&crashed, &csv).spawn().expect("import");
         // Each run goes on from where the last one stopped: kill it after about an
         // eighth of the whole import's time at most, so that all kills land before the end.
-        let at = Duration::from_millis(50 + rng.below(took.as_millis() as u64 / KILLS as u64));
+        let at = Duration::from_millis(
+            50 + rng.below((took.as_millis() as usize / KILLS).max(1)) as u64,
+        );
         std::thread::sleep(at);
         let finished = child.try_wait().expect("import status").is_some();
         child.kill().expect("SIGKILL");

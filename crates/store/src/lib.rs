@@ -664,13 +664,10 @@ impl Sealed {
         self.writes.iter().all(BTreeMap::is_empty)
     }
 
-    /// Applies every write in one sled transaction: all or nothing.
-    pub fn commit(&self) -> Result<()> {
-        if self.is_empty() {
-            return Ok(());
-        }
-        // A batch began before a purge switched generations must not commit to the old one.
-        let _writes = self
+    /// Keeps purges off while the batch is written. A batch begun before a purge switched
+    /// generations must not be written to the old one.
+    fn hold_off_purges(&self) -> Result<std::sync::RwLockReadGuard<'_, ()>> {
+        let writes = self
             .store
             .shared
             .writes
@@ -681,6 +678,15 @@ impl Sealed {
                 "the store was purged while this batch was open; apply it again".into(),
             )));
         }
+        Ok(writes)
+    }
+
+    /// Applies every write in one sled transaction: all or nothing.
+    pub fn commit(&self) -> Result<()> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        let _writes = self.hold_off_purges()?;
         let touched: Vec<usize> = (0..self.writes.len())
             .filter(|&i| !self.writes[i].is_empty())
             .collect();
@@ -718,17 +724,7 @@ impl Sealed {
         if self.is_empty() {
             return Ok(());
         }
-        let _writes = self
-            .store
-            .shared
-            .writes
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if !Arc::ptr_eq(&self.generation, &self.store.generation()) {
-            return Err(StoreError::Sled(sled::Error::Unsupported(
-                "the store was purged while this batch was open; apply it again".into(),
-            )));
-        }
+        let _writes = self.hold_off_purges()?;
         let meta = &self.generation.trees[TreeName::Meta.index()];
         meta.insert(REDO, encode_redo(&self.writes))?;
         apply_writes(&self.generation, &self.writes)?;
