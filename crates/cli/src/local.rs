@@ -293,7 +293,7 @@ fn run_import(
     let mut chunk = Vec::with_capacity(args.batch);
     let mut rate = RateLog::new();
     let source = args.csv.source.as_str();
-    // Each batch is committed while the next is matched.
+    // Each batch is written to the store while the next is matched.
     let mut pipeline = engine.pipeline()?;
     let rejected = table::read_each(
         &args.csv.csv,

@@ -144,14 +144,8 @@ impl Engine {
         events: &[InboundEvent],
         offsets: &[SourceOffset],
     ) -> Result<BatchReport> {
-        let mut guard = self
-            .index
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut index = match guard.take() {
-            Some(index) => index,
-            None => self.load_index()?,
-        };
+        let mut guard = self.lock_index();
+        let mut index = self.take_index(&mut guard)?;
         let (report, sealed) = self.apply_to(&mut index, self.store.begin()?, events, offsets)?;
         sealed.commit()?;
         // Only a committed batch leaves the index in step with the store.
@@ -165,10 +159,7 @@ impl Engine {
     /// part of a batch while it is written: this is for a store no hub serves (an import).
     pub fn pipeline(&self) -> Result<Pipeline<'_>> {
         let mut guard = self.lock_index();
-        let index = match guard.take() {
-            Some(index) => index,
-            None => self.load_index()?,
-        };
+        let index = self.take_index(&mut guard)?;
         Ok(Pipeline {
             engine: self,
             guard,
@@ -202,6 +193,15 @@ impl Engine {
         self.index
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The match index out of its lock (loaded if it is not there), for a writer to
+    /// give back once its batches are committed.
+    fn take_index(&self, guard: &mut Option<MatchIndex>) -> Result<MatchIndex> {
+        match guard.take() {
+            Some(index) => Ok(index),
+            None => self.load_index(),
+        }
     }
 
     pub(crate) fn load_index(&self) -> Result<MatchIndex> {
@@ -790,15 +790,15 @@ impl Pipeline<'_> {
         events: &[InboundEvent],
         offsets: &[SourceOffset],
     ) -> Result<BatchReport> {
-        let store = &self.engine.store;
-        let batch = match &self.in_flight {
-            Some((before, _)) => store.begin_after(before),
-            None => store.begin()?,
-        };
         let Some(index) = self.index.as_mut() else {
             return Err(EngineError::Inconsistent(
                 "an earlier batch of this pipeline failed".into(),
             ));
+        };
+        let store = &self.engine.store;
+        let batch = match &self.in_flight {
+            Some((before, _)) => store.begin_after(before),
+            None => store.begin()?,
         };
         let applied = self.engine.apply_to(index, batch, events, offsets);
         // This batch reads the previous one's writes: it commits only after them.
@@ -811,15 +811,23 @@ impl Pipeline<'_> {
             }
         };
         let sealed = Arc::new(sealed);
-        let committing = {
-            let sealed = sealed.clone();
-            std::thread::Builder::new()
-                .name("cmdm-commit".into())
-                .spawn(move || sealed.write_through())
-                .map_err(|e| EngineError::Inconsistent(format!("cannot start a commit: {e}")))?
-        };
-        self.in_flight = Some((sealed, committing));
-        Ok(report)
+        let writer = sealed.clone();
+        let spawned = std::thread::Builder::new()
+            .name("cmdm-commit".into())
+            .spawn(move || writer.write_through());
+        match spawned {
+            Ok(committing) => {
+                self.in_flight = Some((sealed, committing));
+                Ok(report)
+            }
+            Err(e) => {
+                // The index has followed a batch that will not be written.
+                self.index = None;
+                Err(EngineError::Inconsistent(format!(
+                    "cannot start writing a batch: {e}"
+                )))
+            }
+        }
     }
 
     /// Waits for the batch being committed.
