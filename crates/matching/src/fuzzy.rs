@@ -180,8 +180,8 @@ impl Matcher for FuzzyMatcher {
         candidates: &[EntityCandidate<'_>],
     ) -> MatchOutcome {
         let t = &self.model.thresholds;
-        let record = &self.model.compact(record);
-        let probe = self.model.probe(record);
+        let probe = self.model.probe(self.model.compact(record));
+        let record = probe.form();
         let mut fits: Vec<(Fit, &EntityCandidate<'_>)> = candidates
             .iter()
             .filter(|c| home.is_none_or(|h| h.entity != c.entity))
@@ -215,7 +215,7 @@ impl Matcher for FuzzyMatcher {
     }
 
     fn screen(&self, record: &Prepared) -> Box<dyn Fn(&Compact) -> bool + Send + Sync + '_> {
-        let probe = self.model.probe(&self.model.compact(record));
+        let probe = self.model.probe(self.model.compact(record));
         let floor = weight_of(self.model.thresholds.review);
         Box::new(move |member| Model::may_reach(&probe, member, floor))
     }

@@ -288,6 +288,13 @@ pub struct Probe {
     prior: f64,
 }
 
+impl Probe {
+    /// The probed record.
+    pub fn form(&self) -> &Compact {
+        &self.form
+    }
+}
+
 /// A field's contribution to a pair's score.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FieldScore {
@@ -490,7 +497,7 @@ impl Model {
     }
 
     /// A record made ready to be compared with many others.
-    pub fn probe(&self, record: &Compact) -> Probe {
+    pub fn probe(&self, record: Compact) -> Probe {
         let mut order: Vec<(usize, Kind)> = (0..self.fields.len())
             .filter(|&i| record.view(i).is_some())
             .map(|i| (i, self.fields[i].kind))
@@ -522,7 +529,7 @@ impl Model {
             headroom[k] = headroom[k + 1] + best;
         }
         Probe {
-            form: record.clone(),
+            form: record,
             order,
             weights,
             headroom,
@@ -646,7 +653,7 @@ mod tests {
             let (ca, cb) = (model.compact(&person(&a)), model.compact(&person(&b)));
             let (weight, _) = model.quick_score(&ca, &cb);
             if weight >= floor {
-                prop_assert!(Model::may_reach(&model.probe(&ca), &cb, floor));
+                prop_assert!(Model::may_reach(&model.probe(ca.clone()), &cb, floor));
             }
         }
     }

@@ -468,8 +468,6 @@ impl Store {
 
 /// A batch's writes per tree: a value, or `None` for a removal.
 type Writes = Vec<BTreeMap<Vec<u8>, Option<Vec<u8>>>>;
-/// One key a batch writes, with its value or `None` for a removal.
-type PendingWrite = (Vec<u8>, Option<Vec<u8>>);
 
 /// Pending writes of one batch, applied to sled in one transaction by [`Batch::commit`].
 pub struct Batch<'s> {
@@ -580,19 +578,15 @@ impl Batch<'_> {
             .map(|before| &before[tree.index()])
             .chain([&self.writes[tree.index()]])
             .collect();
-        let in_range = |pending: &'_ BTreeMap<Vec<u8>, Option<Vec<u8>>>| {
-            pending
-                .range(prefix.to_vec()..)
-                .take_while(|(k, _)| k.starts_with(prefix))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect::<Vec<_>>()
+        let in_range = || {
+            layers.iter().flat_map(|pending| {
+                pending
+                    .range(prefix.to_vec()..)
+                    .take_while(|(k, _)| k.starts_with(prefix))
+            })
         };
-        let layers: Vec<Vec<PendingWrite>> = layers.into_iter().map(in_range).collect();
         // Pending deletions may hide stored keys: read enough to still fill the limit.
-        let hidden: usize = layers
-            .iter()
-            .map(|layer| layer.iter().filter(|(_, v)| v.is_none()).count())
-            .sum();
+        let hidden = in_range().filter(|(_, v)| v.is_none()).count();
         let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
         for item in self.generation.trees[tree.index()]
             .scan_prefix(prefix)
@@ -601,10 +595,10 @@ impl Batch<'_> {
             let (k, v) = item?;
             merged.insert(k.to_vec(), v.to_vec());
         }
-        for (k, v) in layers.into_iter().flatten() {
+        for (k, v) in in_range() {
             match v {
-                Some(v) => merged.insert(k, v),
-                None => merged.remove(&k),
+                Some(v) => merged.insert(k.clone(), v.clone()),
+                None => merged.remove(k),
             };
         }
         Ok(merged.into_iter().take(limit).collect())
@@ -621,11 +615,6 @@ impl Batch<'_> {
         self.log.push(encode(TreeName::Log, entry)?);
         self.next_seq += 1;
         Ok(seq)
-    }
-
-    /// Whether the batch writes anything.
-    pub fn is_empty(&self) -> bool {
-        self.log.is_empty() && self.writes.iter().all(BTreeMap::is_empty)
     }
 
     /// Applies every write in one sled transaction: all or nothing.
