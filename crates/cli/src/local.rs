@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Args;
 use cmdm_domain::{GoldenId, SourceKey, SourceRecord, Stamp, Timestamp};
-use cmdm_engine::{BatchReport, Engine, EngineConfig, Pipeline};
+use cmdm_engine::{BatchReport, Engine, EngineConfig};
 use cmdm_hub::HubConfig;
 use cmdm_matching::{FuzzyMatcher, Matcher, Model, Prepared};
 use cmdm_store::{Store, TreeName};
@@ -237,9 +237,11 @@ impl ImportSummary {
     }
 }
 
-/// Applies rows through the engine's batch path, as Kafka events would be.
+/// Applies rows through the engine's batch path, as Kafka events would be; each batch is
+/// written to the store while the next is matched ([`Engine::apply_behind`]), made
+/// durable once at the end.
 fn apply_rows(
-    pipeline: &mut Pipeline<'_>,
+    engine: &Engine,
     rows: impl IntoIterator<Item = Row>,
     source: &str,
     batch: usize,
@@ -247,11 +249,11 @@ fn apply_rows(
 ) -> anyhow::Result<()> {
     let time = Timestamp::now();
     let mut pending = Vec::with_capacity(batch);
-    let mut flush = |pending: &mut Vec<_>, summary: &mut ImportSummary| -> anyhow::Result<()> {
+    let flush = |pending: &mut Vec<_>, summary: &mut ImportSummary| -> anyhow::Result<()> {
         if pending.is_empty() {
             return Ok(());
         }
-        let report = pipeline.apply(pending, &[])?;
+        let report = engine.apply_behind(pending, &[], false)?;
         summary.add(&report);
         pending.clear();
         Ok(())
@@ -293,8 +295,6 @@ fn run_import(
     let mut chunk = Vec::with_capacity(args.batch);
     let mut rate = RateLog::new();
     let source = args.csv.source.as_str();
-    // Each batch is written to the store while the next is matched.
-    let mut pipeline = engine.pipeline()?;
     let rejected = table::read_each(
         &args.csv.csv,
         &mapping,
@@ -305,7 +305,7 @@ fn run_import(
             chunk.push(row);
             if chunk.len() >= args.batch.max(1) {
                 apply_rows(
-                    &mut pipeline,
+                    &engine,
                     std::mem::take(&mut chunk),
                     source,
                     args.batch,
@@ -316,8 +316,8 @@ fn run_import(
             Ok(())
         },
     )?;
-    apply_rows(&mut pipeline, chunk, source, args.batch, &mut summary)?;
-    pipeline.finish()?;
+    apply_rows(&engine, chunk, source, args.batch, &mut summary)?;
+    engine.written()?;
     engine.store().flush_blocking()?;
     summary.rejected = rejected.len();
     summary.entities = engine.store().tree(TreeName::Entities).len();
@@ -591,15 +591,8 @@ pub fn eval(config: &HubConfig, args: &EvalArgs, json: bool) -> anyhow::Result<(
     );
     let import_started = Instant::now();
     let mut summary = ImportSummary::default();
-    let mut pipeline = engine.pipeline()?;
-    apply_rows(
-        &mut pipeline,
-        rows.iter().cloned(),
-        source,
-        1000,
-        &mut summary,
-    )?;
-    pipeline.finish()?;
+    apply_rows(&engine, rows.iter().cloned(), source, 1000, &mut summary)?;
+    engine.written()?;
     let import_seconds = import_started.elapsed().as_secs_f64();
 
     // Clusters as the hub formed them, and the truth.

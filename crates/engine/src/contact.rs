@@ -135,7 +135,7 @@ impl Engine {
         let Some(block) = cmdm_matching::contact_point_block(point) else {
             return Ok(Vec::new());
         };
-        let mut guard = self.lock_index();
+        let mut guard = self.lock_index()?;
         if guard.is_none() {
             *guard = Some(self.load_index()?);
         }
@@ -164,6 +164,7 @@ impl Engine {
         mut points: Vec<String>,
         question: &ContactQuestion,
     ) -> Result<ContactFacts> {
+        let _gate = self.store().read_gate();
         let store = self.store();
         let key = consent_key(&question.purpose, question.channel);
         let topic_item = question.topic.as_ref().map(|t| format!("topic.{t}"));
@@ -281,6 +282,7 @@ impl Engine {
     /// person's declarations can no longer be read and are not counted), channel
     /// migration and the opt-outs that stayed narrow (from the golden records).
     pub fn consent_report(&self) -> Result<ConsentReport> {
+        let _gate = self.store().read_gate();
         let store = self.store();
         let mut periods: BTreeMap<(String, String, String), PeriodCounts> = BTreeMap::new();
         for item in store.log() {

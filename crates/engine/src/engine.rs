@@ -99,10 +99,83 @@ pub struct Engine {
     store: Store,
     matcher: Arc<dyn Matcher>,
     config: EngineConfig,
+    /// The match index and the batch being written behind the next one. Its lock admits
+    /// one writer at a time: batches are decided against each other's results.
+    writer: Mutex<Writer>,
+}
+
+/// What the writers share.
+struct Writer {
     /// The in-memory match index, loaded on first use and dropped when a batch fails
-    /// (it may then hold the failed batch's changes). Its lock also admits one writer at
-    /// a time: batches are decided against each other's results.
-    index: Mutex<Option<MatchIndex>>,
+    /// (it may then hold the failed batch's changes).
+    index: Option<MatchIndex>,
+    /// The last batch applied by [`Engine::apply_behind`], being written on its own thread.
+    in_flight: Option<InFlight>,
+    /// Why a batch written behind failed: no batch is applied after it until a restart,
+    /// which finishes or drops it ([`Store::open`] replays its redo record).
+    failed: Option<String>,
+}
+
+struct InFlight {
+    sealed: Arc<Sealed>,
+    thread: JoinHandle<cmdm_store::Result<()>>,
+}
+
+impl Writer {
+    fn refuse_after_failure(&self) -> Result<()> {
+        match &self.failed {
+            Some(reason) => Err(EngineError::Inconsistent(reason.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits until the batch being written behind is written.
+    fn settle(&mut self) -> Result<()> {
+        self.refuse_after_failure()?;
+        let Some(in_flight) = self.in_flight.take() else {
+            return Ok(());
+        };
+        let written = match in_flight.thread.join() {
+            Ok(written) => written.map_err(EngineError::from),
+            Err(_) => Err(EngineError::Inconsistent("writing a batch panicked".into())),
+        };
+        if let Err(e) = &written {
+            // The index has followed the batch; the store may hold part of it.
+            self.index = None;
+            self.failed = Some(format!(
+                "a batch could not be written ({e}); restart to finish or drop it"
+            ));
+        }
+        written
+    }
+}
+
+/// The writers' lock, taken once the batch written behind is written: the match index
+/// is then in step with the store.
+pub(crate) struct WriterGuard<'e>(MutexGuard<'e, Writer>);
+
+impl std::ops::Deref for WriterGuard<'_> {
+    type Target = Option<MatchIndex>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0.index
+    }
+}
+
+impl std::ops::DerefMut for WriterGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0.index
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        // A batch handed to its writing thread is finished, not abandoned half-way.
+        let writer = self.writer.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = writer.settle() {
+            tracing::error!(error = %e, "the last batch could not be written");
+        }
+    }
 }
 
 impl Engine {
@@ -112,7 +185,11 @@ impl Engine {
             store,
             matcher,
             config,
-            index: Mutex::new(None),
+            writer: Mutex::new(Writer {
+                index: None,
+                in_flight: None,
+                failed: None,
+            }),
         }
     }
 
@@ -144,7 +221,7 @@ impl Engine {
         events: &[InboundEvent],
         offsets: &[SourceOffset],
     ) -> Result<BatchReport> {
-        let mut guard = self.lock_index();
+        let mut guard = self.lock_index()?;
         let mut index = self.take_index(&mut guard)?;
         let (report, sealed) = self.apply_to(&mut index, self.store.begin()?, events, offsets)?;
         sealed.commit()?;
@@ -153,27 +230,76 @@ impl Engine {
         Ok(report)
     }
 
-    /// Applies batches one after another like [`Engine::apply_batch`], but writes each
-    /// to the store on a second thread while the next is matched (see [`Pipeline`]).
-    /// Other writers wait until the pipeline is dropped. Readers of the store may see a
-    /// part of a batch while it is written: this is for a store no hub serves (an import).
-    pub fn pipeline(&self) -> Result<Pipeline<'_>> {
-        let mut guard = self.lock_index();
-        let index = self.take_index(&mut guard)?;
-        Ok(Pipeline {
-            engine: self,
-            guard,
-            index: Some(index),
-            in_flight: None,
-        })
+    /// Applies a batch like [`Engine::apply_batch`], but writes it on a second thread
+    /// while the caller goes on, typically to apply the next batch: matching and storage,
+    /// the two halves of applying a batch, overlap. Returns once this batch is applied
+    /// and the one applied before it is written (and flushed to disk if `durable`), so
+    /// the offsets of that earlier batch are the ones now stored; [`Engine::written`]
+    /// waits for the last one.
+    ///
+    /// The batch reads the writes of the one before it while they are being written
+    /// ([`Store::begin_after`]) and is written only after it, so the store ends as with
+    /// [`Engine::apply_batch`]. It is written through ([`Sealed::write_through`]): all or
+    /// nothing after a crash, and readers holding the store's read gate see it whole or
+    /// not at all, but no sled transaction, whose lock would stop this thread's reads.
+    /// Other writers wait until it is written. If writing fails, no batch is applied
+    /// after it until a restart.
+    pub fn apply_behind(
+        &self,
+        events: &[InboundEvent],
+        offsets: &[SourceOffset],
+        durable: bool,
+    ) -> Result<BatchReport> {
+        self.refuse_under_read_gate()?;
+        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        writer.refuse_after_failure()?;
+        let mut index = match writer.index.take() {
+            Some(index) => index,
+            None => {
+                writer.settle()?;
+                self.load_index()?
+            }
+        };
+        let batch = match &writer.in_flight {
+            Some(before) => self.store.begin_after(&before.sealed),
+            None => self.store.begin()?,
+        };
+        let applied = self.apply_to(&mut index, batch, events, offsets);
+        // This batch read the previous one's writes: it is written only after them.
+        let before = writer.settle();
+        let (report, sealed) = match (applied, before) {
+            (Ok(applied), Ok(())) => applied,
+            // The index has followed a batch that will not be written.
+            (Err(e), _) | (_, Err(e)) => return Err(e),
+        };
+        let sealed = Arc::new(sealed);
+        let behind = sealed.clone();
+        let thread = std::thread::Builder::new()
+            .name("cmdm-write".into())
+            .spawn(move || {
+                behind.write_through()?;
+                if durable {
+                    behind.flush()?;
+                }
+                Ok(())
+            })
+            .map_err(|e| EngineError::Inconsistent(format!("cannot start writing a batch: {e}")))?;
+        writer.in_flight = Some(InFlight { sealed, thread });
+        writer.index = Some(index);
+        Ok(report)
+    }
+
+    /// Waits until every batch applied by [`Engine::apply_behind`] is written.
+    pub fn written(&self) -> Result<()> {
+        self.writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .settle()
     }
 
     /// Loads the match index now rather than on the first batch.
     pub fn warm_up(&self) -> Result<()> {
-        let mut guard = self
-            .index
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut guard = self.lock_index()?;
         if guard.is_none() {
             *guard = Some(self.load_index()?);
         }
@@ -181,18 +307,29 @@ impl Engine {
     }
 
     /// Drops the match index, so the next batch loads it again from the projections.
-    pub(crate) fn forget_index(&self) {
-        *self
-            .index
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+    pub(crate) fn forget_index(&self) -> Result<()> {
+        *self.lock_index()? = None;
+        Ok(())
     }
 
-    /// The match index's lock; it also admits one writer at a time.
-    pub(crate) fn lock_index(&self) -> std::sync::MutexGuard<'_, Option<MatchIndex>> {
-        self.index
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// The writers' lock (with the match index), once any batch written behind is
+    /// written.
+    pub(crate) fn lock_index(&self) -> Result<WriterGuard<'_>> {
+        self.refuse_under_read_gate()?;
+        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        writer.settle()?;
+        Ok(WriterGuard(writer))
+    }
+
+    /// A thread holding the read gate waiting for a batch to be written would wait for
+    /// itself: the batch waits for the gate.
+    fn refuse_under_read_gate(&self) -> Result<()> {
+        if self.store.holds_read_gate() {
+            return Err(EngineError::Inconsistent(
+                "a write cannot start on a thread that holds the store's read gate".into(),
+            ));
+        }
+        Ok(())
     }
 
     /// The match index out of its lock (loaded if it is not there), for a writer to
@@ -347,7 +484,7 @@ impl Engine {
         }
         let mut total = BatchReport::default();
         for chunk in keys.chunks(batch_size.max(1)) {
-            let mut guard = self.lock_index();
+            let mut guard = self.lock_index()?;
             let mut index = match guard.take() {
                 Some(index) => index,
                 None => self.load_index()?,
@@ -574,6 +711,8 @@ impl Engine {
 
     /// A golden record by id, following merge redirects.
     pub fn golden(&self, id: GoldenId) -> Result<Option<Lookup>> {
+        // Several keys: the gate keeps a batch being written out (see Store::read_gate).
+        let _gate = self.store().read_gate();
         let mut current = id;
         // Redirects are flattened on merge; the bound only guards against corruption.
         for _ in 0..64 {
@@ -603,6 +742,7 @@ impl Engine {
 
     /// The golden record a spoke's record belongs to.
     pub fn lookup(&self, key: &SourceKey) -> Result<Option<GoldenRecord>> {
+        let _gate = self.store().read_gate();
         let Some(bytes) = self
             .store
             .get(TreeName::Membership, key.encode().as_bytes())?
@@ -760,102 +900,4 @@ pub(crate) fn write_outbox(work: &mut Working<'_>) -> Result<usize> {
             .put_json(TreeName::Outbox, last_seq.to_be_bytes(), &changes)?;
     }
     Ok(changes.len())
-}
-
-/// Batches applied one after another, each written to the store on a second thread
-/// while the next one is matched: storage and matching, the two halves of applying a
-/// batch, overlap.
-///
-/// A batch reads the writes of the one before it while they are being written
-/// ([`Store::begin_after`]), and is written only after it, so the store ends as with
-/// [`Engine::apply_batch`]. Each batch is written through
-/// ([`cmdm_store::Sealed::write_through`]): all or nothing after a crash, but not in a
-/// sled transaction, whose lock would stop the next batch's reads. A write that fails
-/// fails the pipeline: the batches after it are not written, and the match index (which
-/// has followed them) is dropped, to be loaded again from the store.
-pub struct Pipeline<'e> {
-    engine: &'e Engine,
-    guard: MutexGuard<'e, Option<MatchIndex>>,
-    /// `None` once a batch failed.
-    index: Option<MatchIndex>,
-    /// The last batch applied, being committed.
-    in_flight: Option<(Arc<Sealed>, JoinHandle<cmdm_store::Result<()>>)>,
-}
-
-impl Pipeline<'_> {
-    /// Applies a batch of accepted events and records the consumed offsets; the batch
-    /// is written before the next one is, or by [`Pipeline::finish`].
-    pub fn apply(
-        &mut self,
-        events: &[InboundEvent],
-        offsets: &[SourceOffset],
-    ) -> Result<BatchReport> {
-        let Some(index) = self.index.as_mut() else {
-            return Err(EngineError::Inconsistent(
-                "an earlier batch of this pipeline failed".into(),
-            ));
-        };
-        let store = &self.engine.store;
-        let batch = match &self.in_flight {
-            Some((before, _)) => store.begin_after(before),
-            None => store.begin()?,
-        };
-        let applied = self.engine.apply_to(index, batch, events, offsets);
-        // This batch reads the previous one's writes: it commits only after them.
-        let committed = self.wait();
-        let (report, sealed) = match (applied, committed) {
-            (Ok(applied), Ok(())) => applied,
-            (Err(e), _) | (_, Err(e)) => {
-                self.index = None;
-                return Err(e);
-            }
-        };
-        let sealed = Arc::new(sealed);
-        let writer = sealed.clone();
-        let spawned = std::thread::Builder::new()
-            .name("cmdm-commit".into())
-            .spawn(move || writer.write_through());
-        match spawned {
-            Ok(committing) => {
-                self.in_flight = Some((sealed, committing));
-                Ok(report)
-            }
-            Err(e) => {
-                // The index has followed a batch that will not be written.
-                self.index = None;
-                Err(EngineError::Inconsistent(format!(
-                    "cannot start writing a batch: {e}"
-                )))
-            }
-        }
-    }
-
-    /// Waits for the batch being committed.
-    fn wait(&mut self) -> Result<()> {
-        let Some((_, committing)) = self.in_flight.take() else {
-            return Ok(());
-        };
-        let committed = match committing.join() {
-            Ok(committed) => committed.map_err(EngineError::from),
-            Err(_) => Err(EngineError::Inconsistent("a commit panicked".into())),
-        };
-        if committed.is_err() {
-            self.index = None;
-        }
-        committed
-    }
-
-    /// Waits until every batch applied is written.
-    pub fn finish(mut self) -> Result<()> {
-        self.wait()
-    }
-}
-
-impl Drop for Pipeline<'_> {
-    fn drop(&mut self) {
-        // Only batches all committed leave the index in step with the store.
-        if self.wait().is_ok() {
-            *self.guard = self.index.take();
-        }
-    }
 }

@@ -15,7 +15,7 @@ use cmdm_store::StoreError;
 use thiserror::Error;
 
 pub use contact::{ConsentReport, ContactTarget};
-pub use engine::{BatchReport, Engine, EngineConfig, Lookup, OutboxEntry, Pipeline, SourceOffset};
+pub use engine::{BatchReport, Engine, EngineConfig, Lookup, OutboxEntry, SourceOffset};
 pub use privacy::{AfterErasure, ErasureReport, SubjectExport, finish_pending_purge};
 pub use reads::{AsOf, HistoryEntry, PairExplanation, RecordExplanation, SearchHit, SearchQuery};
 pub use steward::{StewardAction, StewardOutcome, StewardRequest, TaskAnswer};

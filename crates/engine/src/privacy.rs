@@ -123,7 +123,7 @@ pub fn finish_pending_purge(engine: &Engine) -> Result<bool> {
     if pending_since(engine.store())?.is_none() {
         return Ok(false);
     }
-    let _writer = engine.lock_index();
+    let _writer = engine.lock_index()?;
     purge_now(engine.store())?;
     Ok(true)
 }
@@ -143,7 +143,7 @@ impl Engine {
     /// the ids merged into it, logs an `erased` entry without personal data, and rewrites
     /// the store's files so that nothing erased is left in any of them.
     pub fn erase(&self, id: GoldenId, by: &str, comment: &str) -> Result<ErasureReport> {
-        let mut guard = self.lock_index();
+        let mut guard = self.lock_index()?;
         let mut index = match guard.take() {
             Some(index) => index,
             None => self.load_index()?,
@@ -278,7 +278,7 @@ impl Engine {
         if since.0.saturating_add(delay) > Timestamp::now().0 {
             return Ok(None);
         }
-        let _writer = self.lock_index();
+        let _writer = self.lock_index()?;
         let report = purge_now(self.store())?;
         info!(
             bytes_before = report.bytes_before,
@@ -290,6 +290,7 @@ impl Engine {
 
     /// Everything the hub holds about a person (subject access), with provenance.
     pub fn export(&self, id: GoldenId) -> Result<SubjectExport> {
+        let _gate = self.store().read_gate();
         let golden = self
             .golden(id)?
             .ok_or_else(|| EngineError::NotFound(format!("no golden record {id}")))?

@@ -97,6 +97,7 @@ impl Engine {
     /// The history of the entity an id resolves to: every event of its records and every
     /// decision about them, in log order.
     pub fn history(&self, id: GoldenId) -> Result<(GoldenId, Vec<HistoryEntry>)> {
+        let _gate = self.store().read_gate();
         let golden = self
             .golden(id)?
             .ok_or_else(|| EngineError::NotFound(format!("no golden record {id}")))?
@@ -112,6 +113,7 @@ impl Engine {
 
     /// The history of one source record.
     pub fn record_history(&self, key: &SourceKey) -> Result<Vec<HistoryEntry>> {
+        let _gate = self.store().read_gate();
         let record = self
             .source_record(key)?
             .ok_or_else(|| EngineError::NotFound(format!("no source record {key}")))?;
@@ -187,6 +189,7 @@ impl Engine {
     /// made it by then, under today's survivorship rules. An id merged by then resolves
     /// to the entity it had joined.
     pub fn golden_as_of(&self, id: GoldenId, at: AsOf) -> Result<Option<GoldenRecord>> {
+        let _gate = self.store().read_gate();
         let Some(now) = self.golden(id)? else {
             return Ok(None);
         };
@@ -304,6 +307,7 @@ impl Engine {
     /// Why a record is where it is: the decision that placed it and how it compares
     /// with the other members of its entity.
     pub fn explain_record(&self, key: &SourceKey) -> Result<RecordExplanation> {
+        let _gate = self.store().read_gate();
         let record = self
             .source_record(key)?
             .ok_or_else(|| EngineError::NotFound(format!("no source record {key}")))?;
@@ -342,6 +346,7 @@ impl Engine {
 
     /// How two records compare, whether they share an entity, and why (not).
     pub fn explain_pair(&self, a: &SourceKey, b: &SourceKey) -> Result<PairExplanation> {
+        let _gate = self.store().read_gate();
         let load = |k: &SourceKey| {
             self.source_record(k)?
                 .ok_or_else(|| EngineError::NotFound(format!("no source record {k}")))
@@ -445,7 +450,7 @@ impl Engine {
         // Best member per entity, scored while the index is held.
         let mut best: HashMap<GoldenId, (f64, SourceKey, PairVerdict)> = HashMap::new();
         {
-            let mut guard = self.lock_index();
+            let mut guard = self.lock_index()?;
             if guard.is_none() {
                 *guard = Some(self.load_index()?);
             }

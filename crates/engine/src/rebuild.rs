@@ -196,7 +196,7 @@ pub fn rebuild_in_place(engine: &Engine) -> Result<u64> {
         }
     }
     engine.store().flush_blocking()?;
-    engine.forget_index();
+    engine.forget_index()?;
     Ok(entries)
 }
 

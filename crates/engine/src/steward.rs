@@ -56,7 +56,7 @@ impl Engine {
     /// Applies a steward's decision: validated against the current state, logged with
     /// the steward's note, projected, published, and flushed before it returns.
     pub fn steward(&self, request: StewardRequest) -> Result<StewardOutcome> {
-        let mut guard = self.lock_index();
+        let mut guard = self.lock_index()?;
         let mut index = match guard.take() {
             Some(index) => index,
             None => self.load_index()?,
@@ -120,6 +120,7 @@ impl Engine {
 
     /// Review tasks, in id order (oldest first).
     pub fn tasks(&self) -> Result<Vec<ReviewTask>> {
+        let _gate = self.store().read_gate();
         self.store()
             .tree(TreeName::Reviews)
             .iter()
@@ -132,6 +133,7 @@ impl Engine {
 
     /// The entity a source record belongs to.
     pub fn entity_of(&self, key: &SourceKey) -> Result<Option<GoldenId>> {
+        let _gate = self.store().read_gate();
         Ok(self
             .store()
             .get(TreeName::Membership, key.encode().as_bytes())?
@@ -278,6 +280,7 @@ impl Engine {
     /// The source record whose arrival created an entity (its id is that decision's
     /// sequence number).
     pub fn created_by(&self, id: GoldenId) -> Result<Option<SourceKey>> {
+        let _gate = self.store().read_gate();
         let Some(bytes) = self.store().log_entry(id.0)? else {
             return Ok(None);
         };

@@ -918,7 +918,7 @@ fn pipeline_workload() -> Vec<InboundEvent> {
 }
 
 #[test]
-fn a_pipeline_leaves_the_store_as_batch_after_batch_does() {
+fn batches_written_behind_leave_the_store_as_batch_after_batch_does() {
     let events = pipeline_workload();
     let offset = |next| SourceOffset {
         topic: "cmdm.events.v1".into(),
@@ -931,14 +931,20 @@ fn a_pipeline_leaves_the_store_as_batch_after_batch_does() {
         expected.add(one_by_one.apply_batch(chunk, &[offset(n as i64)]).unwrap());
     }
     let pipelined = engine(Store::temporary().unwrap());
-    let mut pipeline = pipelined.pipeline().unwrap();
     let mut report = crate::BatchReport::default();
     for (n, chunk) in events.chunks(17).enumerate() {
-        report.add(pipeline.apply(chunk, &[offset(n as i64)]).unwrap());
+        let durable = n % 2 == 0;
+        report.add(
+            pipelined
+                .apply_behind(chunk, &[offset(n as i64)], durable)
+                .unwrap(),
+        );
     }
-    // Redelivered: the dedup of a batch still committing is seen.
-    let again = pipeline.apply(&events[events.len() - 17..], &[]).unwrap();
-    pipeline.finish().unwrap();
+    // Redelivered: the dedup of a batch still being written is seen.
+    let again = pipelined
+        .apply_behind(&events[events.len() - 17..], &[], false)
+        .unwrap();
+    pipelined.written().unwrap();
     assert_eq!((again.duplicates, again.applied), (17, 0));
     assert_eq!(report, expected);
     assert!(
@@ -964,7 +970,8 @@ fn a_pipeline_leaves_the_store_as_batch_after_batch_does() {
         one_by_one.store().log_len().unwrap(),
         pipelined.store().log_len().unwrap()
     );
-    // The index the pipeline handed back decides like the other.
+    // The index decides like the other's afterwards, and a writer of another kind
+    // (here a transaction) waits for the batch still being written and follows it.
     let more = profile(
         "late",
         "web",
@@ -972,12 +979,27 @@ fn a_pipeline_leaves_the_store_as_batch_after_batch_does() {
         "2026-02-01T10:00:00Z",
         json!({"given_name": "Jon", "family_name": "Smyth", "email": "jon.smyth@example.org"}),
     );
+    let after = profile(
+        "later",
+        "web",
+        "w9",
+        "2026-02-02T10:00:00Z",
+        json!({"given_name": "Jon", "family_name": "Smyth", "phone": "07700 900123"}),
+    );
     assert_eq!(
         one_by_one
             .apply_batch(std::slice::from_ref(&more), &[])
             .unwrap(),
         pipelined
-            .apply_batch(std::slice::from_ref(&more), &[])
+            .apply_behind(std::slice::from_ref(&more), &[], false)
+            .unwrap()
+    );
+    assert_eq!(
+        one_by_one
+            .apply_batch(std::slice::from_ref(&after), &[])
+            .unwrap(),
+        pipelined
+            .apply_batch(std::slice::from_ref(&after), &[])
             .unwrap()
     );
     assert_eq!(compared(one_by_one.store()), compared(pipelined.store()));

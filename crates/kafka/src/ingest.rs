@@ -1,6 +1,7 @@
 //! The batched consumer of `cmdm.events.v1`. Per batch: decode, send refusals to the dead
-//! letter topic, apply the valid events and the offsets in one storage transaction, make
-//! it durable, and only then commit the offsets to Kafka.
+//! letter topic, apply the valid events and the offsets together (all or nothing), make
+//! them durable, and only then commit the offsets to Kafka. Each batch is written and
+//! flushed on its own thread while the next one is consumed and matched.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -162,11 +163,24 @@ pub async fn run_ingest(
         .create()?;
     info!(topic = %config.events_topic, group = %config.group_id, "ingest started");
 
+    // The batch applied last, being written while the next one is matched: its offsets
+    // go to Kafka, and the publisher is woken, once it is durable.
+    let mut behind: Option<Consumed> = None;
     loop {
         let mut batch = Vec::new();
+        // With a batch being written, the next message is awaited no longer than the
+        // linger: then that batch is finished rather than left waiting for traffic.
+        let idle = behind.is_some().then_some(config.linger);
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
+            () = sleep_or_never(idle) => {
+                if let Some(done) = behind.take() {
+                    finish(&engine, &consumer, &done).await?;
+                    applied.notify_one();
+                }
+                continue;
+            }
             received = consumer.recv() => match received {
                 Ok(message) => {
                     release(&mut batch);
@@ -198,7 +212,15 @@ pub async fn run_ingest(
         if batch.is_empty() {
             continue;
         }
-        apply(&engine, &consumer, &dlq, &config, &metrics, batch).await?;
+        let consumed = apply(&engine, &dlq, &config, &metrics, batch).await?;
+        // Applying this batch waited for the one before it to be written and flushed.
+        if let Some(done) = behind.replace(consumed) {
+            commit_offsets(&consumer, &done)?;
+            applied.notify_one();
+        }
+    }
+    if let Some(done) = behind.take() {
+        finish(&engine, &consumer, &done).await?;
         applied.notify_one();
     }
     info!("ingest stopped");
@@ -246,14 +268,54 @@ fn raw(message: &impl Message) -> RawMessage {
     }
 }
 
-async fn apply(
+/// Sleeps for `duration`, or forever when there is none.
+async fn sleep_or_never(duration: Option<Duration>) {
+    match duration {
+        Some(duration) => tokio::time::sleep(duration).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next offset of each partition a batch consumed.
+struct Consumed {
+    next: BTreeMap<(String, i32), i64>,
+}
+
+/// Waits until the last batch applied is written and durable, then commits its offsets.
+async fn finish(
     engine: &Arc<Engine>,
     consumer: &StreamConsumer<StoredOffsets>,
+    done: &Consumed,
+) -> Result<()> {
+    let engine = engine.clone();
+    tokio::task::spawn_blocking(move || engine.written()).await??;
+    commit_offsets(consumer, done)
+}
+
+/// Commits a durable batch's offsets to Kafka.
+fn commit_offsets(consumer: &StreamConsumer<StoredOffsets>, done: &Consumed) -> Result<()> {
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), next) in &done.next {
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
+    }
+    // The store already holds these offsets; a failed commit only means redelivery,
+    // which deduplication absorbs.
+    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+        warn!(error = %e, "offset commit to kafka failed; the stored offsets stand");
+    }
+    Ok(())
+}
+
+/// Decodes a batch, dead-letters what is refused and applies the rest with the offsets
+/// ([`Engine::apply_behind`]): the batch is written and flushed on its own thread while
+/// the next one is consumed and matched.
+async fn apply(
+    engine: &Arc<Engine>,
     dlq: &FutureProducer,
     config: &IngestConfig,
     metrics: &Metrics,
     batch: Vec<RawMessage>,
-) -> Result<()> {
+) -> Result<Consumed> {
     let started = std::time::Instant::now();
     let mut events = Vec::with_capacity(batch.len());
     let mut origins = Vec::with_capacity(batch.len());
@@ -296,13 +358,8 @@ async fn apply(
         .collect();
     let engine_for_batch = engine.clone();
     let report =
-        tokio::task::spawn_blocking(move || engine_for_batch.apply_batch(&events, &offsets))
+        tokio::task::spawn_blocking(move || engine_for_batch.apply_behind(&events, &offsets, true))
             .await??;
-    engine
-        .store()
-        .flush()
-        .await
-        .map_err(cmdm_engine::EngineError::from)?;
     // Refused by the engine itself: a record erased between the check above and the
     // batch. Nothing of them was stored.
     for (position, reason) in &report.refused {
@@ -345,18 +402,9 @@ async fn apply(
         duplicates = report.duplicates,
         refused,
         decisions = report.decisions,
-        "batch committed"
+        "batch applied"
     );
-    let mut tpl = TopicPartitionList::new();
-    for ((topic, partition), next) in &next {
-        tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
-    }
-    // The store already holds these offsets; a failed commit only means redelivery,
-    // which deduplication absorbs.
-    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
-        warn!(error = %e, "offset commit to kafka failed; the stored offsets stand");
-    }
-    Ok(())
+    Ok(Consumed { next })
 }
 
 /// Refuses, before the batch, what the engine would refuse: events about an erased

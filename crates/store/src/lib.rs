@@ -1,6 +1,8 @@
 //! The hub's storage on sled: one tree per concern behind a small API. All writes of a
-//! batch go through a [`Batch`] and land in one sled transaction, so the log, the
-//! projections, the outbox and the consumed offsets never disagree after a crash.
+//! batch go through a [`Batch`] and land all or nothing (in one sled transaction, or
+//! written through behind a redo record), so the log, the projections, the outbox and
+//! the consumed offsets never disagree after a crash, and readers holding the read gate
+//! never see part of a batch.
 
 pub mod crypto;
 
@@ -146,6 +148,9 @@ struct Shared {
     /// Held shared by every write, exclusively by a purge while it copies: a write landing
     /// in the old generation after its tree was copied would be lost.
     writes: RwLock<()>,
+    /// Held shared by readers of several keys ([`Store::read_gate`]), exclusively while a
+    /// batch is written through: they never see part of a batch.
+    reads: RwLock<()>,
     /// `None` for a temporary store.
     root: Option<PathBuf>,
     cache_bytes: u64,
@@ -219,6 +224,7 @@ impl Store {
             shared: Arc::new(Shared {
                 current: RwLock::new(Arc::new(generation)),
                 writes: RwLock::new(()),
+                reads: RwLock::new(()),
                 root: Some(dir.to_path_buf()),
                 cache_bytes,
             }),
@@ -237,6 +243,7 @@ impl Store {
             shared: Arc::new(Shared {
                 current: RwLock::new(Arc::new(generation)),
                 writes: RwLock::new(()),
+                reads: RwLock::new(()),
                 root: None,
                 cache_bytes: DEFAULT_CACHE_BYTES,
             }),
@@ -254,6 +261,34 @@ impl Store {
     /// The raw sled tree (a shared handle); for scans by readers and for verification.
     pub fn tree(&self, name: TreeName) -> sled::Tree {
         self.generation().trees[name.index()].clone()
+    }
+
+    /// Keeps batches being written through ([`Sealed::write_through`]) out while it is
+    /// held, so that a reader of several keys sees each batch whole or not at all (a
+    /// single `get` needs no gate). Taken again on a thread that holds it, it only counts.
+    /// A thread holding it must not wait for a batch to be written: that batch waits for
+    /// the gate.
+    pub fn read_gate(&self) -> ReadGate<'_> {
+        let id = Arc::as_ptr(&self.shared) as usize;
+        let held = READ_GATES.with(|gates| {
+            let mut gates = gates.borrow_mut();
+            let held = gates.contains(&id);
+            gates.push(id);
+            held
+        });
+        let guard = (!held).then(|| {
+            self.shared
+                .reads
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+        });
+        ReadGate { id, _guard: guard }
+    }
+
+    /// Whether this thread holds the read gate of this store.
+    pub fn holds_read_gate(&self) -> bool {
+        let id = Arc::as_ptr(&self.shared) as usize;
+        READ_GATES.with(|gates| gates.borrow().contains(&id))
     }
 
     /// Copies the live data into a fresh generation directory, switches to it and deletes
@@ -466,6 +501,28 @@ impl Store {
     }
 }
 
+thread_local! {
+    /// The stores whose read gate this thread holds, once per holding.
+    static READ_GATES: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A held read gate ([`Store::read_gate`]).
+pub struct ReadGate<'s> {
+    id: usize,
+    _guard: Option<std::sync::RwLockReadGuard<'s, ()>>,
+}
+
+impl Drop for ReadGate<'_> {
+    fn drop(&mut self) {
+        READ_GATES.with(|gates| {
+            let mut gates = gates.borrow_mut();
+            if let Some(at) = gates.iter().rposition(|&id| id == self.id) {
+                gates.remove(at);
+            }
+        });
+    }
+}
+
 /// A batch's writes per tree: a value, or `None` for a removal.
 type Writes = Vec<BTreeMap<Vec<u8>, Option<Vec<u8>>>>;
 
@@ -670,12 +727,30 @@ impl Sealed {
         Ok(writes)
     }
 
-    /// Applies every write in one sled transaction: all or nothing.
+    /// Keeps readers of several keys out while the batch's writes land.
+    fn hold_off_readers(&self) -> Result<std::sync::RwLockWriteGuard<'_, ()>> {
+        if self.store.holds_read_gate() {
+            // It would wait for itself.
+            return Err(StoreError::Sled(sled::Error::Unsupported(
+                "a batch cannot be written by a thread holding the store's read gate".into(),
+            )));
+        }
+        Ok(self
+            .store
+            .shared
+            .reads
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()))
+    }
+
+    /// Applies every write in one sled transaction: all or nothing, for readers too
+    /// (those holding the read gate see all of it or none).
     pub fn commit(&self) -> Result<()> {
         if self.is_empty() {
             return Ok(());
         }
         let _writes = self.hold_off_purges()?;
+        let _readers = self.hold_off_readers()?;
         let touched: Vec<usize> = (0..self.writes.len())
             .filter(|&i| !self.writes[i].is_empty())
             .collect();
@@ -706,9 +781,8 @@ impl Sealed {
     /// for). All or nothing after a crash all the same: the writes are first stored whole
     /// as one redo record, removed after the last of them; opening the store replays a
     /// redo record it finds ([`Store::open`]). sled recovers a prefix of its log, so a
-    /// write that survives a crash implies its redo record does. Readers of the store on
-    /// other threads may see part of the batch meanwhile: this is for a writer that has
-    /// the store to itself (an import).
+    /// write that survives a crash implies its redo record does. Readers holding the read
+    /// gate ([`Store::read_gate`]) wait while the writes land; single reads do not.
     pub fn write_through(&self) -> Result<()> {
         if self.is_empty() {
             return Ok(());
@@ -716,8 +790,15 @@ impl Sealed {
         let _writes = self.hold_off_purges()?;
         let meta = &self.generation.trees[TreeName::Meta.index()];
         meta.insert(REDO, encode_redo(&self.writes))?;
+        let _readers = self.hold_off_readers()?;
         apply_writes(&self.generation, &self.writes)?;
         meta.remove(REDO)?;
+        Ok(())
+    }
+
+    /// Makes the generation the batch was written to durable on disk.
+    pub fn flush(&self) -> Result<()> {
+        self.generation.db.flush()?;
         Ok(())
     }
 }
@@ -1068,6 +1149,52 @@ mod tests {
         assert_eq!(log, ["first", "cut short"]);
         assert!(store.get(TreeName::Meta, REDO).unwrap().is_none());
         assert_eq!(store.next_seq().unwrap(), 3);
+    }
+
+    #[test]
+    fn a_reader_holding_the_gate_sees_a_batch_written_through_whole_or_not_at_all() {
+        let store = Store::temporary().unwrap();
+        let keys: Vec<Vec<u8>> = (0..2_000u32).map(|i| i.to_be_bytes().to_vec()).collect();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            let reader = scope.spawn(|| {
+                let mut seen = std::collections::BTreeSet::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _gate = store.read_gate();
+                    // Taken again on the same thread, it only counts.
+                    let _again = store.read_gate();
+                    let first = store.get(TreeName::Records, &keys[0]).unwrap();
+                    let last = store.get(TreeName::Records, &keys[keys.len() - 1]).unwrap();
+                    assert_eq!(first, last, "a reader saw part of a batch");
+                    seen.insert(first.map(|v| v.to_vec()));
+                }
+                seen
+            });
+            for round in 0..20u8 {
+                let mut batch = store.begin().unwrap();
+                for key in &keys {
+                    batch.put(TreeName::Records, key.clone(), vec![round]);
+                }
+                if round % 2 == 0 {
+                    batch.seal().write_through().unwrap();
+                } else {
+                    batch.seal().commit().unwrap();
+                }
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            assert!(!reader.join().unwrap().is_empty());
+        });
+        // Writing from a thread that holds the gate would wait for itself: refused.
+        let _gate = store.read_gate();
+        assert!(store.holds_read_gate());
+        let mut batch = store.begin().unwrap();
+        batch.put(TreeName::Records, b"x".to_vec(), b"1".to_vec());
+        let sealed = batch.seal();
+        assert!(sealed.write_through().is_err());
+        assert!(sealed.commit().is_err());
+        drop(_gate);
+        assert!(!store.holds_read_gate());
+        sealed.write_through().unwrap();
     }
 
     #[test]
