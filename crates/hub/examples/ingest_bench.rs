@@ -11,6 +11,11 @@
 //! `INGEST_BENCH_PHASE=hub INGEST_BENCH_SECONDS=S` only runs the hub, for at most S
 //! seconds, printing its resident memory every 30 s and its peak at the end.
 //!
+//! `INGEST_BENCH_DATA=DIR` starts the hub on a copy of the data directory DIR (say, one
+//! `cmdm import` filled with 1,000,000 records), so the events are matched against what
+//! it holds; without it the store starts empty. Progress is read from the offsets stored
+//! with each batch, so give the hub a topic it has not consumed before.
+//!
 //! Without BROKERS it uses the embedded broker, which keeps only a few megabytes per
 //! partition (older messages are dropped): give a real broker, with the three topics
 //! created, for more than about 10,000 events per partition.
@@ -19,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use cmdm_hub::HubConfig;
 use cmdm_kafka::EmbeddedBroker;
+use cmdm_store::TreeName;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Message};
@@ -130,6 +136,21 @@ fn raw_consume(brokers: &str, events: usize, partitions: i32) -> f64 {
     started.map_or(0.0, |s| s.elapsed().as_secs_f64())
 }
 
+/// Copies a directory tree.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            copy_dir(&entry.path(), &target)?;
+        } else {
+            std::fs::copy(entry.path(), target)?;
+        }
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() {
     let mut args = std::env::args().skip(1);
@@ -176,6 +197,22 @@ async fn main() {
     }
 
     let dir = tempfile::tempdir().expect("temp dir");
+    if let Ok(from) = std::env::var("INGEST_BENCH_DATA") {
+        let started = Instant::now();
+        copy_dir(std::path::Path::new(&from), dir.path()).expect("copy of INGEST_BENCH_DATA");
+        // What the import left for the change feed is not this run's work: publishing
+        // it would compete with the ingest measured.
+        let store = cmdm_store::Store::open(dir.path()).expect("store copy");
+        let outbox = store.tree(TreeName::Outbox);
+        let left = outbox.len();
+        outbox.clear().expect("outbox cleared");
+        store.flush_blocking().expect("flush");
+        drop((outbox, store));
+        println!(
+            "hub starts on a copy of {from} ({:.1} s to copy; {left} outbox entries left by the import dropped)",
+            started.elapsed().as_secs_f64()
+        );
+    }
     let mut config = HubConfig {
         data_dir: dir.path().to_owned(),
         ..HubConfig::default()
