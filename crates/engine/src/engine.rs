@@ -763,16 +763,23 @@ impl Engine {
             .get_bin(TreeName::Records, key.encode().as_bytes())?)
     }
 
-    /// Outbox entries in order, whole batches at a time, until at least `limit` (or all).
-    /// Entries of one batch share their key: publish every entry returned before
-    /// calling [`Engine::outbox_done`] with their keys.
+    /// Outbox entries in order, whole batches at a time, until at least `limit` (or all),
+    /// of batches already flushed to disk only: a batch a crash could still take back
+    /// may be decided differently after the restart, and its changes must not have been
+    /// published. Entries of one batch share their key: publish every entry returned
+    /// before calling [`Engine::outbox_done`] with their keys.
     pub fn outbox(&self, limit: usize) -> Result<Vec<OutboxEntry>> {
+        let durable_before = self.store.durable_before();
         let mut entries = Vec::new();
         for item in self.store.tree(TreeName::Outbox).iter() {
             if entries.len() >= limit.max(1) {
                 break;
             }
             let (key, value) = item.map_err(cmdm_store::StoreError::from)?;
+            // Keyed by the batch's last sequence number, in order.
+            if cmdm_store::seq_from_key(&key)? >= durable_before {
+                break;
+            }
             // One change per key in stores written before changes were grouped by batch.
             let changes: Vec<OutboundChange> = if value.first() == Some(&b'{') {
                 vec![cmdm_store::decode(TreeName::Outbox, &value)?]

@@ -188,6 +188,7 @@ fn a_record_matching_two_entities_merges_them_and_the_old_id_redirects() {
     assert_eq!(via_old.record.id, merged.id);
     assert_eq!(via_old.redirected_from, Some(ann.max(annie)));
     assert_eq!(merged.members.len(), 3);
+    engine.store().flush_blocking().unwrap();
     let outbox = engine.outbox(100).unwrap();
     assert!(
         outbox.iter().any(
@@ -1003,4 +1004,27 @@ fn batches_written_behind_leave_the_store_as_batch_after_batch_does() {
             .unwrap()
     );
     assert_eq!(compared(one_by_one.store()), compared(pipelined.store()));
+}
+
+#[test]
+fn the_outbox_offers_only_the_changes_of_batches_flushed_to_disk() {
+    let engine = engine(Store::temporary().unwrap());
+    let events = mixed_workload();
+    engine.apply_batch(&events[..4], &[]).unwrap();
+    assert!(
+        engine.outbox(usize::MAX).unwrap().is_empty(),
+        "not flushed yet"
+    );
+    engine.store().flush_blocking().unwrap();
+    let first = engine.outbox(usize::MAX).unwrap();
+    assert!(!first.is_empty());
+    // Written behind without a flush: held back until one.
+    engine.apply_behind(&events[4..5], &[], false).unwrap();
+    engine.written().unwrap();
+    assert_eq!(engine.outbox(usize::MAX).unwrap(), first);
+    // Written behind and flushed on its own thread.
+    engine.apply_behind(&events[5..6], &[], true).unwrap();
+    engine.written().unwrap();
+    let both = engine.outbox(usize::MAX).unwrap();
+    assert!(both.len() > first.len() && both.starts_with(&first));
 }

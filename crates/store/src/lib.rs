@@ -8,6 +8,7 @@ pub mod crypto;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
@@ -151,6 +152,10 @@ struct Shared {
     /// Held shared by readers of several keys ([`Store::read_gate`]), exclusively while a
     /// batch is written through: they never see part of a batch.
     reads: RwLock<()>,
+    /// Every log sequence number below this was written by a batch; every one below
+    /// `durable_before` was also flushed to disk since ([`Store::durable_before`]).
+    written_before: AtomicU64,
+    durable_before: AtomicU64,
     /// `None` for a temporary store.
     root: Option<PathBuf>,
     cache_bytes: u64,
@@ -220,15 +225,19 @@ impl Store {
         }
         let generation = Generation::open_retrying(&path, cache_bytes, name)?;
         generation.replay_redo()?;
-        Ok(Store {
+        let store = Store {
             shared: Arc::new(Shared {
                 current: RwLock::new(Arc::new(generation)),
                 writes: RwLock::new(()),
                 reads: RwLock::new(()),
+                written_before: AtomicU64::new(0),
+                durable_before: AtomicU64::new(0),
                 root: Some(dir.to_path_buf()),
                 cache_bytes,
             }),
-        })
+        };
+        store.count_all_durable()?;
+        Ok(store)
     }
 
     /// A store that lives only as long as the process, for replays and tests.
@@ -239,15 +248,19 @@ impl Store {
                 .cache_capacity(DEFAULT_CACHE_BYTES),
             None,
         )?;
-        Ok(Store {
+        let store = Store {
             shared: Arc::new(Shared {
                 current: RwLock::new(Arc::new(generation)),
                 writes: RwLock::new(()),
                 reads: RwLock::new(()),
+                written_before: AtomicU64::new(0),
+                durable_before: AtomicU64::new(0),
                 root: None,
                 cache_bytes: DEFAULT_CACHE_BYTES,
             }),
-        })
+        };
+        store.count_all_durable()?;
+        Ok(store)
     }
 
     fn generation(&self) -> Arc<Generation> {
@@ -261,6 +274,28 @@ impl Store {
     /// The raw sled tree (a shared handle); for scans by readers and for verification.
     pub fn tree(&self, name: TreeName) -> sled::Tree {
         self.generation().trees[name.index()].clone()
+    }
+
+    /// What a store holds when it opens is on disk.
+    fn count_all_durable(&self) -> Result<()> {
+        let next = self.next_seq()?;
+        self.shared.written_before.store(next, Ordering::SeqCst);
+        self.shared.durable_before.store(next, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Every log sequence number below this belongs to a batch flushed to disk: what a
+    /// crash cannot take back. The change feed publishes only such batches' changes, so
+    /// that nothing a restart would decide differently is ever published.
+    pub fn durable_before(&self) -> u64 {
+        self.shared.durable_before.load(Ordering::SeqCst)
+    }
+
+    /// Counts the batches written so far as durable, once a flush has made them so.
+    fn flushed(&self, written_before: u64) {
+        self.shared
+            .durable_before
+            .fetch_max(written_before, Ordering::SeqCst);
     }
 
     /// Keeps batches being written through ([`Sealed::write_through`]) out while it is
@@ -474,14 +509,18 @@ impl Store {
 
     /// Makes everything committed so far durable on disk.
     pub async fn flush(&self) -> Result<()> {
+        let written = self.shared.written_before.load(Ordering::SeqCst);
         let generation = self.generation();
         generation.db.flush_async().await?;
+        self.flushed(written);
         Ok(())
     }
 
     /// Makes everything committed so far durable on disk, blocking.
     pub fn flush_blocking(&self) -> Result<()> {
+        let written = self.shared.written_before.load(Ordering::SeqCst);
         self.generation().db.flush()?;
+        self.flushed(written);
         Ok(())
     }
 
@@ -773,7 +812,16 @@ impl Sealed {
                 sled::transaction::TransactionError::Abort(()) => {
                     StoreError::Sled(sled::Error::Unsupported("transaction aborted".into()))
                 }
-            })
+            })?;
+        self.written();
+        Ok(())
+    }
+
+    fn written(&self) {
+        self.store
+            .shared
+            .written_before
+            .fetch_max(self.next_seq, Ordering::SeqCst);
     }
 
     /// Applies the writes key by key rather than in a sled transaction, so that reads on
@@ -793,12 +841,16 @@ impl Sealed {
         let _readers = self.hold_off_readers()?;
         apply_writes(&self.generation, &self.writes)?;
         meta.remove(REDO)?;
+        self.written();
         Ok(())
     }
 
-    /// Makes the generation the batch was written to durable on disk.
+    /// Makes the generation the batch was written to durable on disk (with every batch
+    /// written before it).
     pub fn flush(&self) -> Result<()> {
+        let written = self.store.shared.written_before.load(Ordering::SeqCst);
         self.generation.db.flush()?;
+        self.store.flushed(written);
         Ok(())
     }
 }
