@@ -168,19 +168,11 @@ pub async fn run_ingest(
     let mut behind: Option<Consumed> = None;
     loop {
         let mut batch = Vec::new();
-        // With a batch being written, the next message is awaited no longer than the
-        // linger: then that batch is finished rather than left waiting for traffic.
-        let idle = behind.is_some().then_some(config.linger);
+        // With a batch being written and no message waiting, that batch is finished (and
+        // published) now rather than left waiting for traffic.
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
-            () = sleep_or_never(idle) => {
-                if let Some(done) = behind.take() {
-                    finish(&engine, &consumer, &done).await?;
-                    applied.notify_one();
-                }
-                continue;
-            }
             received = consumer.recv() => match received {
                 Ok(message) => {
                     release(&mut batch);
@@ -192,6 +184,13 @@ pub async fn run_ingest(
                     continue;
                 }
             },
+            () = ready_if(behind.is_some()) => {
+                if let Some(done) = behind.take() {
+                    finish(&engine, &consumer, &done).await?;
+                    applied.notify_one();
+                }
+                continue;
+            }
         }
         let deadline = tokio::time::Instant::now() + config.linger;
         while batch.len() < config.batch_max {
@@ -268,11 +267,10 @@ fn raw(message: &impl Message) -> RawMessage {
     }
 }
 
-/// Sleeps for `duration`, or forever when there is none.
-async fn sleep_or_never(duration: Option<Duration>) {
-    match duration {
-        Some(duration) => tokio::time::sleep(duration).await,
-        None => std::future::pending().await,
+/// Ready at once if `ready`, never otherwise.
+async fn ready_if(ready: bool) {
+    if !ready {
+        std::future::pending::<()>().await;
     }
 }
 
