@@ -334,7 +334,7 @@ impl Engine {
 
     /// The match index out of its lock (loaded if it is not there), for a writer to
     /// give back once its batches are committed.
-    fn take_index(&self, guard: &mut Option<MatchIndex>) -> Result<MatchIndex> {
+    pub(crate) fn take_index(&self, guard: &mut Option<MatchIndex>) -> Result<MatchIndex> {
         match guard.take() {
             Some(index) => Ok(index),
             None => self.load_index(),
@@ -485,10 +485,7 @@ impl Engine {
         let mut total = BatchReport::default();
         for chunk in keys.chunks(batch_size.max(1)) {
             let mut guard = self.lock_index()?;
-            let mut index = match guard.take() {
-                Some(index) => index,
-                None => self.load_index()?,
-            };
+            let mut index = self.take_index(&mut guard)?;
             let mut work = Working::new(
                 self.store.begin()?,
                 &self.config.survivorship,

@@ -144,10 +144,7 @@ impl Engine {
     /// the store's files so that nothing erased is left in any of them.
     pub fn erase(&self, id: GoldenId, by: &str, comment: &str) -> Result<ErasureReport> {
         let mut guard = self.lock_index()?;
-        let mut index = match guard.take() {
-            Some(index) => index,
-            None => self.load_index()?,
-        };
+        let mut index = self.take_index(&mut guard)?;
         let golden = self
             .golden(id)?
             .ok_or_else(|| EngineError::NotFound(format!("no golden record {id}")))?

@@ -57,10 +57,7 @@ impl Engine {
     /// the steward's note, projected, published, and flushed before it returns.
     pub fn steward(&self, request: StewardRequest) -> Result<StewardOutcome> {
         let mut guard = self.lock_index()?;
-        let mut index = match guard.take() {
-            Some(index) => index,
-            None => self.load_index()?,
-        };
+        let mut index = self.take_index(&mut guard)?;
         let result = self.steward_in(&mut index, request);
         // A refusal happens before anything changed; any other error may leave the index
         // ahead of the store, so it is reloaded.

@@ -260,7 +260,7 @@ pub struct Overrides {
     /// Partitions per topic of the embedded broker [default: 4].
     #[arg(long, env = "CMDM_KAFKA_EMBEDDED_PARTITIONS", global = true)]
     pub embedded_partitions: Option<i32>,
-    /// Most events applied per storage transaction [default: 500].
+    /// Most events applied per batch write [default: 500].
     #[arg(long, env = "CMDM_KAFKA_BATCH_MAX", global = true)]
     pub batch_max: Option<usize>,
     /// Milliseconds a batch waits to fill [default: 20].

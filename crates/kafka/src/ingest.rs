@@ -30,7 +30,7 @@ pub struct IngestConfig {
     pub session_timeout: Duration,
     pub events_topic: String,
     pub dlq_topic: String,
-    /// Most messages applied in one storage transaction.
+    /// Most messages applied in one batch write.
     pub batch_max: usize,
     /// How long a batch waits to fill once it has its first message.
     pub linger: Duration,

@@ -1,5 +1,5 @@
 //! The only crate that links rdkafka: decoding spoke events, dead letters, the batched
-//! consumer that commits offsets after the storage transaction, the outbox publisher,
+//! consumer that commits offsets once its batch is stored durably, the outbox publisher,
 //! and the embedded broker used when no brokers are configured.
 
 pub mod broker;

@@ -150,7 +150,8 @@ struct Shared {
     /// in the old generation after its tree was copied would be lost.
     writes: RwLock<()>,
     /// Held shared by readers of several keys ([`Store::read_gate`]), exclusively while a
-    /// batch is written through: they never see part of a batch.
+    /// batch's writes land (written through or in a transaction): such readers never see
+    /// part of a batch.
     reads: RwLock<()>,
     /// Every log sequence number below this was written by a batch; every one below
     /// `durable_before` was also flushed to disk since ([`Store::durable_before`]).
@@ -291,11 +292,14 @@ impl Store {
         self.shared.durable_before.load(Ordering::SeqCst)
     }
 
-    /// Counts the batches written so far as durable, once a flush has made them so.
-    fn flushed(&self, written_before: u64) {
+    /// Flushes a generation and counts what was written before the flush as durable.
+    fn flush_generation(&self, generation: &Generation) -> Result<()> {
+        let written = self.shared.written_before.load(Ordering::SeqCst);
+        generation.db.flush()?;
         self.shared
             .durable_before
-            .fetch_max(written_before, Ordering::SeqCst);
+            .fetch_max(written, Ordering::SeqCst);
+        Ok(())
     }
 
     /// Keeps batches being written through ([`Sealed::write_through`]) out while it is
@@ -510,18 +514,16 @@ impl Store {
     /// Makes everything committed so far durable on disk.
     pub async fn flush(&self) -> Result<()> {
         let written = self.shared.written_before.load(Ordering::SeqCst);
-        let generation = self.generation();
-        generation.db.flush_async().await?;
-        self.flushed(written);
+        self.generation().db.flush_async().await?;
+        self.shared
+            .durable_before
+            .fetch_max(written, Ordering::SeqCst);
         Ok(())
     }
 
     /// Makes everything committed so far durable on disk, blocking.
     pub fn flush_blocking(&self) -> Result<()> {
-        let written = self.shared.written_before.load(Ordering::SeqCst);
-        self.generation().db.flush()?;
-        self.flushed(written);
-        Ok(())
+        self.flush_generation(&self.generation())
     }
 
     /// Removes keys from one tree atomically (housekeeping outside a batch: the outbox).
@@ -745,7 +747,7 @@ pub struct Sealed {
 
 impl Sealed {
     /// Whether the batch writes anything.
-    pub fn is_empty(&self) -> bool {
+    fn is_empty(&self) -> bool {
         self.writes.iter().all(BTreeMap::is_empty)
     }
 
@@ -848,10 +850,7 @@ impl Sealed {
     /// Makes the generation the batch was written to durable on disk (with every batch
     /// written before it).
     pub fn flush(&self) -> Result<()> {
-        let written = self.store.shared.written_before.load(Ordering::SeqCst);
-        self.generation.db.flush()?;
-        self.store.flushed(written);
-        Ok(())
+        self.store.flush_generation(&self.generation)
     }
 }
 
