@@ -567,8 +567,9 @@ impl Engine {
         // Entities no member of which can reach the review band change nothing in the
         // decision: most candidates, left out before their members are gathered.
         let screen = self.matcher.screen(&prepared);
-        let candidates: Vec<EntityCandidate<'_>> = self
-            .candidates(index, &prepared, current, report)
+        let found = self.candidates(index, &prepared, current, report);
+        std::hint::black_box(index.touch(found.values().copied()));
+        let candidates: Vec<EntityCandidate<'_>> = found
             .into_iter()
             .filter(|&(_, slot)| index.any_member(slot, &screen))
             .map(|(entity, _)| entity_candidate(index, entity))

@@ -272,6 +272,18 @@ impl MatchIndex {
         self.entities.get(&entity).map_or(&[], Vec::as_slice)
     }
 
+    /// Reads a little of each record's compact form, so that the forms of many candidates
+    /// are fetched from memory together rather than one after the other as each is
+    /// screened (see `Compact::touch`). Returns what it read.
+    pub fn touch(&self, slots: impl Iterator<Item = Slot>) -> u8 {
+        slots.fold(0, |acc, slot| {
+            acc ^ self.records[slot as usize]
+                .form
+                .as_ref()
+                .map_or(0, Compact::touch)
+        })
+    }
+
     /// Whether the compact form of any member of `slot`'s entity passes `test`: the record
     /// itself first, the other members only where it has company.
     pub fn any_member(&self, slot: Slot, test: impl Fn(&Compact) -> bool) -> bool {

@@ -82,6 +82,12 @@ impl Population {
         let found = cmdm_matching::closest(shared, self.matcher.max_candidates());
         // As the engine does: entities that cannot reach the review band are left out.
         let screen = self.matcher.screen(&prepared);
+        // As the engine does: the candidates' forms fetched together (Compact::touch).
+        black_box(
+            found
+                .iter()
+                .fold(0u8, |acc, &i| acc ^ self.forms[i as usize].touch()),
+        );
         let candidates: Vec<EntityCandidate> = found
             .into_iter()
             .filter(|&i| screen(&self.forms[i as usize]))

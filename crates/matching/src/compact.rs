@@ -10,13 +10,24 @@ use crate::prepare::Prepared;
 /// A prepared record's values in the order of one model's fields.
 ///
 /// One allocation, so that reading a candidate costs as few cache misses as possible: the
-/// number of fields (`u16`), then three cumulative byte offsets into the text per field
-/// (the ends of the value, of its phonetic code and of its formal name, `u16` each), then
-/// the text. An empty value is an absent one (prepared values are never empty). A record
-/// whose values exceed 64 KiB in all is compared on the fields that fit.
+/// number of fields, then three cumulative byte offsets into the text per field (the ends
+/// of the value, of its phonetic code and of its formal name), then the text. Each number
+/// is two ASCII bytes of seven bits, so the whole is one `str` whose pieces are sliced
+/// without checking their UTF-8 again. An empty value is an absent one (prepared values
+/// are never empty). A record whose values exceed 16 KiB in all is compared on the fields
+/// that fit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Compact {
-    bytes: Box<[u8]>,
+    text: Box<str>,
+}
+
+/// The largest number a header entry holds (two bytes of seven bits).
+const MAX: usize = 0x3FFF;
+
+fn push_number(header: &mut String, n: usize) {
+    debug_assert!(n <= MAX);
+    header.push(char::from((n >> 7) as u8 & 0x7F));
+    header.push(char::from(n as u8 & 0x7F));
 }
 
 /// One field of a compact record.
@@ -32,9 +43,9 @@ pub struct View<'a> {
 impl Compact {
     /// Lays out `prepared` for `model`'s fields.
     pub fn new(model: &Model, prepared: &Prepared) -> Self {
-        let n = model.fields.len().min(0x3FFF);
+        let n = model.fields.len().min(MAX);
         let mut text = String::new();
-        let mut ends: Vec<u16> = Vec::with_capacity(n * 3);
+        let mut ends: Vec<usize> = Vec::with_capacity(n * 3);
         let mut full = false;
         for field in model.fields.iter().take(n) {
             let value = prepared.get(&field.field).unwrap_or("");
@@ -47,52 +58,66 @@ impl Compact {
                 _ => value,
             };
             let formal = if formal == value { "" } else { formal };
-            full = full || text.len() + value.len() + phonetic.len() + formal.len() > 0xFFFF;
+            full = full || text.len() + value.len() + phonetic.len() + formal.len() > MAX;
             if !full {
                 text.push_str(value);
-                ends.push(text.len() as u16);
+                ends.push(text.len());
                 text.push_str(phonetic);
-                ends.push(text.len() as u16);
+                ends.push(text.len());
                 text.push_str(formal);
             } else {
-                ends.push(text.len() as u16);
-                ends.push(text.len() as u16);
+                ends.push(text.len());
+                ends.push(text.len());
             }
-            ends.push(text.len() as u16);
+            ends.push(text.len());
         }
-        let mut bytes = Vec::with_capacity(2 + ends.len() * 2 + text.len());
-        bytes.extend_from_slice(&(n as u16).to_le_bytes());
+        let mut whole = String::with_capacity(2 + ends.len() * 2 + text.len());
+        push_number(&mut whole, n);
         for end in ends {
-            bytes.extend_from_slice(&end.to_le_bytes());
+            push_number(&mut whole, end);
         }
-        bytes.extend_from_slice(text.as_bytes());
+        whole.push_str(&text);
         Compact {
-            bytes: bytes.into_boxed_slice(),
+            text: whole.into_boxed_str(),
         }
     }
 
+    /// Reads the first bytes of the record, to bring it towards the cache: touched first
+    /// for many records at once, their loads overlap, where comparing each in turn waits
+    /// for each in turn. Returns what it read so the read is not optimised away.
     #[inline]
-    fn end(&self, k: usize) -> usize {
-        let at = 2 + 2 * k;
-        usize::from(u16::from_le_bytes([self.bytes[at], self.bytes[at + 1]]))
+    pub fn touch(&self) -> u8 {
+        // One byte of each cache line.
+        self.text
+            .as_bytes()
+            .iter()
+            .step_by(64)
+            .fold(0, |acc, &b| acc ^ b)
+    }
+
+    #[inline]
+    fn number(&self, at: usize) -> usize {
+        let b = self.text.as_bytes();
+        usize::from(b[at]) << 7 | usize::from(b[at + 1])
     }
 
     /// Field `i` (the model's field order), `None` when the record has no value for it.
     #[inline]
     pub fn view(&self, i: usize) -> Option<View<'_>> {
-        let n = usize::from(u16::from_le_bytes([self.bytes[0], self.bytes[1]]));
+        let n = self.number(0);
         if i >= n {
             return None;
         }
-        let start = if i == 0 { 0 } else { self.end(3 * i - 1) };
-        let value_end = self.end(3 * i);
+        let end = |k: usize| self.number(2 + 2 * k);
+        let start = if i == 0 { 0 } else { end(3 * i - 1) };
+        let value_end = end(3 * i);
         if value_end == start {
             return None;
         }
-        let (phonetic_end, formal_end) = (self.end(3 * i + 1), self.end(3 * i + 2));
-        let text = &self.bytes[2 + 6 * n..];
-        // Written from `&str`s, so every piece is UTF-8; checked all the same (no unsafe).
-        let piece = |a: usize, b: usize| std::str::from_utf8(&text[a..b]).unwrap_or("");
+        let (phonetic_end, formal_end) = (end(3 * i + 1), end(3 * i + 2));
+        let text = self.text.get(2 + 6 * n..).unwrap_or("");
+        // Every piece was written from a `&str`, so every end is a character boundary.
+        let piece = |a: usize, b: usize| text.get(a..b).unwrap_or("");
         let value = piece(start, value_end);
         let phonetic = piece(value_end, phonetic_end);
         let formal = piece(phonetic_end, formal_end);
@@ -153,5 +178,23 @@ mod tests {
             .position(|f| f.field == "given_name")
             .unwrap();
         assert_eq!(c.view(given).unwrap().formal, "robert");
+    }
+
+    #[test]
+    fn non_ascii_values_and_values_past_the_limit_read_back() {
+        let model = Model::default_person();
+        let mut p = prepare(
+            &record("1", &[("given_name", "Zoe"), ("family_name", "Nunez")]),
+            &PrepareConfig::default(),
+        );
+        // Prepared values are transliterated; the layout must not depend on it.
+        p.values.insert("family_name".into(), "núñez-東京".into());
+        p.values.insert("city".into(), "x".repeat(MAX));
+        let c = Compact::new(&model, &p);
+        let at = |name: &str| model.fields.iter().position(|f| f.field == name).unwrap();
+        assert_eq!(c.view(at("given_name")).unwrap().value, "zoe");
+        assert_eq!(c.view(at("family_name")).unwrap().value, "núñez-東京");
+        // The city does not fit: compared as absent, the fields before it intact.
+        assert_eq!(c.view(at("city")), None);
     }
 }

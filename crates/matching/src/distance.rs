@@ -79,21 +79,36 @@ pub fn levenshtein_at_most(a: &str, b: &str, k: usize) -> bool {
         return strsim::levenshtein(a, b) <= k;
     }
     let (a, b) = (a.as_bytes(), b.as_bytes());
-    let mut row = [0usize; SHORT + 1];
-    for (j, cell) in row.iter_mut().enumerate().take(b.len() + 1) {
+    // One edit adds or removes at most one character each way, so it changes at most two
+    // of the bits saying which characters occur (`c % 64`: a clash only weakens the test).
+    let present = |s: &[u8]| s.iter().fold(0u64, |bits, &c| bits | 1 << (c & 63));
+    if (present(a) ^ present(b)).count_ones() as usize > 2 * k {
+        return false;
+    }
+    // Only cells within `k` of the diagonal can lie on a path of cost at most `k`; the
+    // others count as more than `k` (`FAR`).
+    const FAR: usize = usize::MAX / 2;
+    if b.is_empty() {
+        return a.len() <= k;
+    }
+    let mut row = [FAR; SHORT + 1];
+    for (j, cell) in row.iter_mut().enumerate().take(b.len().min(k) + 1) {
         *cell = j;
     }
     for (i, &x) in a.iter().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        let mut row_min = row[0];
-        for (j, &y) in b.iter().enumerate() {
-            let above = row[j + 1];
-            row[j + 1] = (above + 1)
-                .min(row[j] + 1)
-                .min(diagonal + usize::from(x != y));
+        let i = i + 1;
+        // Never empty: `b` is not, and the lengths differ by at most `k`.
+        let (low, high) = (i.saturating_sub(k).max(1), b.len().min(i + k));
+        let mut diagonal = row[low - 1];
+        row[low - 1] = if low == 1 { i } else { FAR };
+        let mut row_min = row[low - 1];
+        for j in low..=high {
+            let above = row[j];
+            row[j] = (above + 1)
+                .min(row[j - 1] + 1)
+                .min(diagonal + usize::from(x != b[j - 1]));
             diagonal = above;
-            row_min = row_min.min(row[j + 1]);
+            row_min = row_min.min(row[j]);
         }
         // Every later row is at least this row's smallest cell.
         if row_min > k {
@@ -190,6 +205,18 @@ mod tests {
         #[test]
         fn levenshtein_bound_is_strsims(a in "[a-d@.]{0,14}", b in "[a-d@.]{0,14}", k in 0usize..4) {
             prop_assert_eq!(levenshtein_at_most(&a, &b, k), strsim::levenshtein(&a, &b) <= k);
+        }
+
+        #[test]
+        fn levenshtein_bound_is_strsims_on_e_mails(
+            a in "[a-z0-9]{1,8}[.]?[a-z0-9]{0,6}@[a-z]{2,6}[.](com|co[.]uk)",
+            b in "[a-z0-9]{1,8}[.]?[a-z0-9]{0,6}@[a-z]{2,6}[.](com|co[.]uk)",
+            k in 0usize..4,
+        ) {
+            prop_assert_eq!(levenshtein_at_most(&a, &b, k), strsim::levenshtein(&a, &b) <= k);
+            // Close pairs too, which random ones rarely are.
+            let near = format!("{}x{}", &a[..1], &a[1..]);
+            prop_assert_eq!(levenshtein_at_most(&a, &near, k), strsim::levenshtein(&a, &near) <= k);
         }
 
         #[test]

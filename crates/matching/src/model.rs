@@ -281,11 +281,35 @@ pub struct Model {
 #[derive(Debug, Clone)]
 pub struct Probe {
     form: Compact,
-    /// The record's fields in comparison order: position and kind.
-    order: Vec<(usize, Kind)>,
-    weights: Vec<Vec<f64>>,
-    headroom: Vec<f64>,
+    /// The record's fields in comparison order.
+    steps: Vec<Step>,
     prior: f64,
+}
+
+/// One field of a probe.
+#[derive(Debug, Clone)]
+struct Step {
+    /// The field's position in the model.
+    field: usize,
+    kind: Kind,
+    /// The probed record's value, owned so that no comparison reads its layout again.
+    value: String,
+    phonetic: Option<String>,
+    formal: String,
+    /// Each level's weight against the probed value (a model has at most four levels).
+    weights: [f64; 4],
+    /// What this field and the ones after it can add at most.
+    headroom: f64,
+}
+
+impl Step {
+    fn view(&self) -> View<'_> {
+        View {
+            value: &self.value,
+            phonetic: self.phonetic.as_deref(),
+            formal: &self.formal,
+        }
+    }
 }
 
 impl Probe {
@@ -498,41 +522,39 @@ impl Model {
 
     /// A record made ready to be compared with many others.
     pub fn probe(&self, record: Compact) -> Probe {
-        let mut order: Vec<(usize, Kind)> = (0..self.fields.len())
-            .filter(|&i| record.view(i).is_some())
-            .map(|i| (i, self.fields[i].kind))
-            .collect();
-        order.sort_by_key(|&(i, kind)| (kind.cost(), i));
-        let weights: Vec<Vec<f64>> = self
+        let mut steps: Vec<Step> = self
             .fields
             .iter()
             .enumerate()
-            .map(|(i, f)| {
-                f.levels
-                    .iter()
-                    .enumerate()
-                    .map(
-                        |(level, l)| match (&f.term_frequencies, level, record.view(i)) {
-                            (Some(tf), 0, Some(v)) => {
-                                (l.m.max(1e-12) / tf.of(v.value).max(1e-12)).log2()
-                            }
-                            _ => l.weight(),
-                        },
-                    )
-                    .collect()
+            .filter_map(|(i, f)| {
+                let view = record.view(i)?;
+                let mut weights = [f64::NEG_INFINITY; 4];
+                for (level, l) in f.levels.iter().enumerate().take(4) {
+                    weights[level] = match (&f.term_frequencies, level) {
+                        (Some(tf), 0) => (l.m.max(1e-12) / tf.of(view.value).max(1e-12)).log2(),
+                        _ => l.weight(),
+                    };
+                }
+                Some(Step {
+                    field: i,
+                    kind: f.kind,
+                    value: view.value.to_owned(),
+                    phonetic: view.phonetic.map(str::to_owned),
+                    formal: view.formal.to_owned(),
+                    weights,
+                    headroom: 0.0,
+                })
             })
             .collect();
-        // What the fields from position k on can add at most.
-        let mut headroom = vec![0.0; order.len() + 1];
-        for k in (0..order.len()).rev() {
-            let best = weights[order[k].0].iter().copied().fold(0.0, f64::max);
-            headroom[k] = headroom[k + 1] + best;
+        steps.sort_by_key(|step| (step.kind.cost(), step.field));
+        let mut after = 0.0;
+        for step in steps.iter_mut().rev() {
+            after += step.weights.iter().copied().fold(0.0, f64::max);
+            step.headroom = after;
         }
         Probe {
             form: record,
-            order,
-            weights,
-            headroom,
+            steps,
             prior: self.prior_weight(),
         }
     }
@@ -544,12 +566,12 @@ impl Model {
         // Sums run in another order than `quick_score`'s: leave room for rounding.
         let floor = floor - 1e-6;
         let mut weight = probe.prior;
-        for (k, &(i, kind)) in probe.order.iter().enumerate() {
-            if weight + probe.headroom[k] < floor {
+        for step in &probe.steps {
+            if weight + step.headroom < floor {
                 return false;
             }
-            if let (Some(va), Some(vb)) = (probe.form.view(i), b.view(i)) {
-                weight += probe.weights[i][kind.level_of(va, vb)];
+            if let Some(vb) = b.view(step.field) {
+                weight += step.weights[step.kind.level_of(step.view(), vb)];
             }
         }
         weight >= floor
