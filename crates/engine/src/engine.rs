@@ -683,6 +683,7 @@ impl Engine {
             }
         }
         found.sort_unstable();
+        std::hint::black_box(index.touch_entries(found.iter().copied()));
         let shared = found.chunk_by(|a, b| a == b).map(|run| (run[0], run.len()));
         // Ranked by shared keys, ties by source key: the same records in every process.
         let ranked = shared.map(|(slot, n)| ((index.key(slot), slot), n));

@@ -272,15 +272,35 @@ impl MatchIndex {
         self.entities.get(&entity).map_or(&[], Vec::as_slice)
     }
 
-    /// Reads a little of each record's compact form, so that the forms of many candidates
-    /// are fetched from memory together rather than one after the other as each is
-    /// screened (see `Compact::touch`). Returns what it read.
+    /// Reads a little of the compact forms `any_member` reads (each record's, and its
+    /// entity's other members' where it has company), so that the forms of many
+    /// candidates are fetched from memory together rather than one after the other as
+    /// each is screened (see `Compact::touch`). Returns what it read.
     pub fn touch(&self, slots: impl Iterator<Item = Slot>) -> u8 {
-        slots.fold(0, |acc, slot| {
-            acc ^ self.records[slot as usize]
+        let form = |slot: Slot| {
+            self.records[slot as usize]
                 .form
                 .as_ref()
                 .map_or(0, Compact::touch)
+        };
+        slots.fold(0, |acc, slot| {
+            let record = &self.records[slot as usize];
+            let company = match record.entity {
+                Some(entity) if !record.alone => self
+                    .members(entity)
+                    .iter()
+                    .fold(0, |acc, &member| acc ^ form(member)),
+                _ => 0,
+            };
+            acc ^ form(slot) ^ company
+        })
+    }
+
+    /// Reads each record's entry, so that the entries of many candidates are fetched from
+    /// memory together before each is looked at in turn. Returns what it read.
+    pub fn touch_entries(&self, slots: impl Iterator<Item = Slot>) -> u64 {
+        slots.fold(0, |acc, slot| {
+            acc ^ self.records[slot as usize].entity.map_or(0, |e| e.0)
         })
     }
 
