@@ -344,8 +344,11 @@ impl Engine {
     pub(crate) fn load_index(&self) -> Result<MatchIndex> {
         let started = std::time::Instant::now();
         let index = MatchIndex::load(&self.store, self.matcher.as_ref())?;
+        let (keys, shared_keys) = index.keys();
         info!(
             records = index.len(),
+            keys,
+            shared_keys,
             ms = started.elapsed().as_millis() as u64,
             "match index loaded"
         );

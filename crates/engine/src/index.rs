@@ -15,14 +15,15 @@ use crate::{EngineError, Result};
 /// A record's place in the index.
 type Slot = u32;
 
-/// The records under one blocking key.
-#[derive(Debug)]
-enum Postings {
-    One(Slot),
-    Many(Vec<Slot>),
-    /// Shared by more records than the generic limit: only counted, never a candidate.
-    Generic(u32),
-}
+/// The records under one blocking key, in four bytes: one record's slot; or, with the top
+/// bit set, the position of a list of slots in `MatchIndex::lists`; or `GENERIC`.
+type Postings = u32;
+
+/// Marks a list position in `Postings`.
+const LIST: u32 = 1 << 31;
+
+/// A key shared by more records than the generic limit: never a candidate.
+const GENERIC: u32 = u32::MAX;
 
 #[derive(Debug)]
 struct Record {
@@ -51,6 +52,10 @@ pub(crate) struct MatchIndex {
     /// Blocking keys by a 64-bit hash of their text: a collision can only add a
     /// candidate, which scoring then rejects.
     blocks: HashMap<u64, Postings>,
+    /// The slots of keys shared by several records (most keys have one).
+    lists: Vec<Vec<Slot>>,
+    /// Positions in `lists` free for reuse.
+    free_lists: Vec<u32>,
     entities: HashMap<GoldenId, Vec<Slot>>,
     /// Records a steward declared different people from each record (both directions).
     apart: HashMap<Slot, Vec<Slot>>,
@@ -73,6 +78,8 @@ impl MatchIndex {
             slots: HashMap::new(),
             records: Vec::new(),
             blocks: HashMap::new(),
+            lists: Vec::new(),
+            free_lists: Vec::new(),
             entities: HashMap::new(),
             apart: HashMap::new(),
             open_reviews: HashMap::new(),
@@ -123,11 +130,19 @@ impl MatchIndex {
         self.records.len()
     }
 
+    /// Number of blocking keys, and of those shared by several records.
+    pub fn keys(&self) -> (usize, usize) {
+        (self.blocks.len(), self.lists.len() - self.free_lists.len())
+    }
+
     fn slot(&mut self, key: &SourceKey) -> Slot {
         if let Some(&slot) = self.slots.get(key) {
             return slot;
         }
-        let slot = Slot::try_from(self.records.len()).expect("fewer than 2^32 source records");
+        let slot = Slot::try_from(self.records.len())
+            .ok()
+            .filter(|slot| slot & LIST == 0)
+            .expect("fewer than 2^31 source records");
         self.records.push(Record {
             key: key.clone(),
             features: None,
@@ -172,42 +187,76 @@ impl MatchIndex {
         keys.sort_unstable();
         keys.dedup();
         for hash in keys {
-            let postings = self
-                .blocks
-                .entry(hash)
-                .or_insert(Postings::Many(Vec::new()));
-            match postings {
-                Postings::One(first) => *postings = Postings::Many(vec![*first, slot]),
-                Postings::Many(slots) if slots.is_empty() => *postings = Postings::One(slot),
-                Postings::Many(slots) => slots.push(slot),
-                Postings::Generic(count) => *count += 1,
-            }
-            if let Postings::Many(slots) = postings
-                && slots.len() > limit
-            {
-                *postings = Postings::Generic(slots.len() as u32);
-            }
+            self.add_posting(hash, slot, limit);
         }
     }
 
+    fn add_posting(&mut self, hash: u64, slot: Slot, limit: usize) {
+        let postings = match self.blocks.get(&hash).copied() {
+            None => slot,
+            Some(GENERIC) => return,
+            Some(_) if limit < 2 => GENERIC,
+            Some(first) if first & LIST == 0 => self.new_list(vec![first, slot]),
+            Some(list) => {
+                let slots = &mut self.lists[(list & !LIST) as usize];
+                slots.push(slot);
+                if slots.len() <= limit {
+                    return;
+                }
+                self.free_list(list);
+                GENERIC
+            }
+        };
+        self.blocks.insert(hash, postings);
+    }
+
+    fn new_list(&mut self, slots: Vec<Slot>) -> Postings {
+        let at = match self.free_lists.pop() {
+            Some(at) => {
+                self.lists[at as usize] = slots;
+                at
+            }
+            None => {
+                self.lists.push(slots);
+                u32::try_from(self.lists.len() - 1)
+                    .ok()
+                    .filter(|at| at | LIST != GENERIC)
+                    .expect("fewer than 2^31 - 1 shared blocking keys")
+            }
+        };
+        at | LIST
+    }
+
+    fn free_list(&mut self, list: Postings) {
+        let at = list & !LIST;
+        self.lists[at as usize] = Vec::new();
+        self.free_lists.push(at);
+    }
+
     fn remove_posting(&mut self, hash: u64, slot: Slot) {
-        let Some(postings) = self.blocks.get_mut(&hash) else {
-            return;
-        };
-        let empty = match postings {
-            Postings::One(s) => *s == slot,
-            Postings::Many(slots) => {
-                slots.retain(|s| *s != slot);
-                slots.is_empty()
-            }
+        match self.blocks.get(&hash).copied() {
             // A key once found generic stays generic while the process runs.
-            Postings::Generic(count) => {
-                *count = count.saturating_sub(1);
-                false
+            None | Some(GENERIC) => {}
+            Some(only) if only & LIST == 0 => {
+                if only == slot {
+                    self.blocks.remove(&hash);
+                }
             }
-        };
-        if empty {
-            self.blocks.remove(&hash);
+            Some(list) => {
+                let slots = &mut self.lists[(list & !LIST) as usize];
+                slots.retain(|s| *s != slot);
+                match *slots.as_slice() {
+                    [] => {
+                        self.free_list(list);
+                        self.blocks.remove(&hash);
+                    }
+                    [last] => {
+                        self.free_list(list);
+                        self.blocks.insert(hash, last);
+                    }
+                    _ => {}
+                }
+            }
         }
     }
 
@@ -229,11 +278,15 @@ impl MatchIndex {
 
     /// The records under a blocking key.
     pub fn lookup(&self, block: &str) -> Found<'_> {
-        match self.blocks.get(&block_hash(block)) {
+        self.lookup_hash(block_hash(block))
+    }
+
+    fn lookup_hash(&self, hash: u64) -> Found<'_> {
+        match self.blocks.get(&hash) {
             None => Found::Records(&[]),
-            Some(Postings::One(slot)) => Found::Records(std::slice::from_ref(slot)),
-            Some(Postings::Many(slots)) => Found::Records(slots),
-            Some(Postings::Generic(_)) => Found::Generic,
+            Some(&GENERIC) => Found::Generic,
+            Some(only) if only & LIST == 0 => Found::Records(std::slice::from_ref(only)),
+            Some(list) => Found::Records(&self.lists[(list & !LIST) as usize]),
         }
     }
 
@@ -517,6 +570,53 @@ mod tests {
                 assert!(index.members(entity).contains(&(slot as Slot)));
             }
         }
+    }
+
+    fn found(index: &MatchIndex, hash: u64) -> Option<Vec<Slot>> {
+        match index.lookup_hash(hash) {
+            Found::Records(slots) => {
+                let mut slots = slots.to_vec();
+                slots.sort_unstable();
+                Some(slots)
+            }
+            Found::Generic => None,
+        }
+    }
+
+    #[test]
+    fn postings_hold_one_record_inline_several_in_a_list_and_too_many_as_generic() {
+        let mut index = MatchIndex::empty(3);
+        let (a, b) = (11, 22);
+        index.add_posting(a, 1, 3);
+        assert_eq!(found(&index, a), Some(vec![1]));
+        assert_eq!(found(&index, b), Some(vec![]));
+        index.add_posting(a, 2, 3);
+        index.add_posting(a, 3, 3);
+        assert_eq!(found(&index, a), Some(vec![1, 2, 3]));
+        // Back to one record, then none: the list is given back and reused.
+        index.remove_posting(a, 2);
+        index.remove_posting(a, 3);
+        assert_eq!(found(&index, a), Some(vec![1]));
+        assert_eq!(index.free_lists.len(), 1);
+        index.remove_posting(a, 1);
+        assert_eq!(found(&index, a), Some(vec![]));
+        assert!(index.blocks.is_empty());
+        index.add_posting(b, 5, 3);
+        index.add_posting(b, 6, 3);
+        assert!(index.free_lists.is_empty(), "reused");
+        // Past the limit: generic, and generic it stays.
+        index.add_posting(b, 7, 3);
+        index.add_posting(b, 8, 3);
+        assert_eq!(found(&index, b), None);
+        index.remove_posting(b, 8);
+        index.remove_posting(b, 7);
+        assert_eq!(found(&index, b), None);
+        index.add_posting(b, 9, 3);
+        assert_eq!(found(&index, b), None);
+        // A limit of one: a second record makes the key generic at once.
+        index.add_posting(a, 1, 1);
+        index.add_posting(a, 2, 1);
+        assert_eq!(found(&index, a), None);
     }
 
     #[test]
