@@ -82,12 +82,11 @@ impl Compact {
         }
     }
 
-    /// Reads the first bytes of the record, to bring it towards the cache: touched first
-    /// for many records at once, their loads overlap, where comparing each in turn waits
-    /// for each in turn. Returns what it read so the read is not optimised away.
+    /// Reads one byte of every 64 (a cache line) of the record, to bring it into the
+    /// cache: touched first for many records at once, their loads overlap, where comparing
+    /// each in turn waits for each in turn. Returns what it read, for `black_box`.
     #[inline]
     pub fn touch(&self) -> u8 {
-        // One byte of each cache line.
         self.text
             .as_bytes()
             .iter()
