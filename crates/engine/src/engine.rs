@@ -413,6 +413,15 @@ impl Engine {
                     (self.data_key(work.batch(), &key.encode())?, None)
                 }
             };
+            // The stored prepared form this event may replace, whose blocking keys the
+            // index then gives up (the index keeps only the compact form).
+            let before = match index.find(&key) {
+                Some(slot) if key_ref.is_none() && index.form(slot).is_some() => {
+                    work.view()
+                        .get_bin::<Prepared>(TreeName::Features, key.encode().as_bytes())?
+                }
+                _ => None,
+            };
             let logged = LoggedEvent {
                 id: event.id.clone(),
                 source: event.source.clone(),
@@ -428,7 +437,7 @@ impl Engine {
                 projector.event(&mut work, &logged, Some(&event.payload), seq)?;
             report.applied += 1;
             if let Some(prepared) = &prepared {
-                index.set_features(prepared, self.matcher.as_ref())?;
+                index.set_features(prepared, before.as_ref(), self.matcher.as_ref());
             }
             if change == RecordChange::Profile {
                 let decisions = self.decide(work.view(), index, &record, prepared, &mut report)?;
@@ -505,10 +514,9 @@ impl Engine {
                 let Some(record) = work.source(&key)?.cloned() else {
                     continue;
                 };
-                let prepared = match index.find(&key) {
-                    Some(slot) => index.features(slot)?,
-                    None => None,
-                };
+                let prepared = work
+                    .view()
+                    .get_bin::<Prepared>(TreeName::Features, key.encode().as_bytes())?;
                 let decisions = self.decide(work.view(), &index, &record, prepared, &mut report)?;
                 self.record_decisions(&mut work, &mut index, decisions, &mut report)?;
             }

@@ -8,7 +8,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 
 use cmdm_domain::{Decision, GoldenId, ReviewStatus, ReviewTask, SourceKey};
 use cmdm_matching::{Compact, Matcher, Prepared};
-use cmdm_store::{Store, TreeName, decode_bin, encode_bin};
+use cmdm_store::{Store, TreeName, decode_bin};
 
 use crate::{EngineError, Result};
 
@@ -28,9 +28,8 @@ const GENERIC: u32 = u32::MAX;
 #[derive(Debug)]
 struct Record {
     key: SourceKey,
-    /// The prepared form in the store's binary encoding (a tenth of its decoded size).
-    features: Option<Box<[u8]>>,
-    /// The form the matcher compares, present with `features`.
+    /// The form the matcher compares, present while the record has stored features (its
+    /// prepared form, which the index does not keep: readers take it from the store).
     form: Option<Compact>,
     entity: Option<GoldenId>,
     /// Whether the record is its entity's only member: most candidates are, and then
@@ -96,9 +95,7 @@ impl MatchIndex {
             let prepared: Prepared = decode_bin(TreeName::Features, &value)?;
             let slot = index.slot(&parse_key(&key)?);
             index.add_blocks(slot, &prepared, matcher);
-            let record = &mut index.records[slot as usize];
-            record.features = Some(value.to_vec().into_boxed_slice());
-            record.form = Some(matcher.compact(&prepared));
+            index.records[slot as usize].form = Some(matcher.compact(&prepared));
         }
         for item in store.tree(TreeName::Membership).iter() {
             let (key, value) = item.map_err(cmdm_store::StoreError::from)?;
@@ -145,7 +142,6 @@ impl MatchIndex {
             .expect("fewer than 2^31 source records");
         self.records.push(Record {
             key: key.clone(),
-            features: None,
             form: None,
             entity: None,
             alone: false,
@@ -154,27 +150,29 @@ impl MatchIndex {
         slot
     }
 
-    /// Replaces a record's prepared form and moves its blocking keys.
-    pub fn set_features(&mut self, prepared: &Prepared, matcher: &dyn Matcher) -> Result<()> {
+    /// Replaces a record's prepared form and moves its blocking keys: `before` is its
+    /// prepared form until now, as stored (`None` for a record the index has no form of).
+    pub fn set_features(
+        &mut self,
+        prepared: &Prepared,
+        before: Option<&Prepared>,
+        matcher: &dyn Matcher,
+    ) {
         let slot = self.slot(&prepared.key);
-        if let Some(old) = self.features(slot)? {
-            for key in matcher.block_keys(&old) {
-                self.remove_posting(block_hash(&key.0), slot);
-            }
-        }
-        let (features, form) = if prepared.values.is_empty() {
-            (None, None)
+        self.remove_blocks(slot, before, matcher);
+        let form = if prepared.values.is_empty() {
+            None
         } else {
             self.add_blocks(slot, prepared, matcher);
-            (
-                Some(encode_bin(TreeName::Features, prepared)?.into_boxed_slice()),
-                Some(matcher.compact(prepared)),
-            )
+            Some(matcher.compact(prepared))
         };
-        let record = &mut self.records[slot as usize];
-        record.features = features;
-        record.form = form;
-        Ok(())
+        self.records[slot as usize].form = form;
+    }
+
+    fn remove_blocks(&mut self, slot: Slot, before: Option<&Prepared>, matcher: &dyn Matcher) {
+        for key in before.map(|p| matcher.block_keys(p)).unwrap_or_default() {
+            self.remove_posting(block_hash(&key.0), slot);
+        }
     }
 
     fn add_blocks(&mut self, slot: Slot, prepared: &Prepared, matcher: &dyn Matcher) {
@@ -260,20 +258,19 @@ impl MatchIndex {
         }
     }
 
-    /// Forgets a record's prepared form and its blocking keys (an erasure).
-    pub fn drop_features(&mut self, key: &SourceKey, matcher: &dyn Matcher) -> Result<()> {
+    /// Forgets a record's prepared form and its blocking keys (an erasure); `before` is
+    /// its prepared form as stored until now.
+    pub fn drop_features(
+        &mut self,
+        key: &SourceKey,
+        before: Option<&Prepared>,
+        matcher: &dyn Matcher,
+    ) {
         let Some(slot) = self.find(key) else {
-            return Ok(());
+            return;
         };
-        if let Some(old) = self.features(slot)? {
-            for key in matcher.block_keys(&old) {
-                self.remove_posting(block_hash(&key.0), slot);
-            }
-        }
-        let record = &mut self.records[slot as usize];
-        record.features = None;
-        record.form = None;
-        Ok(())
+        self.remove_blocks(slot, before, matcher);
+        self.records[slot as usize].form = None;
     }
 
     /// The records under a blocking key.
@@ -288,16 +285,6 @@ impl MatchIndex {
             Some(only) if only & LIST == 0 => Found::Records(std::slice::from_ref(only)),
             Some(list) => Found::Records(&self.lists[(list & !LIST) as usize]),
         }
-    }
-
-    /// A record's prepared form, decoded.
-    pub fn features(&self, slot: Slot) -> Result<Option<Prepared>> {
-        self.records[slot as usize]
-            .features
-            .as_deref()
-            .map(|bytes| decode_bin(TreeName::Features, bytes))
-            .transpose()
-            .map_err(EngineError::from)
     }
 
     /// A record's compact form, which the matcher compares.

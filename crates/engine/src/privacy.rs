@@ -152,10 +152,13 @@ impl Engine {
         let store = self.store();
         let mut contact_keys = Vec::new();
         let mut points = Vec::new();
+        // Each member's prepared form, whose blocking keys the index gives up below.
+        let mut forms = Vec::new();
         for member in &golden.members {
-            let Some(prepared) =
-                store.get_bin::<Prepared>(TreeName::Features, member.encode().as_bytes())?
-            else {
+            let prepared =
+                store.get_bin::<Prepared>(TreeName::Features, member.encode().as_bytes())?;
+            forms.push((member, prepared.clone()));
+            let Some(prepared) = prepared else {
                 continue;
             };
             for point in contact_points_of(&prepared) {
@@ -233,8 +236,8 @@ impl Engine {
         );
         batch.commit()?;
         index.apply(&decision);
-        for member in &golden.members {
-            index.drop_features(member, self.matcher().as_ref())?;
+        for (member, prepared) in &forms {
+            index.drop_features(member, prepared.as_ref(), self.matcher().as_ref());
         }
         *guard = Some(index);
         let delay = self.config().purge_delay;

@@ -467,7 +467,12 @@ impl Engine {
                 .into_iter()
                 .map(|(slot, n)| ((index.key(slot), slot), n));
             for (_, slot) in cmdm_matching::closest(ranked, SEARCH_CANDIDATES) {
-                let (Some(entity), Some(features)) = (index.entity_of(slot), index.features(slot)?)
+                let Some(entity) = index.entity_of(slot) else {
+                    continue;
+                };
+                let Some(features) = self
+                    .store()
+                    .get_bin::<Prepared>(TreeName::Features, index.key(slot).encode().as_bytes())?
                 else {
                     continue;
                 };

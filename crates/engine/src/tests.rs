@@ -1028,3 +1028,48 @@ fn the_outbox_offers_only_the_changes_of_batches_flushed_to_disk() {
     let both = engine.outbox(usize::MAX).unwrap();
     assert!(both.len() > first.len() && both.starts_with(&first));
 }
+
+/// The index keeps only compact forms: a changed profile must give up the blocking keys
+/// of its stored form, whether that form was stored by an earlier batch or earlier in
+/// the same batch, exactly as an index loaded afresh from the store has them.
+#[test]
+fn a_changed_profile_is_found_through_its_new_values_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(Store::open(dir.path()).unwrap());
+    let ann = |id: &str, time: &str, email: &str| {
+        profile(
+            id,
+            "web",
+            "w1",
+            time,
+            json!({"given_name": "Ann", "family_name": "Lee", "email": email}),
+        )
+    };
+    engine
+        .apply_batch(&[ann("1", "2026-01-01T00:00:00Z", "ann@old.org")], &[])
+        .unwrap();
+    engine
+        .apply_batch(
+            &[
+                ann("2", "2026-01-02T00:00:00Z", "ann@mid.org"),
+                ann("3", "2026-01-03T00:00:00Z", "ann@new.org"),
+            ],
+            &[],
+        )
+        .unwrap();
+    let holders = |index: &crate::index::MatchIndex, block: &str| match index.lookup(block) {
+        crate::index::Found::Records(slots) => slots
+            .iter()
+            .map(|&slot| index.key(slot).to_string())
+            .collect::<Vec<_>>(),
+        crate::index::Found::Generic => vec!["generic".to_owned()],
+    };
+    let live = engine.lock_index().unwrap();
+    let live = live.as_ref().expect("the index is loaded by the batches");
+    let loaded = crate::index::MatchIndex::load(engine.store(), &matcher()).unwrap();
+    for index in [live, &loaded] {
+        assert_eq!(holders(index, "em:ann@old.org"), Vec::<String>::new());
+        assert_eq!(holders(index, "em:ann@mid.org"), Vec::<String>::new());
+        assert_eq!(holders(index, "em:ann@new.org"), vec!["web/w1".to_owned()]);
+    }
+}
