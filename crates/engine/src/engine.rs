@@ -414,9 +414,14 @@ impl Engine {
                 }
             };
             // The stored prepared form this event may replace, whose blocking keys the
-            // index then gives up (the index keeps only the compact form).
+            // index then gives up (the index keeps only the compact form). Only profile
+            // changes and deletions replace it.
+            let replaces_profile = matches!(
+                event.payload,
+                cmdm_domain::Payload::Profile(_) | cmdm_domain::Payload::Deleted
+            );
             let before = match index.find(&key) {
-                Some(slot) if key_ref.is_none() && index.form(slot).is_some() => {
+                Some(slot) if replaces_profile && index.form(slot).is_some() => {
                     work.view()
                         .get_bin::<Prepared>(TreeName::Features, key.encode().as_bytes())?
                 }
