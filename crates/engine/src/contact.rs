@@ -9,7 +9,6 @@ use cmdm_domain::{
     DeclaredConsent, GoldenId, GoldenRecord, LogEntry, Payload, SourceRecord, Timestamp,
     decide_contact,
 };
-use cmdm_matching::Prepared;
 use cmdm_store::{TreeName, decode};
 use serde::Serialize;
 
@@ -146,8 +145,7 @@ impl Engine {
             for &slot in slots {
                 // A hash collision can only add a record: check it holds the point.
                 let holds = self
-                    .store()
-                    .get_bin::<Prepared>(TreeName::Features, index.key(slot).encode().as_bytes())?
+                    .stored_form(index.key(slot))?
                     .is_some_and(|p| contact_points_of(&p).iter().any(|c| c == point));
                 if holds && let Some(id) = index.entity_of(slot) {
                     ids.push(id);

@@ -341,6 +341,14 @@ impl Engine {
         }
     }
 
+    /// A source record's prepared form as the store holds it (the match index keeps only
+    /// its compact form).
+    pub(crate) fn stored_form(&self, key: &SourceKey) -> Result<Option<Prepared>> {
+        Ok(self
+            .store
+            .get_bin::<Prepared>(TreeName::Features, key.encode().as_bytes())?)
+    }
+
     pub(crate) fn load_index(&self) -> Result<MatchIndex> {
         let started = std::time::Instant::now();
         let index = MatchIndex::load(&self.store, self.matcher.as_ref())?;

@@ -153,15 +153,13 @@ impl Engine {
         let mut contact_keys = Vec::new();
         let mut points = Vec::new();
         // Each member's prepared form, whose blocking keys the index gives up below.
-        let mut forms = Vec::new();
-        for member in &golden.members {
-            let prepared =
-                store.get_bin::<Prepared>(TreeName::Features, member.encode().as_bytes())?;
-            forms.push((member, prepared.clone()));
-            let Some(prepared) = prepared else {
-                continue;
-            };
-            for point in contact_points_of(&prepared) {
+        let forms = golden
+            .members
+            .iter()
+            .map(|member| Ok((member, self.stored_form(member)?)))
+            .collect::<Result<Vec<_>>>()?;
+        for prepared in forms.iter().filter_map(|(_, prepared)| prepared.as_ref()) {
+            for point in contact_points_of(prepared) {
                 if let Some(state) =
                     store.get_bin::<ContactPointState>(TreeName::ContactPoints, point.as_bytes())?
                     && !contact_keys.contains(&state.key_ref)

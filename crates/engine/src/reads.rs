@@ -470,10 +470,7 @@ impl Engine {
                 let Some(entity) = index.entity_of(slot) else {
                     continue;
                 };
-                let Some(features) = self
-                    .store()
-                    .get_bin::<Prepared>(TreeName::Features, index.key(slot).encode().as_bytes())?
-                else {
+                let Some(features) = self.stored_form(index.key(slot))? else {
                     continue;
                 };
                 let verdict = self.matcher().compare(&prepared, &features);
