@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
-use cmdm_domain::{GoldenId, SourceKey, SourceRecord, Stamp, Timestamp};
+use cmdm_domain::{GoldenId, InboundEvent, SourceKey, SourceRecord, Stamp, Timestamp};
 use cmdm_engine::{BatchReport, Engine, EngineConfig};
 use cmdm_hub::HubConfig;
 use cmdm_matching::{FuzzyMatcher, Matcher, Model, Prepared};
@@ -249,23 +249,28 @@ fn apply_rows(
 ) -> anyhow::Result<()> {
     let time = Timestamp::now();
     let mut pending = Vec::with_capacity(batch);
-    let flush = |pending: &mut Vec<_>, summary: &mut ImportSummary| -> anyhow::Result<()> {
-        if pending.is_empty() {
-            return Ok(());
-        }
-        let report = engine.apply_behind(pending, &[], false)?;
-        summary.add(&report);
-        pending.clear();
-        Ok(())
-    };
     for row in rows {
         summary.rows += 1;
         pending.push(row.event(source, time)?);
         if pending.len() >= batch.max(1) {
-            flush(&mut pending, summary)?;
+            apply_events(engine, &pending, summary)?;
+            pending.clear();
         }
     }
-    flush(&mut pending, summary)?;
+    apply_events(engine, &pending, summary)
+}
+
+/// Applies one batch of events and counts what it did.
+fn apply_events(
+    engine: &Engine,
+    events: &[InboundEvent],
+    summary: &mut ImportSummary,
+) -> anyhow::Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let report = engine.apply_behind(events, &[], false)?;
+    summary.add(&report);
     Ok(())
 }
 
@@ -282,47 +287,77 @@ pub fn import(config: &HubConfig, args: &ImportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The import itself: rows are applied in batches as they are read.
+/// The import itself: one thread reads the file and makes each batch of rows into
+/// events while this one applies the batch before.
 fn run_import(
     config: &HubConfig,
     args: &ImportArgs,
-    progress: impl FnMut(u64),
+    progress: impl FnMut(u64) + Send,
 ) -> anyhow::Result<(ImportSummary, Vec<Rejected>)> {
     let mapping = Mapping::parse(&args.csv.map)?;
     let engine = cmdm_hub::open_engine(config)?;
     let started = Instant::now();
     let mut summary = ImportSummary::default();
-    let mut chunk = Vec::with_capacity(args.batch);
-    let mut rate = RateLog::new();
-    let source = args.csv.source.as_str();
-    let rejected = table::read_each(
-        &args.csv.csv,
-        &mapping,
-        args.csv.id.as_deref(),
-        None,
-        progress,
-        |row| {
-            chunk.push(row);
-            if chunk.len() >= args.batch.max(1) {
-                apply_rows(
-                    &engine,
-                    std::mem::take(&mut chunk),
-                    source,
-                    args.batch,
-                    &mut summary,
-                )?;
-                rate.tick(summary.rows);
-            }
-            Ok(())
-        },
-    )?;
-    apply_rows(&engine, chunk, source, args.batch, &mut summary)?;
+    let batch = args.batch.max(1);
+    let (sender, batches) = std::sync::mpsc::sync_channel::<Vec<InboundEvent>>(2);
+    let (applied, read) = std::thread::scope(|scope| {
+        let reader = scope.spawn(|| {
+            // Owned here, so that the applying side sees the end when the reader is done.
+            let sender = sender;
+            let source = args.csv.source.as_str();
+            let time = Timestamp::now();
+            let mut chunk = Vec::with_capacity(batch);
+            let rejected = table::read_each(
+                &args.csv.csv,
+                &mapping,
+                args.csv.id.as_deref(),
+                None,
+                progress,
+                |row| {
+                    chunk.push(row.event(source, time)?);
+                    if chunk.len() >= batch {
+                        sender
+                            .send(std::mem::replace(&mut chunk, Vec::with_capacity(batch)))
+                            .map_err(|_| anyhow::anyhow!("the import stopped"))?;
+                    }
+                    Ok(())
+                },
+            )?;
+            // The applying side only goes away after an error, which it reports.
+            let _ = sender.send(chunk);
+            Ok::<_, anyhow::Error>(rejected)
+        });
+        let applied = apply_batches(&engine, batches, &mut summary);
+        let read = reader
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        (applied, read)
+    });
+    // An error applying stops the reader: it is the one to report.
+    applied?;
+    let rejected = read?;
     engine.written()?;
     engine.store().flush_blocking()?;
     summary.rejected = rejected.len();
     summary.entities = engine.store().tree(TreeName::Entities).len();
     summary.seconds = started.elapsed().as_secs_f64();
     Ok((summary, rejected))
+}
+
+/// Applies the batches the reader sends until it stops; dropping `batches` on an error
+/// tells the reader to stop too.
+fn apply_batches(
+    engine: &Engine,
+    batches: std::sync::mpsc::Receiver<Vec<InboundEvent>>,
+    summary: &mut ImportSummary,
+) -> anyhow::Result<()> {
+    let mut rate = RateLog::new();
+    for events in batches {
+        summary.rows += events.len();
+        apply_events(engine, &events, summary)?;
+        rate.tick(summary.rows);
+    }
+    Ok(())
 }
 
 /// Prepares rows in memory the way the engine would, on every core.
