@@ -859,6 +859,50 @@ mod tests {
         assert_eq!((again.applied, again.duplicates, again.entities), (0, 3, 2));
     }
 
+    /// A row the engine cannot take (a record id over 256 bytes) stops the import with
+    /// its line, after the batches read before it are applied; reading and applying on
+    /// two threads neither hangs nor loses them.
+    #[test]
+    fn import_stops_at_a_row_it_cannot_take_keeping_the_batches_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("legacy.csv");
+        let long_id = "x".repeat(300);
+        std::fs::write(
+            &csv,
+            format!(
+                "no,first,last\n1,Ann,Lee\n2,Bob,Ray\n3,Cy,Stone\n{long_id},Di,Moss\n5,Ed,Lamb\n"
+            ),
+        )
+        .unwrap();
+        let config = HubConfig {
+            data_dir: dir.path().join("data"),
+            ..HubConfig::default()
+        };
+        let args = ImportArgs {
+            csv: CsvArgs {
+                csv,
+                map: "given_name=first,family_name=last".into(),
+                id: Some("no".into()),
+                source: "legacy".into(),
+            },
+            batch: 2,
+        };
+        let error = run_import(&config, &args, |_| {}).unwrap_err();
+        assert!(format!("{error:#}").contains("line 5"), "{error:#}");
+        let store = Store::open(&config.data_dir).unwrap();
+        let mut imported: Vec<String> = store
+            .tree(TreeName::Records)
+            .iter()
+            .map(|item| String::from_utf8(item.unwrap().0.to_vec()).unwrap())
+            .collect();
+        imported.sort();
+        assert_eq!(
+            imported,
+            ["legacy/1", "legacy/2"],
+            "the first batch, not the row after"
+        );
+    }
+
     /// Regression: a row whose mapped columns are all empty joins no entity, and `eval`
     /// stopped with "record … has no golden record" instead of counting it alone.
     #[test]
