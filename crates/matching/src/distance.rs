@@ -130,16 +130,18 @@ pub fn osa_distance(a: &str, b: &str) -> usize {
     if b.is_empty() {
         return a.len();
     }
-    let mut before = [0usize; SHORT + 1];
-    let mut previous = [0usize; SHORT + 1];
-    let mut current = [0usize; SHORT + 1];
-    for (j, cell) in previous.iter_mut().enumerate().take(b.len() + 1) {
-        *cell = j;
+    // Three rows of the table, taken in turn (distances of values this short fit a
+    // byte): no row is copied.
+    let width = b.len() + 1;
+    let mut rows = [[0u8; SHORT + 1]; 3];
+    for (j, cell) in rows[1].iter_mut().enumerate().take(width) {
+        *cell = j as u8;
     }
     for i in 0..a.len() {
-        current[0] = i + 1;
+        let [before, previous, current] = rows_at(&mut rows, i);
+        current[0] = i as u8 + 1;
         for j in 0..b.len() {
-            let cost = usize::from(a[i] != b[j]);
+            let cost = u8::from(a[i] != b[j]);
             let mut best = (previous[j + 1] + 1)
                 .min(current[j] + 1)
                 .min(previous[j] + cost);
@@ -148,10 +150,19 @@ pub fn osa_distance(a: &str, b: &str) -> usize {
             }
             current[j + 1] = best;
         }
-        before = previous;
-        previous = current;
     }
-    previous[b.len()]
+    usize::from(rows[(a.len() + 1) % 3][b.len()])
+}
+
+/// The rows of the table for the first `i - 1`, `i` and `i + 1` bytes of `a`, as three
+/// distinct borrows (`rows[1]` starts as the row for none).
+fn rows_at(rows: &mut [[u8; SHORT + 1]; 3], i: usize) -> [&mut [u8; SHORT + 1]; 3] {
+    let [r0, r1, r2] = rows;
+    match i % 3 {
+        0 => [r0, r1, r2],
+        1 => [r1, r2, r0],
+        _ => [r2, r0, r1],
+    }
 }
 
 /// Whether the optimal string alignment distance of two strings is at most one (one
@@ -221,6 +232,11 @@ mod tests {
 
         #[test]
         fn osa_is_strsims(a in "[a-d0-2]{0,12}", b in "[a-d0-2]{0,12}") {
+            prop_assert_eq!(osa_distance(&a, &b), strsim::osa_distance(&a, &b));
+        }
+
+        #[test]
+        fn osa_is_strsims_on_long_values(a in "[a-c]{50,64}", b in "[a-c]{0,64}") {
             prop_assert_eq!(osa_distance(&a, &b), strsim::osa_distance(&a, &b));
         }
 
