@@ -8,7 +8,7 @@ use cmdm_domain::{
     Decision, GoldenId, GoldenRecord, InboundEvent, LogEntry, LoggedEvent, OutboundChange,
     OutboundKind, SourceKey, SourceRecord, Timestamp,
 };
-use cmdm_matching::{EntityCandidate, Matcher, Member, Prepared, Survivorship};
+use cmdm_matching::{BlockKey, EntityCandidate, Matcher, Member, Prepared, Survivorship};
 use cmdm_store::crypto::DataKey;
 use cmdm_store::{Batch, Sealed, Store, TreeName};
 use tracing::{debug, info};
@@ -449,11 +449,13 @@ impl Engine {
             let (record, change, prepared) =
                 projector.event(&mut work, &logged, Some(&event.payload), seq)?;
             report.applied += 1;
-            if let Some(prepared) = &prepared {
-                index.set_features(prepared, before.as_ref(), self.matcher.as_ref());
-            }
+            let features = prepared.map(|prepared| {
+                let keys = self.matcher.block_keys(&prepared);
+                index.set_features(&prepared, &keys, before.as_ref(), self.matcher.as_ref());
+                (prepared, keys)
+            });
             if change == RecordChange::Profile {
-                let decisions = self.decide(work.view(), index, &record, prepared, &mut report)?;
+                let decisions = self.decide(work.view(), index, &record, features, &mut report)?;
                 self.record_decisions(&mut work, index, decisions, &mut report)?;
             }
         }
@@ -527,10 +529,14 @@ impl Engine {
                 let Some(record) = work.source(&key)?.cloned() else {
                     continue;
                 };
-                let prepared = work
+                let features = work
                     .view()
-                    .get_bin::<Prepared>(TreeName::Features, key.encode().as_bytes())?;
-                let decisions = self.decide(work.view(), &index, &record, prepared, &mut report)?;
+                    .get_bin::<Prepared>(TreeName::Features, key.encode().as_bytes())?
+                    .map(|prepared| {
+                        let keys = self.matcher.block_keys(&prepared);
+                        (prepared, keys)
+                    });
+                let decisions = self.decide(work.view(), &index, &record, features, &mut report)?;
                 self.record_decisions(&mut work, &mut index, decisions, &mut report)?;
             }
             work.settle()?;
@@ -554,13 +560,14 @@ impl Engine {
         Ok(key)
     }
 
-    /// Decides where a record whose profile changed belongs.
+    /// Decides where a record whose profile changed belongs, from its prepared form and
+    /// that form's blocking keys.
     fn decide(
         &self,
         batch: &Batch<'_>,
         index: &MatchIndex,
         record: &SourceRecord,
-        prepared: Option<Prepared>,
+        features: Option<(Prepared, Vec<BlockKey>)>,
         report: &mut BatchReport,
     ) -> Result<Vec<Decision>> {
         // The index follows every decision of the batch, so it knows the entity already.
@@ -577,7 +584,7 @@ impl Engine {
                 .into_iter()
                 .collect());
         }
-        let Some(prepared) = prepared.filter(|p| !p.values.is_empty()) else {
+        let Some((prepared, keys)) = features.filter(|(p, _)| !p.values.is_empty()) else {
             // Nothing to match on (every value unparseable): the record stands alone.
             return Ok(match current {
                 Some(_) => Vec::new(),
@@ -588,17 +595,27 @@ impl Engine {
             });
         };
         let home = current.map(|entity| entity_candidate(index, entity));
+        // The index holds the record's compact form since its features were set (a
+        // rematch finds it there too).
+        let computed;
+        let form = match index.find(&record.key).and_then(|slot| index.form(slot)) {
+            Some(form) => form,
+            None => {
+                computed = self.matcher.compact(&prepared);
+                &computed
+            }
+        };
+        let probe = self.matcher.probe(form);
         // Entities no member of which can reach the review band change nothing in the
         // decision: most candidates, left out before their members are gathered.
-        let screen = self.matcher.screen(&prepared);
-        let found = self.candidates(index, &prepared, current, report);
+        let found = self.candidates(index, &record.key, &keys, current, report);
         std::hint::black_box(index.touch(found.values().copied()));
         let candidates: Vec<EntityCandidate<'_>> = found
             .into_iter()
-            .filter(|&(_, slot)| index.any_member(slot, &screen))
+            .filter(|&(_, slot)| index.any_member(slot, |m| self.matcher.screen(&probe, m)))
             .map(|(entity, _)| entity_candidate(index, entity))
             .collect();
-        let outcome = self.matcher.decide(&prepared, home.as_ref(), &candidates);
+        let outcome = self.matcher.decide(&probe, home.as_ref(), &candidates);
 
         let mut decisions = Vec::new();
         // The entity the record ends in before merges; the oldest id survives merges.
@@ -684,11 +701,12 @@ impl Engine {
     fn candidates(
         &self,
         index: &MatchIndex,
-        record: &Prepared,
+        record: &SourceKey,
+        keys: &[BlockKey],
         home: Option<GoldenId>,
         report: &mut BatchReport,
     ) -> BTreeMap<GoldenId, u32> {
-        let own = index.find(&record.key);
+        let own = index.find(record);
         // The record and its entity's members: no candidate a steward kept apart from them.
         let ours: Vec<u32> = match home {
             Some(entity) => index.members(entity).to_vec(),
@@ -696,10 +714,12 @@ impl Engine {
         };
         // Records found, once per key they share with the record; counted once sorted.
         let mut found: Vec<u32> = Vec::new();
-        for block in self.matcher.block_keys(record) {
+        for block in keys {
             match index.lookup(&block.0) {
                 Found::Generic => {
-                    report.generic_keys.insert(block.0);
+                    if !report.generic_keys.contains(&block.0) {
+                        report.generic_keys.insert(block.0.clone());
+                    }
                 }
                 Found::Records(slots) => {
                     found.extend(slots.iter().filter(|&&slot| Some(slot) != own));

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use cmdm_domain::{Decision, GoldenId, ReviewStatus, ReviewTask, SourceKey};
-use cmdm_matching::{Compact, Matcher, Prepared};
+use cmdm_matching::{BlockKey, Compact, Matcher, Prepared};
 use cmdm_store::{Store, TreeName, decode_bin};
 
 use crate::{EngineError, Result};
@@ -94,7 +94,7 @@ impl MatchIndex {
             let (key, value) = item.map_err(cmdm_store::StoreError::from)?;
             let prepared: Prepared = decode_bin(TreeName::Features, &value)?;
             let slot = index.slot(&parse_key(&key)?);
-            index.add_blocks(slot, &prepared, matcher);
+            index.add_blocks(slot, &matcher.block_keys(&prepared));
             index.records[slot as usize].form = Some(matcher.compact(&prepared));
         }
         for item in store.tree(TreeName::Membership).iter() {
@@ -150,11 +150,13 @@ impl MatchIndex {
         slot
     }
 
-    /// Replaces a record's prepared form and moves its blocking keys: `before` is its
-    /// prepared form until now, as stored (`None` for a record the index has no form of).
+    /// Replaces a record's prepared form and moves its blocking keys: `keys` are those of
+    /// `prepared`, `before` is its prepared form until now, as stored (`None` for a record
+    /// the index has no form of).
     pub fn set_features(
         &mut self,
         prepared: &Prepared,
+        keys: &[BlockKey],
         before: Option<&Prepared>,
         matcher: &dyn Matcher,
     ) {
@@ -163,7 +165,7 @@ impl MatchIndex {
         let form = if prepared.values.is_empty() {
             None
         } else {
-            self.add_blocks(slot, prepared, matcher);
+            self.add_blocks(slot, keys);
             Some(matcher.compact(prepared))
         };
         self.records[slot as usize].form = form;
@@ -175,13 +177,9 @@ impl MatchIndex {
         }
     }
 
-    fn add_blocks(&mut self, slot: Slot, prepared: &Prepared, matcher: &dyn Matcher) {
+    fn add_blocks(&mut self, slot: Slot, keys: &[BlockKey]) {
         let limit = self.generic_limit;
-        let mut keys: Vec<u64> = matcher
-            .block_keys(prepared)
-            .iter()
-            .map(|k| block_hash(&k.0))
-            .collect();
+        let mut keys: Vec<u64> = keys.iter().map(|k| block_hash(&k.0)).collect();
         keys.sort_unstable();
         keys.dedup();
         for hash in keys {

@@ -80,8 +80,10 @@ impl Population {
             }
         }
         let found = cmdm_matching::closest(shared, self.matcher.max_candidates());
-        // As the engine does: entities that cannot reach the review band are left out.
-        let screen = self.matcher.screen(&prepared);
+        // As the engine does: one probe, and entities that cannot reach the review band
+        // left out.
+        let form = self.matcher.compact(&prepared);
+        let probe = self.matcher.probe(&form);
         // As the engine does: the candidates' forms fetched together (Compact::touch).
         black_box(
             found
@@ -90,7 +92,7 @@ impl Population {
         );
         let candidates: Vec<EntityCandidate> = found
             .into_iter()
-            .filter(|&i| screen(&self.forms[i as usize]))
+            .filter(|&i| self.matcher.screen(&probe, &self.forms[i as usize]))
             .map(|i| EntityCandidate {
                 entity: GoldenId(u64::from(i)),
                 members: vec![Member {
@@ -99,7 +101,7 @@ impl Population {
                 }],
             })
             .collect();
-        self.matcher.decide(&prepared, None, &candidates)
+        self.matcher.decide(&probe, None, &candidates)
     }
 }
 

@@ -61,7 +61,7 @@ impl FuzzyMatcher {
 
     /// How `record` fits `candidate`; `None` when no member can reach the review band
     /// (then the entity plays no part in the decision).
-    fn fit(&self, record: &Compact, probe: &Probe, candidate: &EntityCandidate<'_>) -> Option<Fit> {
+    fn fit(&self, probe: &Probe<'_>, candidate: &EntityCandidate<'_>) -> Option<Fit> {
         let floor = weight_of(self.model.thresholds.review);
         if !candidate
             .members
@@ -73,7 +73,7 @@ impl FuzzyMatcher {
         let mut best: Option<(f64, usize)> = None;
         let mut weakest = f64::INFINITY;
         for (i, member) in candidate.members.iter().enumerate() {
-            let (weight, contradiction) = self.model.quick_score(record, member.form);
+            let (weight, contradiction) = probe.quick_score(member.form);
             weakest = weakest.min(contradiction);
             if best.is_none_or(|(b, _)| weight > b) {
                 best = Some((weight, i));
@@ -173,19 +173,22 @@ impl Matcher for FuzzyMatcher {
         self.config.max_candidates
     }
 
+    fn probe<'a>(&self, record: &'a Compact) -> Probe<'a> {
+        self.model.probe(record)
+    }
+
     fn decide(
         &self,
-        record: &Prepared,
+        probe: &Probe<'_>,
         home: Option<&EntityCandidate<'_>>,
         candidates: &[EntityCandidate<'_>],
     ) -> MatchOutcome {
         let t = &self.model.thresholds;
-        let probe = self.model.probe(self.model.compact(record));
         let record = probe.form();
         let mut fits: Vec<(Fit, &EntityCandidate<'_>)> = candidates
             .iter()
             .filter(|c| home.is_none_or(|h| h.entity != c.entity))
-            .filter_map(|c| self.fit(record, &probe, c).map(|f| (f, c)))
+            .filter_map(|c| self.fit(probe, c).map(|f| (f, c)))
             .collect();
         // Strongest first; ties to the older entity, so the outcome never depends on order.
         fits.sort_by(|(a, _), (b, _)| b.best.total_cmp(&a.best).then(a.entity.cmp(&b.entity)));
@@ -214,10 +217,8 @@ impl Matcher for FuzzyMatcher {
         outcome
     }
 
-    fn screen(&self, record: &Prepared) -> Box<dyn Fn(&Compact) -> bool + Send + Sync + '_> {
-        let probe = self.model.probe(self.model.compact(record));
-        let floor = weight_of(self.model.thresholds.review);
-        Box::new(move |member| Model::may_reach(&probe, member, floor))
+    fn screen(&self, probe: &Probe<'_>, other: &Compact) -> bool {
+        Model::may_reach(probe, other, weight_of(self.model.thresholds.review))
     }
 
     fn compare(&self, a: &Prepared, b: &Prepared) -> PairVerdict {
@@ -249,6 +250,16 @@ mod tests {
 
     fn matcher() -> FuzzyMatcher {
         FuzzyMatcher::new(Model::default_person(), MatcherConfig::default()).unwrap()
+    }
+
+    /// What the engine does with an arriving record: one probe, then the decision.
+    fn decide(
+        m: &FuzzyMatcher,
+        record: &Prepared,
+        candidates: &[EntityCandidate<'_>],
+    ) -> MatchOutcome {
+        let form = m.compact(record);
+        m.decide(&m.probe(&form), None, candidates)
     }
 
     fn person(id: &str, pairs: &[(&str, &str)]) -> Prepared {
@@ -301,9 +312,9 @@ mod tests {
             ],
         );
         let jon_forms = forms(std::slice::from_ref(&jon));
-        let outcome = m.decide(
+        let outcome = decide(
+            &m,
             &john,
-            None,
             &[entity(1, std::slice::from_ref(&jon), &jon_forms)],
         );
         let (id, why) = outcome.link.expect("links");
@@ -314,9 +325,9 @@ mod tests {
                 .any(|f| f.field == "date_of_birth" && f.level == "exact")
         );
         assert!(
-            m.decide(
+            decide(
+                &m,
                 &other,
-                None,
                 &[entity(1, std::slice::from_ref(&jon), &jon_forms)]
             )
             .link
@@ -355,9 +366,9 @@ mod tests {
                 ("phone", "01632960001"),
             ],
         );
-        let outcome = m.decide(
+        let outcome = decide(
+            &m,
             &b,
-            None,
             &[
                 entity(
                     1,

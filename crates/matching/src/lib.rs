@@ -16,7 +16,7 @@ use cmdm_domain::{GoldenId, MatchExplanation, SourceKey, SourceRecord};
 
 pub use compact::Compact;
 pub use fuzzy::{FuzzyMatcher, MatcherConfig};
-pub use model::Model;
+pub use model::{Model, Probe};
 pub use prepare::{PrepareConfig, Prepared};
 pub use survive::{Strategy, Survivorship, survive};
 
@@ -94,19 +94,24 @@ pub trait Matcher: Send + Sync {
     /// most blocking keys with it.
     fn max_candidates(&self) -> usize;
 
-    /// Decides where `record` belongs. `home` is the entity it already belongs to, if any;
-    /// `candidates` are the other entities found through its blocking keys.
+    /// The record whose compact form is `record`, made ready to be compared with its
+    /// candidates: made once per decision, for `screen` and `decide`.
+    fn probe<'a>(&self, record: &'a Compact) -> Probe<'a>;
+
+    /// Decides where the probed record belongs. `home` is the entity it already belongs
+    /// to, if any; `candidates` are the other entities found through its blocking keys.
     fn decide(
         &self,
-        record: &Prepared,
+        record: &Probe<'_>,
         home: Option<&EntityCandidate<'_>>,
         candidates: &[EntityCandidate<'_>],
     ) -> MatchOutcome;
 
-    /// A quick test of other records against `record`, false only for a record that
-    /// cannot reach the review band with it: an entity none of whose members passes plays
-    /// no part in `decide`, so callers may leave it out without changing the outcome.
-    fn screen(&self, record: &Prepared) -> Box<dyn Fn(&Compact) -> bool + Send + Sync + '_>;
+    /// A quick test of another record against the probed one, false only for a record
+    /// that cannot reach the review band with it: an entity none of whose members passes
+    /// plays no part in `decide`, so callers may leave it out without changing the
+    /// outcome.
+    fn screen(&self, record: &Probe<'_>, other: &Compact) -> bool;
 
     /// Compares two records field by field, for explanations and search.
     fn compare(&self, a: &Prepared, b: &Prepared) -> PairVerdict;

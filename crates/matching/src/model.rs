@@ -276,46 +276,55 @@ pub struct Model {
     pub fields: Vec<FieldModel>,
 }
 
-/// A record's comparison plan: its fields cheap first, each level's weight against it,
-/// and what the fields not yet compared can add at most.
+/// A record's comparison plan, made once for all the records it is compared with: each
+/// of its fields with every level's weight against its value worked out (term
+/// frequencies looked up once), the fields in comparison order for screening, and what
+/// the fields not yet compared can add at most.
 #[derive(Debug, Clone)]
-pub struct Probe {
-    form: Compact,
-    /// The record's fields in comparison order.
-    steps: Vec<Step>,
+pub struct Probe<'a> {
+    form: &'a Compact,
+    /// The record's fields in the model's order (the order scores are summed in).
+    steps: Vec<Step<'a>>,
+    /// Screening order: cheap fields first, each with what it and the fields after it
+    /// can add at most.
+    screening: Vec<(usize, f64)>,
     prior: f64,
 }
 
 /// One field of a probe.
 #[derive(Debug, Clone)]
-struct Step {
+struct Step<'a> {
     /// The field's position in the model.
     field: usize,
     kind: Kind,
-    /// The probed record's value, owned so that no comparison reads its layout again.
-    value: String,
-    phonetic: Option<String>,
-    formal: String,
+    view: View<'a>,
     /// Each level's weight against the probed value (a model has at most four levels).
     weights: [f64; 4],
-    /// What this field and the ones after it can add at most.
-    headroom: f64,
+    /// Whether the field is one of the thresholds' `conflict_fields`.
+    conflict: bool,
 }
 
-impl Step {
-    fn view(&self) -> View<'_> {
-        View {
-            value: &self.value,
-            phonetic: self.phonetic.as_deref(),
-            formal: &self.formal,
-        }
-    }
-}
-
-impl Probe {
+impl<'a> Probe<'a> {
     /// The probed record.
-    pub fn form(&self) -> &Compact {
-        &self.form
+    pub fn form(&self) -> &'a Compact {
+        self.form
+    }
+
+    /// `Model::quick_score(self.form(), b)`, to the bit: the same weights summed in the
+    /// same order, without looking anything up.
+    pub fn quick_score(&self, b: &Compact) -> (f64, f64) {
+        let mut weight = self.prior;
+        let mut contradiction = 0.0;
+        for step in &self.steps {
+            if let Some(vb) = b.view(step.field) {
+                let w = step.weights[step.kind.level_of(step.view, vb)];
+                weight += w;
+                if w < 0.0 && step.conflict {
+                    contradiction += w;
+                }
+            }
+        }
+        (weight, contradiction)
     }
 }
 
@@ -521,8 +530,9 @@ impl Model {
     }
 
     /// A record made ready to be compared with many others.
-    pub fn probe(&self, record: Compact) -> Probe {
-        let mut steps: Vec<Step> = self
+    pub fn probe<'a>(&self, record: &'a Compact) -> Probe<'a> {
+        let conflict_fields = &self.thresholds.conflict_fields;
+        let steps: Vec<Step<'a>> = self
             .fields
             .iter()
             .enumerate()
@@ -538,23 +548,23 @@ impl Model {
                 Some(Step {
                     field: i,
                     kind: f.kind,
-                    value: view.value.to_owned(),
-                    phonetic: view.phonetic.map(str::to_owned),
-                    formal: view.formal.to_owned(),
+                    view,
                     weights,
-                    headroom: 0.0,
+                    conflict: conflict_fields.contains(&f.field),
                 })
             })
             .collect();
-        steps.sort_by_key(|step| (step.kind.cost(), step.field));
+        let mut screening: Vec<(usize, f64)> = (0..steps.len()).map(|s| (s, 0.0)).collect();
+        screening.sort_by_key(|&(s, _)| (steps[s].kind.cost(), steps[s].field));
         let mut after = 0.0;
-        for step in steps.iter_mut().rev() {
-            after += step.weights.iter().copied().fold(0.0, f64::max);
-            step.headroom = after;
+        for (s, headroom) in screening.iter_mut().rev() {
+            after += steps[*s].weights.iter().copied().fold(0.0, f64::max);
+            *headroom = after;
         }
         Probe {
             form: record,
             steps,
+            screening,
             prior: self.prior_weight(),
         }
     }
@@ -562,20 +572,22 @@ impl Model {
     /// Whether `b` may score at least `floor` against the probed record: compares the
     /// cheap fields first and gives up as soon as the rest cannot make up the gap. Never
     /// false for a pair whose `quick_score` reaches `floor`.
-    pub fn may_reach(probe: &Probe, b: &Compact, floor: f64) -> bool {
+    pub fn may_reach(probe: &Probe<'_>, b: &Compact, floor: f64) -> bool {
         // Sums run in another order than `quick_score`'s: leave room for rounding.
         let floor = floor - 1e-6;
         let mut weight = probe.prior;
-        for step in &probe.steps {
-            if weight + step.headroom < floor {
+        for &(s, headroom) in &probe.screening {
+            if weight + headroom < floor {
                 return false;
             }
+            let step = &probe.steps[s];
             if let Some(vb) = b.view(step.field) {
-                weight += step.weights[step.kind.level_of(step.view(), vb)];
+                weight += step.weights[step.kind.level_of(step.view, vb)];
             }
         }
         weight >= floor
     }
+
     /// Checks the file's shape: format, levels matching their kinds, probabilities.
     pub fn validate(&self) -> Result<(), String> {
         if self.format != MODEL_FORMAT {
@@ -675,8 +687,37 @@ mod tests {
             let (ca, cb) = (model.compact(&person(&a)), model.compact(&person(&b)));
             let (weight, _) = model.quick_score(&ca, &cb);
             if weight >= floor {
-                prop_assert!(Model::may_reach(&model.probe(ca.clone()), &cb, floor));
+                prop_assert!(Model::may_reach(&model.probe(&ca), &cb, floor));
             }
+        }
+
+        /// A probe scores a pair to the bit as the model does (decisions compare scores
+        /// with thresholds, and explanations are stored).
+        #[test]
+        fn a_probe_scores_as_the_model_does(
+            a in fields(),
+            b in fields(),
+            with_frequencies in any::<bool>(),
+        ) {
+            let mut model = Model::default_person();
+            if with_frequencies {
+                for field in &mut model.fields {
+                    field.term_frequencies = Some(TermFrequencies {
+                        values: [
+                            ("ann".to_owned(), 0.3),
+                            ("smith".to_owned(), 0.0001),
+                            ("leeds".to_owned(), 0.02),
+                        ]
+                        .into(),
+                        unseen: 0.01,
+                    });
+                }
+            }
+            let (ca, cb) = (model.compact(&person(&a)), model.compact(&person(&b)));
+            let (weight, contradiction) = model.quick_score(&ca, &cb);
+            let (by_probe, contradiction_by_probe) = model.probe(&ca).quick_score(&cb);
+            prop_assert_eq!(weight.to_bits(), by_probe.to_bits());
+            prop_assert_eq!(contradiction.to_bits(), contradiction_by_probe.to_bits());
         }
     }
 
