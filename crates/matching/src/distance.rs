@@ -24,6 +24,43 @@ pub fn jaro_winkler(a: &str, b: &str) -> f64 {
     }
 }
 
+/// `jaro_winkler(a, b)` where it may reach `floor`, and 0 where it surely cannot: the
+/// characters the two have in common bound the number of Jaro matches, which bounds the
+/// similarity, so most pairs of unlike values are given up before the matching itself.
+pub fn jaro_winkler_reaching(a: &str, b: &str, floor: f64) -> f64 {
+    if !short_ascii(a, b) || a.is_empty() || b.is_empty() {
+        return jaro_winkler(a, b);
+    }
+    let (x, y) = (a.as_bytes(), b.as_bytes());
+    let mut counts = [0u8; 128];
+    for &c in x {
+        counts[usize::from(c)] += 1;
+    }
+    let mut common = 0usize;
+    for &c in y {
+        let count = &mut counts[usize::from(c)];
+        if *count > 0 {
+            *count -= 1;
+            common += 1;
+        }
+    }
+    // Jaro is at most this with every common character matched and none transposed, and
+    // Winkler's boost only grows with it.
+    let jaro = (common as f64 / x.len() as f64 + common as f64 / y.len() as f64 + 1.0) / 3.0;
+    let prefix = x.iter().take(4).zip(y).take_while(|(p, q)| p == q).count();
+    let bound = if jaro > 0.7 {
+        jaro + 0.1 * prefix as f64 * (1.0 - jaro)
+    } else {
+        jaro
+    };
+    // Room for rounding: only a pair clearly below the floor is given up.
+    if bound < floor - 1e-9 {
+        0.0
+    } else {
+        jaro_winkler(a, b)
+    }
+}
+
 /// Jaro similarity of two ASCII strings of at most 64 bytes, with the matched characters
 /// kept as bits; the same steps and arithmetic as `strsim::generic_jaro`.
 fn jaro(a: &[u8], b: &[u8]) -> f64 {
@@ -206,6 +243,21 @@ mod tests {
         #[test]
         fn jaro_winkler_is_strsims(a in "[a-e ]{0,12}", b in "[a-e ]{0,12}") {
             prop_assert_eq!(jaro_winkler(&a, &b).to_bits(), strsim::jaro_winkler(&a, &b).to_bits());
+        }
+
+        #[test]
+        fn jaro_winkler_reaching_gives_up_only_below_the_floor(
+            a in "[a-m ]{0,12}",
+            b in "[a-m ]{0,12}",
+            floor in 0.0f64..1.0,
+        ) {
+            let exact = jaro_winkler(&a, &b);
+            let reaching = jaro_winkler_reaching(&a, &b, floor);
+            if exact >= floor {
+                prop_assert_eq!(reaching.to_bits(), exact.to_bits());
+            } else {
+                prop_assert!(reaching < floor);
+            }
         }
 
         #[test]

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::compact::{Compact, View};
 use crate::distance::{
-    jaro_winkler, levenshtein_at_most, osa_at_most_one, osa_distance, within_one_edit,
+    jaro_winkler_reaching, levenshtein_at_most, osa_at_most_one, osa_distance, within_one_edit,
 };
 use crate::prepare::{Prepared, fields};
 use serde::{Deserialize, Serialize};
@@ -73,7 +73,7 @@ impl Kind {
         let same_sound = matches!((a.phonetic, b.phonetic), (Some(p), Some(q)) if p == q);
         match self {
             Kind::Name => {
-                let jw = jaro_winkler(x, y);
+                let jw = jaro_winkler_reaching(x, y, 0.80);
                 if jw >= 0.92 {
                     1
                 } else if jw >= 0.80 || same_sound {
@@ -83,7 +83,7 @@ impl Kind {
                 }
             }
             Kind::GivenName => {
-                let jw = jaro_winkler(x, y);
+                let jw = jaro_winkler_reaching(x, y, 0.80);
                 let initial =
                     (x.len() == 1 && y.starts_with(x)) || (y.len() == 1 && x.starts_with(y));
                 if jw >= 0.92 || a.formal == b.formal {
@@ -155,7 +155,7 @@ impl Kind {
                 }
             }
             Kind::Text => {
-                let jw = jaro_winkler(x, y);
+                let jw = jaro_winkler_reaching(x, y, 0.80);
                 if jw >= 0.92 {
                     1
                 } else if jw >= 0.80 {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use crate::BlockKey;
 use crate::blocking::{block_keys, identifies_person};
-use crate::compact::Compact;
+use crate::compact::{Compact, View};
 use crate::model::{Kind, Model, TermFrequencies};
 use crate::prepare::Prepared;
 use crate::prepare::fields::{
@@ -114,6 +114,18 @@ fn em_round(
     (new_m, lambda)
 }
 
+/// Each field's level for a pair of records read out (`Model::levels`).
+fn levels(kinds: &[Kind], a: &[Option<View<'_>>], b: &[Option<View<'_>>]) -> Vec<Option<usize>> {
+    kinds
+        .iter()
+        .zip(a.iter().zip(b))
+        .map(|(kind, pair)| match pair {
+            (Some(a), Some(b)) => Some(kind.level_of(*a, *b)),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Record pairs sharing a non-generic key accepted by `keep`.
 fn pairs_sharing(
     keys: &[Vec<BlockKey>],
@@ -197,7 +209,13 @@ pub fn train(
         .collect();
     let model_ref: &Model = model;
     let forms: Vec<Compact> = records.iter().map(|r| model_ref.compact(r)).collect();
-    let forms = &forms;
+    // Every record's fields read out of its compact form once: pairs compare these.
+    let views: Vec<Vec<Option<View<'_>>>> = forms
+        .iter()
+        .map(|form| (0..model_ref.fields.len()).map(|f| form.view(f)).collect())
+        .collect();
+    let kinds: Vec<Kind> = model_ref.fields.iter().map(|f| f.kind).collect();
+    let (views, kinds) = (&views, &kinds);
     let partials: Vec<(Vec<Vec<f64>>, usize)> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|w| {
@@ -212,10 +230,9 @@ pub fn train(
                             continue;
                         }
                         sampled += 1;
-                        let levels = model_ref.levels(&forms[i], &forms[j]);
-                        for (f, level) in levels.into_iter().enumerate() {
-                            if let Some(level) = level {
-                                counts[f][level] += 1.0;
+                        for (f, pair) in views[i].iter().zip(&views[j]).enumerate() {
+                            if let (Some(a), Some(b)) = pair {
+                                counts[f][kinds[f].level_of(*a, *b)] += 1.0;
                             }
                         }
                     }
@@ -270,7 +287,7 @@ pub fn train(
             .collect();
         let vectors: Vec<Vec<Option<usize>>> = pairs
             .iter()
-            .map(|&(i, j)| model.levels(&forms[i], &forms[j]))
+            .map(|&(i, j)| levels(kinds, &views[i], &views[j]))
             .collect();
         let mut m = default_m.clone();
         let mut lambda = 0.5;
@@ -312,7 +329,7 @@ pub fn train(
     let pairs = pairs_sharing(&keys, generic_limit, identifies_person);
     let vectors: Vec<Vec<Option<usize>>> = pairs
         .iter()
-        .map(|&(i, j)| model.levels(&forms[i], &forms[j]))
+        .map(|&(i, j)| levels(kinds, &views[i], &views[j]))
         .collect();
     let m_now: Vec<Vec<f64>> = model
         .fields
