@@ -823,12 +823,7 @@ impl Engine {
             if cmdm_store::seq_from_key(&key)? >= durable_before {
                 break;
             }
-            // One change per key in stores written before changes were grouped by batch.
-            let changes: Vec<OutboundChange> = if value.first() == Some(&b'{') {
-                vec![cmdm_store::decode(TreeName::Outbox, &value)?]
-            } else {
-                cmdm_store::decode(TreeName::Outbox, &value)?
-            };
+            let changes = crate::outbox::decode_changes(&value)?;
             entries.extend(changes.into_iter().map(|change| OutboxEntry {
                 key: key.to_vec(),
                 change,
@@ -946,8 +941,9 @@ pub(crate) fn write_outbox(work: &mut Working<'_>) -> Result<usize> {
         changes.push(change);
     }
     if !changes.is_empty() {
+        let value = crate::outbox::encode(&changes)?;
         work.batch()
-            .put_json(TreeName::Outbox, last_seq.to_be_bytes(), &changes)?;
+            .put(TreeName::Outbox, last_seq.to_be_bytes(), value);
     }
     Ok(changes.len())
 }

@@ -5,6 +5,7 @@
 mod contact;
 mod engine;
 mod index;
+mod outbox;
 mod privacy;
 mod projector;
 mod reads;

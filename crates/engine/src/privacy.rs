@@ -9,7 +9,7 @@ use cmdm_domain::{
 };
 use cmdm_matching::Prepared;
 use cmdm_store::crypto::DataKey;
-use cmdm_store::{PurgeReport, Store, TreeName, decode};
+use cmdm_store::{PurgeReport, Store, TreeName};
 use serde::Serialize;
 use tracing::info;
 
@@ -207,7 +207,7 @@ impl Engine {
             .collect();
         for item in store.tree(TreeName::Outbox).iter() {
             let (key, value) = item.map_err(cmdm_store::StoreError::from)?;
-            let changes: Vec<cmdm_domain::OutboundChange> = decode(TreeName::Outbox, &value)?;
+            let changes = crate::outbox::decode_changes(&value)?;
             let kept: Vec<_> = changes
                 .iter()
                 .filter(|c| {
@@ -219,7 +219,11 @@ impl Engine {
                 if kept.is_empty() {
                     batch.delete(TreeName::Outbox, key.to_vec());
                 } else {
-                    batch.put_json(TreeName::Outbox, key.to_vec(), &kept)?;
+                    batch.put(
+                        TreeName::Outbox,
+                        key.to_vec(),
+                        crate::outbox::encode(&kept)?,
+                    );
                 }
             }
         }
