@@ -8,7 +8,7 @@ use cmdm_domain::{
     Decision, GoldenId, GoldenRecord, InboundEvent, LogEntry, LoggedEvent, OutboundChange,
     OutboundKind, SourceKey, SourceRecord, Timestamp,
 };
-use cmdm_matching::{BlockKey, EntityCandidate, Matcher, Member, Prepared, Survivorship};
+use cmdm_matching::{BlockKey, Compact, EntityCandidate, Matcher, Member, Prepared, Survivorship};
 use cmdm_store::crypto::DataKey;
 use cmdm_store::{Batch, Sealed, Store, TreeName};
 use tracing::{debug, info};
@@ -371,11 +371,44 @@ impl Engine {
         events: &[InboundEvent],
         offsets: &[SourceOffset],
     ) -> Result<(BatchReport, Sealed)> {
+        if events.len() < AHEAD_FROM {
+            let mut none = std::iter::repeat_with(|| None);
+            return self.apply_each(index, batch, events, offsets, &mut none);
+        }
+        let matcher = self.matcher.as_ref();
+        std::thread::scope(|scope| {
+            let (sender, worked_out) = std::sync::mpsc::channel();
+            // Should the thread not start, the sender is dropped with it and every record
+            // is prepared in line.
+            let _ = std::thread::Builder::new()
+                .name("cmdm-prepare".into())
+                .spawn_scoped(scope, move || {
+                    for event in events {
+                        if sender.send(ahead(matcher, event)).is_err() {
+                            break;
+                        }
+                    }
+                });
+            self.apply_each(index, batch, events, offsets, &mut worked_out.iter())
+        })
+    }
+
+    /// Applies a batch's events in order; `ahead` yields, for each event in turn, what
+    /// the matcher makes of its record were the record new, where that was worked out.
+    fn apply_each(
+        &self,
+        index: &mut MatchIndex,
+        batch: Batch<'_>,
+        events: &[InboundEvent],
+        offsets: &[SourceOffset],
+        ahead: &mut dyn Iterator<Item = Option<Ahead>>,
+    ) -> Result<(BatchReport, Sealed)> {
         let mut work = Working::new(batch, &self.config.survivorship, self.matcher.as_ref());
         let mut report = BatchReport::default();
         let received_at = Timestamp::now();
         let projector = self.projector();
         for (position, event) in events.iter().enumerate() {
+            let ahead = ahead.next().flatten();
             if work
                 .view()
                 .get(TreeName::Dedup, &dedup_key(&event.source, &event.id))?
@@ -446,12 +479,35 @@ impl Engine {
                 key_ref,
             };
             let seq = work.batch().append_log(&LogEntry::Event(logged.clone()))?;
-            let (record, change, prepared) =
-                projector.event(&mut work, &logged, Some(&event.payload), seq)?;
+            // What was worked out ahead holds only for a record the store does not hold.
+            let ahead = match ahead {
+                Some(ahead) if work.source(&key)?.is_none() => Some(ahead),
+                _ => None,
+            };
+            let (ahead_prepared, ahead_rest) = match ahead {
+                Some(a) => (Some(a.prepared), Some((a.keys, a.form))),
+                None => (None, None),
+            };
+            let (record, change, prepared) = projector.event(
+                &mut work,
+                &logged,
+                Some(&event.payload),
+                seq,
+                ahead_prepared,
+            )?;
             report.applied += 1;
             let features = prepared.map(|prepared| {
-                let keys = self.matcher.block_keys(&prepared);
-                index.set_features(&prepared, &keys, before.as_ref(), self.matcher.as_ref());
+                let (keys, form) = match ahead_rest {
+                    Some(rest) => rest,
+                    None => (self.matcher.block_keys(&prepared), None),
+                };
+                index.set_features(
+                    &prepared,
+                    &keys,
+                    form,
+                    before.as_ref(),
+                    self.matcher.as_ref(),
+                );
                 (prepared, keys)
             });
             if change == RecordChange::Profile {
@@ -838,6 +894,42 @@ impl Engine {
         keys.dedup();
         Ok(self.store.remove_keys(TreeName::Outbox, &keys)?)
     }
+}
+
+/// Batches of at least this many events have their records prepared ahead, on a second
+/// thread, while the batch is applied.
+const AHEAD_FROM: usize = 32;
+
+/// What the matcher makes of a profile event's record were the record new (its prepared
+/// form, blocking keys and compact form): worked out on another thread while the batch
+/// is applied, and used where the record is new, for then it is exactly what applying
+/// the event gives (a new record's values do not depend on the event's stamp).
+struct Ahead {
+    prepared: Prepared,
+    keys: Vec<BlockKey>,
+    form: Option<Compact>,
+}
+
+fn ahead(matcher: &dyn Matcher, event: &InboundEvent) -> Option<Ahead> {
+    if !matches!(event.payload, cmdm_domain::Payload::Profile(_)) {
+        return None;
+    }
+    let mut record = SourceRecord::new(event.key());
+    record.apply(
+        &event.payload,
+        cmdm_domain::Stamp {
+            time: event.time,
+            seq: 0,
+        },
+    );
+    let prepared = matcher.prepare(&record);
+    let keys = matcher.block_keys(&prepared);
+    let form = (!prepared.values.is_empty()).then(|| matcher.compact(&prepared));
+    Some(Ahead {
+        prepared,
+        keys,
+        form,
+    })
 }
 
 /// An entity with its members' compact forms borrowed from the index, in source key

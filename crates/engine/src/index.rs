@@ -151,12 +151,14 @@ impl MatchIndex {
     }
 
     /// Replaces a record's prepared form and moves its blocking keys: `keys` are those of
-    /// `prepared`, `before` is its prepared form until now, as stored (`None` for a record
-    /// the index has no form of).
+    /// `prepared` and `form` its compact form where the caller has it already, `before` is
+    /// its prepared form until now, as stored (`None` for a record the index has no form
+    /// of).
     pub fn set_features(
         &mut self,
         prepared: &Prepared,
         keys: &[BlockKey],
+        form: Option<Compact>,
         before: Option<&Prepared>,
         matcher: &dyn Matcher,
     ) {
@@ -166,7 +168,7 @@ impl MatchIndex {
             None
         } else {
             self.add_blocks(slot, keys);
-            Some(matcher.compact(prepared))
+            Some(form.unwrap_or_else(|| matcher.compact(prepared)))
         };
         self.records[slot as usize].form = form;
     }

@@ -318,13 +318,16 @@ pub(crate) fn membership(batch: &Batch<'_>, record: &SourceKey) -> Result<Option
 impl Projector<'_> {
     /// Applies a spoke event to its source record and its prepared form. `payload` is
     /// `None` when the record's data key was erased: the event then only counts for dedup.
-    /// Returns the prepared form when the profile changed.
+    /// `prepared` is the record's prepared form after the event where the caller has it
+    /// already (worked out ahead for a record the store does not hold yet). Returns the
+    /// prepared form when the profile changed.
     pub fn event(
         &self,
         work: &mut Working<'_>,
         event: &LoggedEvent,
         payload: Option<&Payload>,
         seq: u64,
+        prepared: Option<Prepared>,
     ) -> Result<(SourceRecord, RecordChange, Option<Prepared>)> {
         work.batch().put(
             TreeName::Dedup,
@@ -355,7 +358,7 @@ impl Projector<'_> {
             return Ok((record, change, None));
         }
         let prepared = if change == RecordChange::Profile {
-            let prepared = self.matcher.prepare(&record);
+            let prepared = prepared.unwrap_or_else(|| self.matcher.prepare(&record));
             work.touched.findings += prepared.findings.len();
             if prepared.values.is_empty() {
                 work.batch().delete(TreeName::Features, key.encode());

@@ -919,6 +919,54 @@ fn pipeline_workload() -> Vec<InboundEvent> {
 }
 
 #[test]
+fn records_prepared_ahead_leave_the_store_as_records_prepared_in_line_do() {
+    // New records, records changed again within one batch, and (the second part) records
+    // the store holds from earlier batches.
+    let mut events = pipeline_workload();
+    events.extend((0..120).map(|i| {
+        profile(
+            &format!("u{i}"),
+            "synth",
+            &format!("r{i}"),
+            "2026-03-01T09:00:00Z",
+            json!({"email": format!("moved{i}@example.org"), "postcode": "LS1 4AP"}),
+        )
+    }));
+    // Batches this large are prepared ahead on a second thread; one event at a time is not.
+    let ahead = engine(Store::temporary().unwrap());
+    let mut report = crate::BatchReport::default();
+    for chunk in events.chunks(100) {
+        report.add(ahead.apply_batch(chunk, &[]).unwrap());
+    }
+    let in_line = engine(Store::temporary().unwrap());
+    let mut expected = crate::BatchReport::default();
+    for event in &events {
+        expected.add(
+            in_line
+                .apply_batch(std::slice::from_ref(event), &[])
+                .unwrap(),
+        );
+    }
+    // The outbox holds one change per entity per batch: it counts differently.
+    (report.outbox, expected.outbox) = (0, 0);
+    assert_eq!(report, expected);
+    assert!(report.linked > 0 && report.merged > 0, "{report:?}");
+    let projections = |store: &Store| -> Vec<(&str, Vec<u8>, Vec<u8>)> {
+        TreeName::PROJECTIONS
+            .iter()
+            .flat_map(|t| {
+                store.tree(*t).iter().map(move |i| {
+                    let (k, v) = i.unwrap();
+                    (t.as_str(), k.to_vec(), v.to_vec())
+                })
+            })
+            .collect()
+    };
+    assert_eq!(projections(ahead.store()), projections(in_line.store()));
+    assert!(verify(&ahead).unwrap().is_identical());
+}
+
+#[test]
 fn batches_written_behind_leave_the_store_as_batch_after_batch_does() {
     let events = pipeline_workload();
     let offset = |next| SourceOffset {
