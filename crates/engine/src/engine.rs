@@ -970,10 +970,22 @@ fn new_key_ref() -> String {
 }
 
 pub(crate) fn write_outbox(work: &mut Working<'_>) -> Result<usize> {
-    let mut changes = Vec::new();
+    use crate::outbox::Change;
     let last_seq = work.view().next_seq() - 1;
-    for (merged, survivor) in &work.touched.merged {
-        changes.push(OutboundChange {
+    let kept_apart = work.touched.kept_apart.clone();
+    let touched: Vec<GoldenId> = work.touched.entities.iter().copied().collect();
+    // Every golden record a change carries, loaded first: the changes borrow them.
+    for (entity, other, _) in &kept_apart {
+        work.entity(*entity)?;
+        work.entity(*other)?;
+    }
+    for id in &touched {
+        work.entity(*id)?;
+    }
+    let loaded = &*work;
+    let mut changes = Vec::new();
+    for (merged, survivor) in &loaded.touched.merged {
+        changes.push(Change {
             kind: OutboundKind::Merged,
             golden_id: *merged,
             survivor_id: Some(*survivor),
@@ -982,34 +994,32 @@ pub(crate) fn write_outbox(work: &mut Working<'_>) -> Result<usize> {
             seq: last_seq,
         });
     }
-    let kept_apart = work.touched.kept_apart.clone();
     for (entity, other, seq) in kept_apart {
         for (id, other) in [(entity, other), (other, entity)] {
-            changes.push(OutboundChange {
+            changes.push(Change {
                 kind: OutboundKind::KeptApart,
                 golden_id: id,
                 survivor_id: None,
-                record: work.entity(id)?.cloned(),
+                record: loaded.loaded_entity(id),
                 other_id: Some(other),
                 seq,
             });
         }
     }
-    for id in work.touched.erased.clone() {
-        changes.push(OutboundChange {
+    for id in &loaded.touched.erased {
+        changes.push(Change {
             kind: OutboundKind::Erased,
-            golden_id: id,
+            golden_id: *id,
             survivor_id: None,
             record: None,
             other_id: None,
             seq: last_seq,
         });
     }
-    let touched: Vec<GoldenId> = work.touched.entities.iter().copied().collect();
-    let split: HashMap<GoldenId, GoldenId> = work.touched.split.iter().copied().collect();
+    let split: HashMap<GoldenId, GoldenId> = loaded.touched.split.iter().copied().collect();
     for id in &touched {
-        let change = match work.entity(*id)?.cloned() {
-            Some(record) => OutboundChange {
+        let change = match loaded.loaded_entity(*id) {
+            Some(record) => Change {
                 kind: if split.contains_key(id) {
                     OutboundKind::Split
                 } else {
@@ -1021,7 +1031,7 @@ pub(crate) fn write_outbox(work: &mut Working<'_>) -> Result<usize> {
                 seq: record.version,
                 record: Some(record),
             },
-            None => OutboundChange {
+            None => Change {
                 kind: OutboundKind::Deleted,
                 golden_id: *id,
                 survivor_id: None,
@@ -1032,10 +1042,11 @@ pub(crate) fn write_outbox(work: &mut Working<'_>) -> Result<usize> {
         };
         changes.push(change);
     }
-    if !changes.is_empty() {
+    let count = changes.len();
+    if count > 0 {
         let value = crate::outbox::encode(&changes)?;
         work.batch()
             .put(TreeName::Outbox, last_seq.to_be_bytes(), value);
     }
-    Ok(changes.len())
+    Ok(count)
 }

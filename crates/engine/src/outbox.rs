@@ -14,30 +14,35 @@ const BINARY: u8 = 0;
 /// A change as stored: every field written, as the binary encoding needs (the change
 /// feed's JSON leaves absent ones out). `R` is the golden record, borrowed to encode.
 #[derive(Serialize, Deserialize)]
-struct Stored<R> {
-    kind: OutboundKind,
-    golden_id: GoldenId,
-    survivor_id: Option<GoldenId>,
-    record: Option<R>,
-    other_id: Option<GoldenId>,
-    seq: u64,
+pub(crate) struct Stored<R> {
+    pub kind: OutboundKind,
+    pub golden_id: GoldenId,
+    pub survivor_id: Option<GoldenId>,
+    pub record: Option<R>,
+    pub other_id: Option<GoldenId>,
+    pub seq: u64,
 }
 
-/// The stored value of one batch's changes.
-pub(crate) fn encode(changes: &[OutboundChange]) -> Result<Vec<u8>> {
-    let stored: Vec<Stored<&GoldenRecord>> = changes
-        .iter()
-        .map(|c| Stored {
+/// A change about to be stored, borrowing its golden record.
+pub(crate) type Change<'a> = Stored<&'a GoldenRecord>;
+
+impl<'a> From<&'a OutboundChange> for Change<'a> {
+    fn from(c: &'a OutboundChange) -> Self {
+        Stored {
             kind: c.kind,
             golden_id: c.golden_id,
             survivor_id: c.survivor_id,
             record: c.record.as_ref(),
             other_id: c.other_id,
             seq: c.seq,
-        })
-        .collect();
+        }
+    }
+}
+
+/// The stored value of one batch's changes.
+pub(crate) fn encode(changes: &[Change<'_>]) -> Result<Vec<u8>> {
     let mut bytes = vec![BINARY];
-    bytes.extend(encode_bin(TreeName::Outbox, &stored)?);
+    bytes.extend(encode_bin(TreeName::Outbox, &changes)?);
     Ok(bytes)
 }
 
@@ -103,7 +108,8 @@ mod tests {
     #[test]
     fn changes_read_back_as_written() {
         let changes = changes();
-        assert_eq!(decode_changes(&encode(&changes).unwrap()).unwrap(), changes);
+        let stored: Vec<Change<'_>> = changes.iter().map(Change::from).collect();
+        assert_eq!(decode_changes(&encode(&stored).unwrap()).unwrap(), changes);
     }
 
     #[test]

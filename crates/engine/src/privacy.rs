@@ -219,6 +219,8 @@ impl Engine {
                 if kept.is_empty() {
                     batch.delete(TreeName::Outbox, key.to_vec());
                 } else {
+                    let kept: Vec<crate::outbox::Change<'_>> =
+                        kept.iter().map(Into::into).collect();
                     batch.put(
                         TreeName::Outbox,
                         key.to_vec(),

@@ -141,6 +141,11 @@ impl<'s> Working<'s> {
         Ok(self.entity_slot(id)?.as_ref())
     }
 
+    /// A golden record loaded before (by `entity`), as the batch leaves it so far.
+    pub fn loaded_entity(&self, id: GoldenId) -> Option<&GoldenRecord> {
+        self.entities.get(&id).and_then(Option::as_ref)
+    }
+
     fn entity_slot(&mut self, id: GoldenId) -> Result<&mut Option<GoldenRecord>> {
         if !self.entities.contains_key(&id) {
             let stored = self
