@@ -57,6 +57,19 @@ pub(crate) fn profile(
     event(id, source, subject, "profile.upserted", time, data)
 }
 
+/// Every key and value of `names` in `store`, tree by tree, to compare two stores.
+fn trees(store: &Store, names: &[TreeName]) -> Vec<(&'static str, Vec<u8>, Vec<u8>)> {
+    names
+        .iter()
+        .flat_map(|t| {
+            store.tree(*t).iter().map(move |i| {
+                let (k, v) = i.unwrap();
+                (t.as_str(), k.to_vec(), v.to_vec())
+            })
+        })
+        .collect()
+}
+
 pub(crate) fn key(s: &str) -> SourceKey {
     s.parse().unwrap()
 }
@@ -451,20 +464,12 @@ fn a_restarted_engine_decides_like_one_that_ran_throughout() {
             .apply_batch(std::slice::from_ref(event), &[])
             .unwrap();
     }
-    let projections = |store: &Store| -> Vec<(&str, Vec<u8>, Vec<u8>)> {
-        TreeName::PROJECTIONS
-            .iter()
-            .flat_map(|t| {
-                store.tree(*t).iter().map(move |i| {
-                    let (k, v) = i.unwrap();
-                    (t.as_str(), k.to_vec(), v.to_vec())
-                })
-            })
-            .collect()
-    };
     let merged = throughout.store().tree(TreeName::Redirects).len();
     assert!(merged > 0, "the workload merges entities");
-    assert_eq!(projections(throughout.store()), projections(&store));
+    assert_eq!(
+        trees(throughout.store(), &TreeName::PROJECTIONS),
+        trees(&store, &TreeName::PROJECTIONS)
+    );
 }
 
 pub(crate) fn steward(action: StewardAction, task: Option<u64>) -> StewardRequest {
@@ -951,18 +956,10 @@ fn records_prepared_ahead_leave_the_store_as_records_prepared_in_line_do() {
     (report.outbox, expected.outbox) = (0, 0);
     assert_eq!(report, expected);
     assert!(report.linked > 0 && report.merged > 0, "{report:?}");
-    let projections = |store: &Store| -> Vec<(&str, Vec<u8>, Vec<u8>)> {
-        TreeName::PROJECTIONS
-            .iter()
-            .flat_map(|t| {
-                store.tree(*t).iter().map(move |i| {
-                    let (k, v) = i.unwrap();
-                    (t.as_str(), k.to_vec(), v.to_vec())
-                })
-            })
-            .collect()
-    };
-    assert_eq!(projections(ahead.store()), projections(in_line.store()));
+    assert_eq!(
+        trees(ahead.store(), &TreeName::PROJECTIONS),
+        trees(in_line.store(), &TreeName::PROJECTIONS)
+    );
     assert!(verify(&ahead).unwrap().is_identical());
 }
 
@@ -1002,17 +999,10 @@ fn batches_written_behind_leave_the_store_as_batch_after_batch_does() {
     );
 
     // Data keys are random, so the sealed log differs; everything derived must not.
-    let compared = |store: &Store| -> Vec<(&str, Vec<u8>, Vec<u8>)> {
-        TreeName::PROJECTIONS
-            .iter()
-            .chain(&[TreeName::Outbox, TreeName::Offsets])
-            .flat_map(|t| {
-                store.tree(*t).iter().map(move |i| {
-                    let (k, v) = i.unwrap();
-                    (t.as_str(), k.to_vec(), v.to_vec())
-                })
-            })
-            .collect()
+    let compared = |store: &Store| {
+        let mut all = TreeName::PROJECTIONS.to_vec();
+        all.extend([TreeName::Outbox, TreeName::Offsets]);
+        trees(store, &all)
     };
     assert_eq!(compared(one_by_one.store()), compared(pipelined.store()));
     assert_eq!(
