@@ -480,13 +480,11 @@ impl Engine {
             };
             let seq = work.batch().append_log(&LogEntry::Event(logged.clone()))?;
             // What was worked out ahead holds only for a record the store does not hold.
-            let ahead = match ahead {
-                Some(ahead) if work.source(&key)?.is_none() => Some(ahead),
-                _ => None,
-            };
             let (ahead_prepared, ahead_rest) = match ahead {
-                Some(a) => (Some(a.prepared), Some((a.keys, a.form))),
-                None => (None, None),
+                Some(a) if work.source(&key)?.is_none() => {
+                    (Some(a.prepared), Some((a.keys, a.form)))
+                }
+                _ => (None, None),
             };
             let (record, change, prepared) = projector.event(
                 &mut work,

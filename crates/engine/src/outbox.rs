@@ -39,6 +39,19 @@ impl<'a> From<&'a OutboundChange> for Change<'a> {
     }
 }
 
+impl From<Stored<GoldenRecord>> for OutboundChange {
+    fn from(s: Stored<GoldenRecord>) -> Self {
+        OutboundChange {
+            kind: s.kind,
+            golden_id: s.golden_id,
+            survivor_id: s.survivor_id,
+            record: s.record,
+            other_id: s.other_id,
+            seq: s.seq,
+        }
+    }
+}
+
 /// The stored value of one batch's changes.
 pub(crate) fn encode(changes: &[Change<'_>]) -> Result<Vec<u8>> {
     let mut bytes = vec![BINARY];
@@ -51,14 +64,7 @@ pub(crate) fn decode_changes(value: &[u8]) -> Result<Vec<OutboundChange>> {
     Ok(match value.first() {
         Some(&BINARY) => decode_bin::<Vec<Stored<GoldenRecord>>>(TreeName::Outbox, &value[1..])?
             .into_iter()
-            .map(|s| OutboundChange {
-                kind: s.kind,
-                golden_id: s.golden_id,
-                survivor_id: s.survivor_id,
-                record: s.record,
-                other_id: s.other_id,
-                seq: s.seq,
-            })
+            .map(OutboundChange::from)
             .collect(),
         // One JSON change per key in stores written before changes were grouped by batch.
         Some(b'{') => vec![decode(TreeName::Outbox, value)?],

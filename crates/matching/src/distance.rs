@@ -15,7 +15,12 @@ pub fn jaro_winkler(a: &str, b: &str) -> f64 {
         return strsim::jaro_winkler(a, b);
     }
     let (a, b) = (a.as_bytes(), b.as_bytes());
-    let sim = jaro(a, b);
+    winkler(jaro(a, b), a, b)
+}
+
+/// Winkler's boost of a Jaro similarity `sim` for the prefix (up to four bytes) that `a`
+/// and `b` share, as `strsim` applies it: only above 0.7.
+fn winkler(sim: f64, a: &[u8], b: &[u8]) -> f64 {
     if sim > 0.7 {
         let prefix = a.iter().take(4).zip(b).take_while(|(x, y)| x == y).count();
         sim + 0.1 * prefix as f64 * (1.0 - sim)
@@ -47,12 +52,7 @@ pub fn jaro_winkler_reaching(a: &str, b: &str, floor: f64) -> f64 {
     // Jaro is at most this with every common character matched and none transposed, and
     // Winkler's boost only grows with it.
     let jaro = (common as f64 / x.len() as f64 + common as f64 / y.len() as f64 + 1.0) / 3.0;
-    let prefix = x.iter().take(4).zip(y).take_while(|(p, q)| p == q).count();
-    let bound = if jaro > 0.7 {
-        jaro + 0.1 * prefix as f64 * (1.0 - jaro)
-    } else {
-        jaro
-    };
+    let bound = winkler(jaro, x, y);
     // Room for rounding: only a pair clearly below the floor is given up.
     if bound < floor - 1e-9 {
         0.0

@@ -470,15 +470,6 @@ impl Model {
         Compact::new(self, p)
     }
 
-    /// Each field's level for a pair, `None` where either value is missing.
-    pub fn levels(&self, a: &Compact, b: &Compact) -> Vec<Option<usize>> {
-        self.fields
-            .iter()
-            .enumerate()
-            .map(|(i, f)| Some(f.kind.level_of(a.view(i)?, b.view(i)?)))
-            .collect()
-    }
-
     /// Each field's level and weight for a pair, without allocating: the hot path.
     fn each_weight(
         &self,

@@ -114,8 +114,13 @@ fn em_round(
     (new_m, lambda)
 }
 
-/// Each field's level for a pair of records read out (`Model::levels`).
-fn levels(kinds: &[Kind], a: &[Option<View<'_>>], b: &[Option<View<'_>>]) -> Vec<Option<usize>> {
+/// Each field's level for a pair of records read out, `None` where either value is
+/// missing.
+fn levels<'a>(
+    kinds: &'a [Kind],
+    a: &'a [Option<View<'_>>],
+    b: &'a [Option<View<'_>>],
+) -> impl Iterator<Item = Option<usize>> + 'a {
     kinds
         .iter()
         .zip(a.iter().zip(b))
@@ -123,7 +128,6 @@ fn levels(kinds: &[Kind], a: &[Option<View<'_>>], b: &[Option<View<'_>>]) -> Vec
             (Some(a), Some(b)) => Some(kind.level_of(*a, *b)),
             _ => None,
         })
-        .collect()
 }
 
 /// Record pairs sharing a non-generic key accepted by `keep`.
@@ -230,9 +234,9 @@ pub fn train(
                             continue;
                         }
                         sampled += 1;
-                        for (f, pair) in views[i].iter().zip(&views[j]).enumerate() {
-                            if let (Some(a), Some(b)) = pair {
-                                counts[f][kinds[f].level_of(*a, *b)] += 1.0;
+                        for (f, level) in levels(kinds, &views[i], &views[j]).enumerate() {
+                            if let Some(level) = level {
+                                counts[f][level] += 1.0;
                             }
                         }
                     }
@@ -287,7 +291,7 @@ pub fn train(
             .collect();
         let vectors: Vec<Vec<Option<usize>>> = pairs
             .iter()
-            .map(|&(i, j)| levels(kinds, &views[i], &views[j]))
+            .map(|&(i, j)| levels(kinds, &views[i], &views[j]).collect())
             .collect();
         let mut m = default_m.clone();
         let mut lambda = 0.5;
@@ -329,7 +333,7 @@ pub fn train(
     let pairs = pairs_sharing(&keys, generic_limit, identifies_person);
     let vectors: Vec<Vec<Option<usize>>> = pairs
         .iter()
-        .map(|&(i, j)| levels(kinds, &views[i], &views[j]))
+        .map(|&(i, j)| levels(kinds, &views[i], &views[j]).collect())
         .collect();
     let m_now: Vec<Vec<f64>> = model
         .fields
