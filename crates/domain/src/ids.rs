@@ -1,7 +1,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::{Deserialize, Serialize};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::DomainError;
 
@@ -79,9 +80,31 @@ pub fn validate_subject(subject: &str) -> Result<(), DomainError> {
 
 /// The stable id of a golden record. Assigned from the log sequence number of the
 /// decision that created the entity, so ids are unique and replay gives the same ones.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(into = "String", try_from = "String")]
+/// Serialised as its text (`G0000000042`) where the encoding is human-readable, as the
+/// number in the store's binary projections ([`crate::encoding`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct GoldenId(pub u64);
+
+impl Serialize for GoldenId {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            serializer.collect_str(self)
+        } else {
+            serializer.serialize_u64(self.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for GoldenId {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        if crate::encoding::reads_text(deserializer.is_human_readable()) {
+            let text = String::deserialize(deserializer)?;
+            text.parse().map_err(D::Error::custom)
+        } else {
+            u64::deserialize(deserializer).map(GoldenId)
+        }
+    }
+}
 
 impl fmt::Display for GoldenId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

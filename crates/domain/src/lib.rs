@@ -3,6 +3,7 @@
 
 pub mod consent;
 pub mod decision;
+pub mod encoding;
 pub mod error;
 pub mod event;
 pub mod golden;

@@ -1,15 +1,38 @@
 use std::fmt;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::{Deserialize, Serialize};
+use serde::de::Error as _;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::DomainError;
 
 /// A point in time in microseconds since the Unix epoch, UTC. Serialised as RFC 3339
-/// text with microseconds, so the log, the projections and the change feed read plainly.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(into = "String", try_from = "String")]
+/// text with microseconds where the encoding is human-readable, so the log and the
+/// change feed read plainly; as the number in the store's binary projections
+/// ([`crate::encoding`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(pub i64);
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            serializer.serialize_str(&self.to_rfc3339())
+        } else {
+            serializer.serialize_i64(self.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        if crate::encoding::reads_text(deserializer.is_human_readable()) {
+            let text = String::deserialize(deserializer)?;
+            Timestamp::try_from(text).map_err(D::Error::custom)
+        } else {
+            i64::deserialize(deserializer).map(Timestamp)
+        }
+    }
+}
 
 impl From<Timestamp> for String {
     fn from(t: Timestamp) -> Self {

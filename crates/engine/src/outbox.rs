@@ -1,6 +1,7 @@
 //! How the outbox keeps a batch's changes until they are published: in the store's
 //! binary encoding, behind a first byte no JSON value starts with, so that entries
-//! written as JSON by earlier versions still read.
+//! written by earlier versions (as JSON, or with times and golden ids as text) still
+//! read.
 
 use cmdm_domain::{GoldenId, GoldenRecord, OutboundChange, OutboundKind};
 use cmdm_store::{StoreError, TreeName, decode, decode_bin, encode_bin};
@@ -9,7 +10,11 @@ use serde::{Deserialize, Serialize};
 use crate::Result;
 
 /// The first byte of an outbox value in the binary encoding.
-const BINARY: u8 = 0;
+const BINARY: u8 = 1;
+
+/// The first byte of an outbox value in the binary encoding of versions before
+/// projection format 5, which wrote times and golden ids as text.
+const BINARY_TEXT_TIMES: u8 = 0;
 
 /// A change as stored: every field written, as the binary encoding needs (the change
 /// feed's JSON leaves absent ones out). `R` is the golden record, borrowed to encode.
@@ -62,10 +67,10 @@ pub(crate) fn encode(changes: &[Change<'_>]) -> Result<Vec<u8>> {
 /// The changes of a stored outbox value, whichever version wrote it.
 pub(crate) fn decode_changes(value: &[u8]) -> Result<Vec<OutboundChange>> {
     Ok(match value.first() {
-        Some(&BINARY) => decode_bin::<Vec<Stored<GoldenRecord>>>(TreeName::Outbox, &value[1..])?
-            .into_iter()
-            .map(OutboundChange::from)
-            .collect(),
+        Some(&BINARY) => decode_binary(&value[1..])?,
+        Some(&BINARY_TEXT_TIMES) => {
+            cmdm_domain::encoding::with_text_in_binary(|| decode_binary(&value[1..]))?
+        }
         // One JSON change per key in stores written before changes were grouped by batch.
         Some(b'{') => vec![decode(TreeName::Outbox, value)?],
         Some(_) => decode(TreeName::Outbox, value)?,
@@ -74,6 +79,15 @@ pub(crate) fn decode_changes(value: &[u8]) -> Result<Vec<OutboundChange>> {
             reason: "empty value".into(),
         })?,
     })
+}
+
+fn decode_binary(bytes: &[u8]) -> Result<Vec<OutboundChange>> {
+    Ok(
+        decode_bin::<Vec<Stored<GoldenRecord>>>(TreeName::Outbox, bytes)?
+            .into_iter()
+            .map(OutboundChange::from)
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -116,6 +130,87 @@ mod tests {
         let changes = changes();
         let stored: Vec<Change<'_>> = changes.iter().map(Change::from).collect();
         assert_eq!(decode_changes(&encode(&stored).unwrap()).unwrap(), changes);
+    }
+
+    /// A change as versions before projection format 5 encoded it: ids and times as
+    /// text (its golden record has no attributes, so no times).
+    #[derive(Serialize)]
+    struct TextChange {
+        kind: OutboundKind,
+        golden_id: String,
+        survivor_id: Option<String>,
+        record: Option<TextRecord>,
+        other_id: Option<String>,
+        seq: u64,
+    }
+
+    #[derive(Serialize)]
+    struct TextRecord {
+        id: String,
+        attributes: Vec<()>,
+        consents: Vec<()>,
+        preferences: Vec<()>,
+        members: Vec<cmdm_domain::SourceKey>,
+        merged_ids: Vec<String>,
+        version: u64,
+        contact_points: Vec<String>,
+    }
+
+    #[test]
+    fn entries_earlier_versions_wrote_with_text_ids_still_read() {
+        let changes = changes();
+        let text = |id: GoldenId| id.to_string();
+        let stored: Vec<TextChange> = changes
+            .iter()
+            .map(|c| TextChange {
+                kind: c.kind,
+                golden_id: text(c.golden_id),
+                survivor_id: c.survivor_id.map(text),
+                record: c.record.as_ref().map(|r| TextRecord {
+                    id: text(r.id),
+                    attributes: vec![],
+                    consents: vec![],
+                    preferences: vec![],
+                    members: r.members.clone(),
+                    merged_ids: r.merged_ids.iter().copied().map(text).collect(),
+                    version: r.version,
+                    contact_points: r.contact_points.clone(),
+                }),
+                other_id: c.other_id.map(text),
+                seq: c.seq,
+            })
+            .collect();
+        let mut old = vec![BINARY_TEXT_TIMES];
+        old.extend(encode_bin(TreeName::Outbox, &stored).unwrap());
+        assert_eq!(decode_changes(&old).unwrap(), changes);
+        // Read as current, the same bytes do not give these changes.
+        let mut current = old.clone();
+        current[0] = BINARY;
+        assert_ne!(decode_changes(&current).ok(), Some(changes));
+    }
+
+    #[test]
+    fn times_and_golden_ids_are_numbers_in_binary_and_text_in_json() {
+        let time = cmdm_domain::Timestamp(1_764_000_000_123_456);
+        let bytes = encode_bin(TreeName::Entities, &time).unwrap();
+        assert!(bytes.len() <= 10, "{bytes:?}");
+        assert_eq!(
+            decode_bin::<cmdm_domain::Timestamp>(TreeName::Entities, &bytes).unwrap(),
+            time
+        );
+        assert_eq!(
+            serde_json::to_string(&time).unwrap(),
+            "\"2025-11-24T16:00:00.123456Z\""
+        );
+        assert_eq!(encode_bin(TreeName::Entities, &GoldenId(42)).unwrap(), [42]);
+        assert_eq!(
+            serde_json::to_string(&GoldenId(42)).unwrap(),
+            "\"G0000000042\""
+        );
+        assert_eq!(
+            serde_json::from_str::<GoldenId>("\"G0000000042\"").unwrap(),
+            GoldenId(42)
+        );
     }
 
     #[test]

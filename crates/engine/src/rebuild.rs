@@ -201,8 +201,9 @@ pub fn rebuild_in_place(engine: &Engine) -> Result<u64> {
 }
 
 /// Version of the projections' encoding. A store whose projections were written with
-/// another version (or none) is rebuilt from its log when opened.
-pub const PROJECTION_FORMAT: u64 = 4;
+/// another version (or none) is rebuilt from its log when opened. Version 5 stores times
+/// and golden ids as numbers, no longer as text.
+pub const PROJECTION_FORMAT: u64 = 5;
 const FORMAT_KEY: &[u8] = b"projection_format";
 
 /// Rebuilds the projections from the log if they were written in another format; returns

@@ -1130,7 +1130,8 @@ pub fn decode_bin<T: DeserializeOwned>(tree: TreeName, bytes: &[u8]) -> Result<T
 
 /// The compact binary encoding of a value.
 pub fn encode_bin<T: Serialize>(tree: TreeName, value: &T) -> Result<Vec<u8>> {
-    postcard::to_stdvec(value).map_err(|e| StoreError::Encode {
+    // Room for a typical record up front, rather than growing the buffer field by field.
+    postcard::to_extend(value, Vec::with_capacity(256)).map_err(|e| StoreError::Encode {
         tree: tree.as_str(),
         reason: e.to_string(),
     })

@@ -1,0 +1,30 @@
+//! How times and golden ids are encoded: as text (RFC 3339, `G0000000042`) where the
+//! encoding is read by people (JSON: the log, the change feed, the API's JSON), as
+//! numbers in the store's binary encoding, where formatting and parsing text cost more
+//! than the rest of a golden record.
+
+use std::cell::Cell;
+
+thread_local! {
+    static TEXT_IN_BINARY: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `decode` with times and golden ids read as text from binary encodings too, as
+/// versions before projection format 5 wrote them (for stored values, such as the
+/// outbox's, that are read rather than rebuilt).
+pub fn with_text_in_binary<T>(decode: impl FnOnce() -> T) -> T {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            TEXT_IN_BINARY.with(|flag| flag.set(self.0));
+        }
+    }
+    let _reset = Reset(TEXT_IN_BINARY.with(|flag| flag.replace(true)));
+    decode()
+}
+
+/// Whether a value is to be read as text: from a human-readable encoding, or from an
+/// earlier version's binary one.
+pub(crate) fn reads_text(human_readable: bool) -> bool {
+    human_readable || TEXT_IN_BINARY.with(Cell::get)
+}
