@@ -478,7 +478,7 @@ impl Engine {
                 sealed: data_key.seal(&serde_json::to_vec(&event.payload)?)?,
                 key_ref,
             };
-            let seq = work.batch().append_log(&LogEntry::Event(logged.clone()))?;
+            let seq = work.batch().next_seq();
             // What was worked out ahead holds only for a record the store does not hold.
             let (ahead_prepared, ahead_rest) = match ahead {
                 Some(a) if work.source(&key)?.is_none() => {
@@ -493,6 +493,8 @@ impl Engine {
                 seq,
                 ahead_prepared,
             )?;
+            let logged_at = work.batch().append_log(LogEntry::Event(logged));
+            debug_assert_eq!(logged_at, seq);
             report.applied += 1;
             let features = prepared.map(|prepared| {
                 let (keys, form) = match ahead_rest {
@@ -536,9 +538,7 @@ impl Engine {
         report: &mut BatchReport,
     ) -> Result<()> {
         for decision in decisions {
-            let seq = work
-                .batch()
-                .append_log(&LogEntry::Decision(decision.clone()))?;
+            let seq = work.batch().next_seq();
             debug!(seq, ?decision, "decided");
             self.projector().decision(work, &decision, seq)?;
             index.apply(&decision);
@@ -550,6 +550,8 @@ impl Engine {
                 Decision::ReviewOpened { .. } => report.review_tasks += 1,
                 _ => {}
             }
+            let logged_at = work.batch().append_log(LogEntry::Decision(decision));
+            debug_assert_eq!(logged_at, seq);
         }
         Ok(())
     }

@@ -188,7 +188,7 @@ impl Engine {
         );
         let seq = work
             .batch()
-            .append_log(&LogEntry::Decision(decision.clone()))?;
+            .append_log(LogEntry::Decision(decision.clone()));
         self.projector().decision(&mut work, &decision, seq)?;
         for name in golden
             .members

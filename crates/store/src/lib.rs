@@ -577,9 +577,13 @@ pub struct Batch<'s> {
     before: Option<Arc<Writes>>,
     first_seq: u64,
     next_seq: u64,
-    /// Log entries appended, encoded: written as one segment on commit.
-    log: Vec<Vec<u8>>,
+    /// Log entries appended, encoded as one segment when the batch is written.
+    log: Vec<LogRecord>,
 }
+
+/// A log entry waiting to be encoded: by the thread that writes the batch, which is not
+/// always the one that applies it ([`Sealed::write_through`]).
+type LogRecord = Box<dyn Fn() -> Result<Vec<u8>> + Send + Sync>;
 
 impl Batch<'_> {
     /// The store the batch writes to.
@@ -707,12 +711,14 @@ impl Batch<'_> {
         self.next_seq
     }
 
-    /// Appends an entry to the log and returns its sequence number.
-    pub fn append_log<T: Serialize>(&mut self, entry: &T) -> Result<u64> {
+    /// Appends an entry to the log and returns its sequence number. The entry is encoded
+    /// when the batch is written; an entry that cannot be encoded fails that write.
+    pub fn append_log<T: Serialize + Send + Sync + 'static>(&mut self, entry: T) -> u64 {
         let seq = self.next_seq;
-        self.log.push(encode(TreeName::Log, entry)?);
+        self.log
+            .push(Box::new(move || encode(TreeName::Log, &entry)));
         self.next_seq += 1;
-        Ok(seq)
+        seq
     }
 
     /// Applies every write in one sled transaction: all or nothing.
@@ -722,16 +728,13 @@ impl Batch<'_> {
 
     /// Closes the batch to further writes, to be committed by [`Sealed::commit`], perhaps
     /// on another thread while the next batch (see [`Store::begin_after`]) is worked on.
-    pub fn seal(mut self) -> Sealed {
-        if !self.log.is_empty() {
-            debug_assert_eq!(self.next_seq - self.first_seq, self.log.len() as u64);
-            let segment = join_segment(&self.log);
-            self.put(TreeName::Log, seq_key(self.next_seq - 1), segment);
-        }
+    pub fn seal(self) -> Sealed {
+        debug_assert_eq!(self.next_seq - self.first_seq, self.log.len() as u64);
         Sealed {
             store: self.store.clone(),
             generation: self.generation,
             writes: Arc::new(self.writes),
+            log: self.log,
             next_seq: self.next_seq,
         }
     }
@@ -741,14 +744,34 @@ impl Batch<'_> {
 pub struct Sealed {
     store: Store,
     generation: Arc<Generation>,
+    /// Every write but the log's (read by the batch that follows while this one is
+    /// written).
     writes: Arc<Writes>,
+    /// The batch's log entries, the last numbered `next_seq - 1`.
+    log: Vec<LogRecord>,
     next_seq: u64,
 }
 
 impl Sealed {
     /// Whether the batch writes anything.
     fn is_empty(&self) -> bool {
-        self.writes.iter().all(BTreeMap::is_empty)
+        self.log.is_empty() && self.writes.iter().all(BTreeMap::is_empty)
+    }
+
+    /// The log segment of the batch's entries, with its key, if it has entries.
+    fn log_segment(&self) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        if self.log.is_empty() {
+            return Ok(None);
+        }
+        let entries = self
+            .log
+            .iter()
+            .map(|encode| encode())
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some((
+            seq_key(self.next_seq - 1).to_vec(),
+            join_segment(&entries),
+        )))
     }
 
     /// Keeps purges off while the batch is written. A batch begun before a purge switched
@@ -790,10 +813,12 @@ impl Sealed {
         if self.is_empty() {
             return Ok(());
         }
+        let segment = self.log_segment()?;
         let _writes = self.hold_off_purges()?;
         let _readers = self.hold_off_readers()?;
+        let log = TreeName::Log.index();
         let touched: Vec<usize> = (0..self.writes.len())
-            .filter(|&i| !self.writes[i].is_empty())
+            .filter(|&i| !self.writes[i].is_empty() || (i == log && segment.is_some()))
             .collect();
         let trees: Vec<&sled::Tree> = touched.iter().map(|&i| &self.generation.trees[i]).collect();
         trees
@@ -805,6 +830,9 @@ impl Sealed {
                             Some(value) => view.insert(key.as_slice(), value.as_slice())?,
                             None => view.remove(key.as_slice())?,
                         };
+                    }
+                    if let (true, Some((key, value))) = (i == log, &segment) {
+                        view.insert(key.as_slice(), value.as_slice())?;
                     }
                 }
                 Ok::<_, sled::transaction::ConflictableTransactionError<()>>(())
@@ -837,11 +865,16 @@ impl Sealed {
         if self.is_empty() {
             return Ok(());
         }
+        let segment = self.log_segment()?;
         let _writes = self.hold_off_purges()?;
         let meta = &self.generation.trees[TreeName::Meta.index()];
-        meta.insert(REDO, encode_redo(&self.writes))?;
+        meta.insert(REDO, encode_redo(&self.writes, segment.as_ref()))?;
         let _readers = self.hold_off_readers()?;
         apply_writes(&self.generation, &self.writes)?;
+        if let Some((key, value)) = &segment {
+            self.generation.trees[TreeName::Log.index()]
+                .insert(key.as_slice(), value.as_slice())?;
+        }
         meta.remove(REDO)?;
         self.written();
         Ok(())
@@ -860,28 +893,32 @@ const REDO: &[u8] = b"redo";
 /// A batch's writes as one value: their number (u64 LE), then per write the tree's
 /// position in [`TreeName::ALL`], the key's length (u32 LE) and the key, then 1, the
 /// value's length and the value, or 0 for a removal.
-fn encode_redo(writes: &Writes) -> Vec<u8> {
-    let size: usize = writes
-        .iter()
-        .flatten()
-        .map(|(k, v)| 10 + k.len() + v.as_ref().map_or(0, Vec::len))
+/// `segment` is the batch's log segment and its key, written to the log tree.
+fn encode_redo(writes: &Writes, segment: Option<&(Vec<u8>, Vec<u8>)>) -> Vec<u8> {
+    let log = segment.map(|(key, value)| (TreeName::Log.index(), key, Some(value)));
+    let all = || {
+        writes
+            .iter()
+            .enumerate()
+            .flat_map(|(tree, pending)| pending.iter().map(move |(k, v)| (tree, k, v.as_ref())))
+            .chain(log)
+    };
+    let size: usize = all()
+        .map(|(_, k, v)| 10 + k.len() + v.map_or(0, Vec::len))
         .sum();
     let mut out = Vec::with_capacity(8 + size);
-    let count: usize = writes.iter().map(BTreeMap::len).sum();
-    out.extend_from_slice(&(count as u64).to_le_bytes());
-    for (tree, pending) in writes.iter().enumerate() {
-        for (key, value) in pending {
-            out.push(tree as u8);
-            out.extend_from_slice(&(key.len() as u32).to_le_bytes());
-            out.extend_from_slice(key);
-            match value {
-                Some(value) => {
-                    out.push(1);
-                    out.extend_from_slice(&(value.len() as u32).to_le_bytes());
-                    out.extend_from_slice(value);
-                }
-                None => out.push(0),
+    out.extend_from_slice(&(all().count() as u64).to_le_bytes());
+    for (tree, key, value) in all() {
+        out.push(tree as u8);
+        out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+        out.extend_from_slice(key);
+        match value {
+            Some(value) => {
+                out.push(1);
+                out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+                out.extend_from_slice(value);
             }
+            None => out.push(0),
         }
     }
     out
@@ -1164,7 +1201,7 @@ mod tests {
         {
             let store = Store::open(dir.path()).unwrap();
             let mut batch = store.begin().unwrap();
-            batch.append_log(&"first").unwrap();
+            batch.append_log("first");
             batch.put(TreeName::Records, b"a".to_vec(), b"1".to_vec());
             batch.put(TreeName::Records, b"b".to_vec(), b"1".to_vec());
             batch.seal().write_through().unwrap();
@@ -1172,14 +1209,18 @@ mod tests {
             assert_eq!(records(&store).len(), 2);
 
             let mut batch = store.begin().unwrap();
-            batch.append_log(&"cut short").unwrap();
+            batch.append_log("cut short");
             batch.put(TreeName::Records, b"a".to_vec(), b"2".to_vec());
             batch.delete(TreeName::Records, b"b".to_vec());
             batch.put(TreeName::Records, b"c".to_vec(), b"2".to_vec());
             let sealed = batch.seal();
             // The process dies after the redo record and the first write.
             let meta = store.tree(TreeName::Meta);
-            meta.insert(REDO, encode_redo(&sealed.writes)).unwrap();
+            meta.insert(
+                REDO,
+                encode_redo(&sealed.writes, sealed.log_segment().unwrap().as_ref()),
+            )
+            .unwrap();
             store
                 .tree(TreeName::Records)
                 .insert(b"a", b"2".to_vec())
@@ -1255,7 +1296,7 @@ mod tests {
         writes[TreeName::Records.index()].insert(b"k".to_vec(), Some(vec![0, 1, 2]));
         writes[TreeName::Records.index()].insert(b"gone".to_vec(), None);
         writes[TreeName::Erased.index()].insert(Vec::new(), Some(Vec::new()));
-        let bytes = encode_redo(&writes);
+        let bytes = encode_redo(&writes, None);
         assert_eq!(decode_redo(&bytes).unwrap(), writes);
         for cut in 0..bytes.len() {
             assert!(decode_redo(&bytes[..cut]).is_err(), "cut at {cut}");
@@ -1267,14 +1308,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let mut batch = store.begin().unwrap();
-        batch.append_log(&"stored").unwrap();
+        batch.append_log("stored");
         batch.put(TreeName::Records, b"a".to_vec(), b"1".to_vec());
         batch.put(TreeName::Records, b"b".to_vec(), b"1".to_vec());
         batch.put(TreeName::Records, b"c".to_vec(), b"1".to_vec());
         batch.commit().unwrap();
 
         let mut first = store.begin().unwrap();
-        assert_eq!(first.append_log(&"first").unwrap(), 2);
+        assert_eq!(first.append_log("first"), 2);
         first.put(TreeName::Records, b"a".to_vec(), b"2".to_vec());
         first.delete(TreeName::Records, b"b".to_vec());
         first.put(TreeName::Records, b"d".to_vec(), b"2".to_vec());
@@ -1313,7 +1354,7 @@ mod tests {
             want(&[("a", "2"), ("b", "3"), ("c", "3")])
         );
         assert_eq!(scan(&second, 2), want(&[("a", "2"), ("b", "3")]));
-        assert_eq!(second.append_log(&"second").unwrap(), 3);
+        assert_eq!(second.append_log("second"), 3);
         // The first commits on another thread; the second reads the same either way.
         let committing = std::thread::spawn(move || first.commit());
         assert_eq!(
@@ -1352,8 +1393,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let mut batch = store.begin().unwrap();
-        assert_eq!(batch.append_log(&"first").unwrap(), 1);
-        assert_eq!(batch.append_log(&"second").unwrap(), 2);
+        assert_eq!(batch.append_log("first"), 1);
+        assert_eq!(batch.append_log("second"), 2);
         batch.put(TreeName::Features, b"email:a\0web/1".to_vec(), Vec::new());
         batch.put(TreeName::Features, b"email:a\0web/2".to_vec(), Vec::new());
         batch.put(TreeName::Features, b"email:b\0web/3".to_vec(), Vec::new());
@@ -1417,7 +1458,7 @@ mod tests {
             let mut batch = store.begin().unwrap();
             batch.put(TreeName::Records, b"web/1".to_vec(), secret.to_vec());
             batch.put(TreeName::Records, b"web/2".to_vec(), b"kept".to_vec());
-            batch.append_log(&"entry").unwrap();
+            batch.append_log("entry");
             batch.commit().unwrap();
             store.flush_blocking().unwrap();
             let mut batch = store.begin().unwrap();
@@ -1433,7 +1474,7 @@ mod tests {
             assert_eq!(any_file_contains(dir.path(), secret), Vec::<PathBuf>::new());
             // The store goes on in its new generation.
             let mut batch = store.begin().unwrap();
-            assert_eq!(batch.append_log(&"next").unwrap(), 2);
+            assert_eq!(batch.append_log("next"), 2);
             batch.commit().unwrap();
             store.purge().unwrap();
             store.flush_blocking().unwrap();
@@ -1466,7 +1507,7 @@ mod tests {
         {
             let store = Store::open(dir.path()).unwrap();
             let mut batch = store.begin().unwrap();
-            batch.append_log(&1).unwrap();
+            batch.append_log(1);
             batch.commit().unwrap();
             store.flush_blocking().unwrap();
         }
@@ -1475,14 +1516,40 @@ mod tests {
     }
 
     #[test]
+    fn a_log_entry_that_cannot_be_encoded_fails_its_batch_whole() {
+        // JSON has no map keys other than strings.
+        let unencodable: BTreeMap<(u8, u8), u8> = BTreeMap::from([((1, 2), 3)]);
+        let store = Store::temporary().unwrap();
+        for write_through in [false, true] {
+            let mut batch = store.begin().unwrap();
+            batch.append_log("fine");
+            batch.append_log(unencodable.clone());
+            batch.put(TreeName::Records, b"a".to_vec(), b"1".to_vec());
+            let sealed = batch.seal();
+            let written = if write_through {
+                sealed.write_through()
+            } else {
+                sealed.commit()
+            };
+            assert!(
+                matches!(written, Err(StoreError::Encode { tree: "log", .. })),
+                "{written:?}"
+            );
+            assert!(store.tree(TreeName::Log).is_empty());
+            assert!(store.tree(TreeName::Records).is_empty());
+            assert!(store.get(TreeName::Meta, REDO).unwrap().is_none());
+        }
+    }
+
+    #[test]
     fn the_log_reads_back_entry_by_entry_across_segments() {
         let store = Store::temporary().unwrap();
         let mut batch = store.begin().unwrap();
-        batch.append_log(&"a").unwrap();
-        batch.append_log(&"b").unwrap();
+        batch.append_log("a");
+        batch.append_log("b");
         batch.commit().unwrap();
         let mut batch = store.begin().unwrap();
-        assert_eq!(batch.append_log(&"c").unwrap(), 3);
+        assert_eq!(batch.append_log("c"), 3);
         batch.commit().unwrap();
         assert_eq!(store.tree(TreeName::Log).len(), 2, "one segment per batch");
         // An entry written alone, as JSON, reads back too.
