@@ -475,7 +475,8 @@ impl Engine {
                 event_type: event.event_type(),
                 time: event.time,
                 received_at,
-                sealed: data_key.seal(&serde_json::to_vec(&event.payload)?)?,
+                // Sealed when the log entry is encoded (SealOnWrite).
+                sealed: Vec::new(),
                 key_ref,
             };
             let seq = work.batch().next_seq();
@@ -493,7 +494,11 @@ impl Engine {
                 seq,
                 ahead_prepared,
             )?;
-            let logged_at = work.batch().append_log(LogEntry::Event(logged));
+            let logged_at = work.batch().append_log(SealOnWrite {
+                logged,
+                key: data_key,
+                payload: event.payload.clone(),
+            });
             debug_assert_eq!(logged_at, seq);
             report.applied += 1;
             let features = prepared.map(|prepared| {
@@ -904,6 +909,31 @@ const AHEAD_FROM: usize = 32;
 /// form, blocking keys and compact form): worked out on another thread while the batch
 /// is applied, and used where the record is new, for then it is exactly what applying
 /// the event gives (a new record's values do not depend on the event's stamp).
+/// An event's log entry, its payload sealed with its data key as the entry is encoded:
+/// on the thread that writes the batch, when that is not the one applying it.
+struct SealOnWrite {
+    /// The event as logged but for its sealed payload.
+    logged: LoggedEvent,
+    key: DataKey,
+    payload: cmdm_domain::Payload,
+}
+
+impl serde::Serialize for SealOnWrite {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::Error as _;
+        let plain = serde_json::to_vec(&self.payload).map_err(S::Error::custom)?;
+        let sealed = self.key.seal(&plain).map_err(S::Error::custom)?;
+        LogEntry::Event(LoggedEvent {
+            sealed,
+            ..self.logged.clone()
+        })
+        .serialize(serializer)
+    }
+}
+
 struct Ahead {
     prepared: Prepared,
     keys: Vec<BlockKey>,
