@@ -114,6 +114,35 @@ fn em_round(
     (new_m, lambda)
 }
 
+/// One session's EM from the default m, with u fixed: the session's m and its rounds.
+fn em_session(
+    model: &Model,
+    default_m: &[Vec<f64>],
+    active: &[bool],
+    vectors: &[Vec<Option<usize>>],
+    max_iterations: usize,
+) -> (Vec<Vec<f64>>, usize) {
+    let mut m = default_m.to_vec();
+    let mut lambda = 0.5;
+    let mut rounds = 0;
+    for _ in 0..max_iterations {
+        rounds += 1;
+        let (new_m, new_lambda) = em_round(model, &m, lambda, vectors, active);
+        let change = new_m
+            .iter()
+            .flatten()
+            .zip(m.iter().flatten())
+            .map(|(a, b)| (a - b).abs())
+            .fold((new_lambda - lambda).abs(), f64::max);
+        m = new_m;
+        lambda = new_lambda;
+        if change < 1e-4 {
+            break;
+        }
+    }
+    (m, rounds)
+}
+
 /// Each field's level for a pair of records read out, `None` where either value is
 /// missing.
 fn levels<'a>(
@@ -212,7 +241,25 @@ pub fn train(
         .map(|f| vec![SMOOTH; f.levels.len()])
         .collect();
     let model_ref: &Model = model;
-    let forms: Vec<Compact> = records.iter().map(|r| model_ref.compact(r)).collect();
+    // Every record's compact form and blocking keys, the records split over the cores.
+    let per_record: Vec<(Compact, Vec<BlockKey>)> = std::thread::scope(|scope| {
+        let chunk = n.div_ceil(workers).max(1);
+        let parts: Vec<_> = records
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|r| (model_ref.compact(r), block_keys(r)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
+    let (forms, keys): (Vec<Compact>, Vec<Vec<BlockKey>>) = per_record.into_iter().unzip();
     // Every record's fields read out of its compact form once: pairs compare these.
     let views: Vec<Vec<Option<View<'_>>>> = forms
         .iter()
@@ -220,7 +267,15 @@ pub fn train(
         .collect();
     let kinds: Vec<Kind> = model_ref.fields.iter().map(|f| f.kind).collect();
     let (views, kinds) = (&views, &kinds);
-    let partials: Vec<(Vec<Vec<f64>>, usize)> = std::thread::scope(|scope| {
+    let pair_levels = |pairs: &[(usize, usize)]| -> Vec<Vec<Option<usize>>> {
+        pairs
+            .iter()
+            .map(|&(i, j)| levels(kinds, &views[i], &views[j]).collect())
+            .collect()
+    };
+    // u on the workers; meanwhile, on this thread, the candidate pairs of each EM
+    // session and of the prior, and their levels (none of which depends on u).
+    let (partials, sessions, prior_pairs) = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|w| {
                 let mut counts = empty.clone();
@@ -244,11 +299,34 @@ pub fn train(
                 })
             })
             .collect();
-        handles
+        // m: expectation-maximisation in sessions, each over the pairs that share one
+        // kind of blocking key, estimating only the fields that kind of key does not
+        // involve (as Splink does): pairs found through a field agree on it and would
+        // overstate its m.
+        let sessions: Vec<(Vec<bool>, Vec<Vec<Option<usize>>>)> = SESSIONS
+            .iter()
+            .filter_map(|session| {
+                let pairs = pairs_sharing(&keys, generic_limit, |k| {
+                    session.tags.iter().any(|t| k.0.starts_with(t))
+                });
+                (pairs.len() >= MIN_SESSION_PAIRS).then(|| {
+                    let active: Vec<bool> = model_ref
+                        .fields
+                        .iter()
+                        .map(|f| !session.fixed.contains(&f.field.as_str()))
+                        .collect();
+                    (active, pair_levels(&pairs))
+                })
+            })
+            .collect();
+        let prior_pairs = pairs_sharing(&keys, generic_limit, identifies_person);
+        let partials: Vec<(Vec<Vec<f64>>, usize)> = handles
             .into_iter()
             .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
+            .collect();
+        (partials, sessions, prior_pairs)
     });
+    let prior_vectors = pair_levels(&prior_pairs);
     let mut u_counts = empty;
     let mut sampled = 0;
     for (counts, n) in partials {
@@ -266,50 +344,32 @@ pub fn train(
         }
     }
 
-    // m: expectation-maximisation in sessions, each over the pairs that share one kind
-    // of blocking key, estimating only the fields that kind of key does not involve (as
-    // Splink does): pairs found through a field agree on it and would overstate its m.
-    let keys: Vec<Vec<BlockKey>> = records.iter().map(block_keys).collect();
+    // The sessions' EM runs, each on a thread of its own (they share only the model).
     let default_m: Vec<Vec<f64>> = model
         .fields
         .iter()
         .map(|f| f.levels.iter().map(|l| l.m).collect())
         .collect();
+    let model_ref: &Model = model;
+    let default_m = &default_m;
+    let outcomes: Vec<(Vec<Vec<f64>>, usize)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = sessions
+            .iter()
+            .map(|(active, vectors)| {
+                scope.spawn(move || {
+                    em_session(model_ref, default_m, active, vectors, max_iterations)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
+    });
     let mut estimates: Vec<Vec<Vec<f64>>> = vec![Vec::new(); model.fields.len()];
     let mut iterations = 0;
-    for session in SESSIONS {
-        let pairs = pairs_sharing(&keys, generic_limit, |k| {
-            session.tags.iter().any(|t| k.0.starts_with(t))
-        });
-        if pairs.len() < MIN_SESSION_PAIRS {
-            continue;
-        }
-        let active: Vec<bool> = model
-            .fields
-            .iter()
-            .map(|f| !session.fixed.contains(&f.field.as_str()))
-            .collect();
-        let vectors: Vec<Vec<Option<usize>>> = pairs
-            .iter()
-            .map(|&(i, j)| levels(kinds, &views[i], &views[j]).collect())
-            .collect();
-        let mut m = default_m.clone();
-        let mut lambda = 0.5;
-        for _ in 0..max_iterations {
-            iterations += 1;
-            let (new_m, new_lambda) = em_round(model, &m, lambda, &vectors, &active);
-            let change = new_m
-                .iter()
-                .flatten()
-                .zip(m.iter().flatten())
-                .map(|(a, b)| (a - b).abs())
-                .fold((new_lambda - lambda).abs(), f64::max);
-            m = new_m;
-            lambda = new_lambda;
-            if change < 1e-4 {
-                break;
-            }
-        }
+    for ((active, vectors), (m, rounds)) in sessions.iter().zip(outcomes) {
+        iterations += rounds;
         for (f, is_active) in active.iter().enumerate() {
             if *is_active && vectors.iter().any(|v| v[f].is_some()) {
                 estimates[f].push(m[f].clone());
@@ -330,11 +390,7 @@ pub fn train(
 
     // The prior: the share of matches among the person-identifying candidate pairs, with
     // m and u now fixed, scaled to the chance that two records drawn at random match.
-    let pairs = pairs_sharing(&keys, generic_limit, identifies_person);
-    let vectors: Vec<Vec<Option<usize>>> = pairs
-        .iter()
-        .map(|&(i, j)| levels(kinds, &views[i], &views[j]).collect())
-        .collect();
+    let vectors = prior_vectors;
     let m_now: Vec<Vec<f64>> = model
         .fields
         .iter()
@@ -357,7 +413,7 @@ pub fn train(
     TrainingReport {
         records: n,
         random_pairs: sampled,
-        candidate_pairs: pairs.len(),
+        candidate_pairs: prior_pairs.len(),
         iterations,
         prior: model.prior,
     }
