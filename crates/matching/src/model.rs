@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use crate::compact::{Compact, View};
 use crate::distance::{
-    jaro_winkler_reaching, levenshtein_at_most, osa_at_most_one, osa_distance, within_one_edit,
+    jaro_winkler_reaching, levenshtein_at_most, osa_at_most_one, osa_distance, osa_lower_bound,
+    within_one_edit,
 };
 use crate::prepare::{Prepared, fields};
 use serde::{Deserialize, Serialize};
@@ -140,8 +141,8 @@ impl Kind {
                     2
                 }
             }
-            // The distance is at least the difference in length.
-            Kind::Identifier if x.chars().count().abs_diff(y.chars().count()) > 2 => 3,
+            // Values too far apart for level 2 by the characters they hold.
+            Kind::Identifier if osa_lower_bound(x, y) > 2 => 3,
             Kind::Identifier => match osa_distance(x, y) {
                 1 => 1,
                 2 => 2,
