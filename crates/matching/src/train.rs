@@ -49,6 +49,9 @@ const SESSIONS: [Session; 4] = [
     },
 ];
 
+/// Each field's comparison level (`None`: a value missing) for each pair of records.
+type PairLevels = Vec<Vec<Option<usize>>>;
+
 /// Sessions with fewer pairs teach nothing reliable and are skipped.
 const MIN_SESSION_PAIRS: usize = 50;
 
@@ -267,7 +270,7 @@ pub fn train(
         .collect();
     let kinds: Vec<Kind> = model_ref.fields.iter().map(|f| f.kind).collect();
     let (views, kinds) = (&views, &kinds);
-    let pair_levels = |pairs: &[(usize, usize)]| -> Vec<Vec<Option<usize>>> {
+    let pair_levels = |pairs: &[(usize, usize)]| -> PairLevels {
         pairs
             .iter()
             .map(|&(i, j)| levels(kinds, &views[i], &views[j]).collect())
@@ -303,7 +306,7 @@ pub fn train(
         // kind of blocking key, estimating only the fields that kind of key does not
         // involve (as Splink does): pairs found through a field agree on it and would
         // overstate its m.
-        let sessions: Vec<(Vec<bool>, Vec<Vec<Option<usize>>>)> = SESSIONS
+        let sessions: Vec<(Vec<bool>, PairLevels)> = SESSIONS
             .iter()
             .filter_map(|session| {
                 let pairs = pairs_sharing(&keys, generic_limit, |k| {
