@@ -3,8 +3,9 @@
 //! `features` and `membership` projections, so it is loaded from them at start and kept
 //! in step by the write path; it is never written to disk itself.
 
-use std::collections::HashMap;
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::BuildHasher;
+
+use crate::FastMap as HashMap;
 
 use cmdm_domain::{Decision, GoldenId, ReviewStatus, ReviewTask, SourceKey};
 use cmdm_matching::{BlockKey, Compact, Matcher, Prepared};
@@ -65,24 +66,22 @@ pub(crate) struct MatchIndex {
 }
 
 fn block_hash(key: &str) -> u64 {
-    // Fixed keys: the same text hashes the same in every process.
-    let mut hasher = DefaultHasher::new();
-    key.hash(&mut hasher);
-    hasher.finish()
+    // A fixed seed: the same text hashes the same in every process.
+    foldhash::fast::FixedState::with_seed(0x636d_646d).hash_one(key)
 }
 
 impl MatchIndex {
     fn empty(generic_limit: usize) -> Self {
         MatchIndex {
-            slots: HashMap::new(),
+            slots: HashMap::default(),
             records: Vec::new(),
-            blocks: HashMap::new(),
+            blocks: HashMap::default(),
             lists: Vec::new(),
             free_lists: Vec::new(),
-            entities: HashMap::new(),
-            apart: HashMap::new(),
-            open_reviews: HashMap::new(),
-            open_tasks: HashMap::new(),
+            entities: HashMap::default(),
+            apart: HashMap::default(),
+            open_reviews: HashMap::default(),
+            open_tasks: HashMap::default(),
             generic_limit,
         }
     }

@@ -42,6 +42,11 @@ pub enum EngineError {
 /// Result alias of this crate.
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
 
+/// The hash map of the engine's in-memory structures (the match index, a batch's
+/// working set): keyed by source keys, golden ids and hashes, hashed with foldhash
+/// rather than SipHash, still seeded at random per map.
+pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 #[cfg(test)]
 mod consent_tests;
 #[cfg(test)]

@@ -2,7 +2,9 @@
 //! replay call exactly these functions with the same entries in the same order, and the
 //! result does not depend on where batches begin and end.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::FastMap as HashMap;
 
 use cmdm_domain::record::RecordChange;
 use cmdm_domain::{
@@ -58,9 +60,9 @@ impl<'s> Working<'s> {
             batch,
             rules,
             matcher,
-            records: HashMap::new(),
+            records: HashMap::default(),
             changed_records: BTreeSet::new(),
-            entities: HashMap::new(),
+            entities: HashMap::default(),
             changed_entities: BTreeSet::new(),
             stale: BTreeMap::new(),
             touched: Touched::default(),
