@@ -38,79 +38,90 @@ pub fn identifies_person(key: &BlockKey) -> bool {
         .any(|tag| key.0.starts_with(tag))
 }
 
+/// A key: its tag, then its parts joined by `|` (`dob-pc:1980-02-03|2600`).
+fn key(tag: &str, parts: &[&str]) -> BlockKey {
+    let size = tag.len() + 1 + parts.iter().map(|p| p.len() + 1).sum::<usize>();
+    let mut text = String::with_capacity(size);
+    text.push_str(tag);
+    text.push(':');
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            text.push('|');
+        }
+        text.push_str(part);
+    }
+    BlockKey(text)
+}
+
 /// The blocking keys of a prepared record.
 pub fn block_keys(p: &Prepared) -> Vec<BlockKey> {
-    let mut keys = Vec::new();
-    let mut push = |key: String| keys.push(BlockKey(key));
-    for (field, tag) in [(EMAIL, "em"), (PHONE, "ph"), (NATIONAL_ID, "id")] {
-        if let Some(v) = p.get(field).filter(|v| !STOP_VALUES.contains(v)) {
-            push(format!("{tag}:{v}"));
+    let mut keys = Vec::with_capacity(16);
+    let identifying = |field| p.get(field).filter(|v| !STOP_VALUES.contains(v));
+    let national_id = identifying(NATIONAL_ID);
+    for (value, tag) in [
+        (identifying(EMAIL), "em"),
+        (identifying(PHONE), "ph"),
+        (national_id, "id"),
+    ] {
+        if let Some(v) = value {
+            keys.push(key(tag, &[v]));
         }
     }
     let given = p.get(GIVEN_NAME);
     let family = p.get(FAMILY_NAME);
-    let given_sound = p.phonetic.get(GIVEN_NAME);
-    let family_sound = p.phonetic.get(FAMILY_NAME);
+    let given_sound = p.phonetic.get(GIVEN_NAME).map(String::as_str);
+    let family_sound = p.phonetic.get(FAMILY_NAME).map(String::as_str);
+    let postcode = p.get(POSTCODE);
+    let number = p.get(STREET_NUMBER);
     if let Some(dob) = p.get(DATE_OF_BIRTH) {
         // One tag for both names, so given and family written the other way round meet.
         for sound in [given_sound, family_sound].into_iter().flatten() {
-            push(format!("dob-n:{dob}|{sound}"));
+            keys.push(key("dob-n", &[dob, sound]));
         }
-        if let Some(pc) = p.get(POSTCODE) {
-            push(format!("dob-pc:{dob}|{pc}"));
+        if let Some(pc) = postcode {
+            keys.push(key("dob-pc", &[dob, pc]));
         }
         if let Some(g) = given {
             // Initials and short forms of the given name (F. ~ Frederik ~ Fred).
-            push(format!("dob-gi:{dob}|{}", prefix(g, 1)));
+            keys.push(key("dob-gi", &[dob, prefix(g, 1)]));
         }
         if let (Some(g), Some(f)) = (given, family) {
             // Day and month swapped or mistyped: the year and both initials still agree.
-            push(format!(
-                "yob-init:{}|{}|{}",
-                &dob[..4],
-                prefix(g, 1),
-                prefix(f, 1)
-            ));
+            keys.push(key("yob-init", &[&dob[..4], prefix(g, 1), prefix(f, 1)]));
         }
     }
-    if let (Some(pc), Some(number)) = (p.get(POSTCODE), p.get(STREET_NUMBER)) {
-        push(format!("pc-num:{pc}|{number}"));
+    if let (Some(pc), Some(number)) = (postcode, number) {
+        keys.push(key("pc-num", &[pc, number]));
     }
-    if let (Some(number), Some(street)) = (p.get(STREET_NUMBER), p.get("address_line1")) {
-        push(format!("addr:{number}|{}", prefix(street, 5)));
+    if let (Some(number), Some(street)) = (number, p.get("address_line1")) {
+        keys.push(key("addr", &[number, prefix(street, 5)]));
     }
-    if let Some(id) = p
-        .get(NATIONAL_ID)
-        .filter(|v| v.len() >= 6 && !STOP_VALUES.contains(v))
-    {
+    if let Some(id) = national_id.filter(|v| v.len() >= 6) {
         // Transposed characters keep the same multiset of characters.
         let mut sorted: Vec<char> = id.chars().collect();
         sorted.sort_unstable();
-        push(format!(
-            "id-sorted:{}",
-            sorted.into_iter().collect::<String>()
-        ));
+        keys.push(key("id-sorted", &[&sorted.into_iter().collect::<String>()]));
     }
     if let (Some(g), Some(f)) = (given, family_sound) {
-        push(format!("gi-fs:{}|{f}", prefix(g, 1)));
+        keys.push(key("gi-fs", &[prefix(g, 1), f]));
     }
     if let (Some(g), Some(f)) = (given_sound, family_sound) {
-        push(format!("names:{g}|{f}"));
+        keys.push(key("names", &[g, f]));
     }
     if let (Some(g), Some(f)) = (given, family) {
         // Given and family names written the other way round.
         let (a, b) = if g <= f { (g, f) } else { (f, g) };
-        push(format!("name-set:{a}|{b}"));
+        keys.push(key("name-set", &[a, b]));
     }
-    if let Some(pc) = p.get(POSTCODE) {
+    if let Some(pc) = postcode {
         if let Some(f) = family {
-            push(format!("pc-f:{pc}|{}", prefix(f, 3)));
+            keys.push(key("pc-f", &[pc, prefix(f, 3)]));
         }
         if let Some(g) = given {
-            push(format!("pc-gi:{pc}|{}", prefix(g, 1)));
+            keys.push(key("pc-gi", &[pc, prefix(g, 1)]));
         }
     }
-    keys.sort();
+    keys.sort_unstable();
     keys.dedup();
     keys
 }
