@@ -97,11 +97,10 @@ impl FuzzyMatcher {
             probability: round(score.probability()),
             fields: score
                 .fields
-                .iter()
+                .into_iter()
                 .map(|f| FieldWeight {
-                    field: f.field.clone(),
-                    level: f.level.clone(),
                     weight: round(f.weight),
+                    ..f
                 })
                 .collect(),
             with: vec![member.key.clone()],

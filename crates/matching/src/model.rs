@@ -10,6 +10,7 @@ use crate::distance::{
     within_one_edit,
 };
 use crate::prepare::{Prepared, fields};
+use cmdm_domain::FieldWeight;
 use serde::{Deserialize, Serialize};
 
 /// Version of the model file format this code reads and writes.
@@ -329,20 +330,12 @@ impl<'a> Probe<'a> {
     }
 }
 
-/// A field's contribution to a pair's score.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FieldScore {
-    pub field: String,
-    pub level: String,
-    pub weight: f64,
-}
-
 /// A pair's score with its explanation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PairScore {
     /// Log2 odds that the pair matches.
     pub weight: f64,
-    pub fields: Vec<FieldScore>,
+    pub fields: Vec<FieldWeight>,
 }
 
 impl PairScore {
@@ -512,7 +505,7 @@ impl Model {
         let mut fields = Vec::new();
         self.each_weight(a, b, |f, level, w| {
             weight += w;
-            fields.push(FieldScore {
+            fields.push(FieldWeight {
                 field: f.field.clone(),
                 level: f.levels[level].label.clone(),
                 weight: w,
