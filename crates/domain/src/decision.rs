@@ -185,23 +185,37 @@ pub enum LogEntry {
 mod hex {
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
 
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+
     pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        let mut text = String::with_capacity(bytes.len() * 2);
-        for b in bytes {
-            text.push(char::from_digit(u32::from(b >> 4), 16).unwrap_or('0'));
-            text.push(char::from_digit(u32::from(b & 0xf), 16).unwrap_or('0'));
+        let mut text = Vec::with_capacity(bytes.len() * 2);
+        for &b in bytes {
+            text.push(DIGITS[usize::from(b >> 4)]);
+            text.push(DIGITS[usize::from(b & 0xf)]);
         }
-        s.serialize_str(&text)
+        // Hex digits only: ASCII.
+        s.serialize_str(std::str::from_utf8(&text).map_err(serde::ser::Error::custom)?)
+    }
+
+    fn digit(c: u8) -> Option<u8> {
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            b'A'..=b'F' => Some(c - b'A' + 10),
+            _ => None,
+        }
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
-        let text = <&str>::deserialize(d)?;
+        let text = <&str>::deserialize(d)?.as_bytes();
         if text.len() % 2 != 0 {
             return Err(D::Error::custom("odd hex length"));
         }
-        (0..text.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).map_err(D::Error::custom))
+        text.chunks_exact(2)
+            .map(|pair| match (digit(pair[0]), digit(pair[1])) {
+                (Some(high), Some(low)) => Ok(high << 4 | low),
+                _ => Err(D::Error::custom("not a hex digit")),
+            })
             .collect()
     }
 }
@@ -224,5 +238,13 @@ mod tests {
         });
         let json = serde_json::to_vec(&entry).unwrap();
         assert_eq!(serde_json::from_slice::<LogEntry>(&json).unwrap(), entry);
+        let text = String::from_utf8(json).unwrap();
+        assert!(text.contains(r#""sealed":"0001feff""#), "{text}");
+        // Upper-case digits read too; anything else is refused, never misread.
+        let upper = text.replace("0001feff", "0001FEFF");
+        assert_eq!(serde_json::from_str::<LogEntry>(&upper).unwrap(), entry);
+        for bad in ["0001fef", "0001fexf", "0001fé", "0001é"] {
+            assert!(serde_json::from_str::<LogEntry>(&text.replace("0001feff", bad)).is_err());
+        }
     }
 }
