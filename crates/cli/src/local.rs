@@ -249,15 +249,36 @@ fn apply_rows(
 ) -> anyhow::Result<()> {
     let time = Timestamp::now();
     let mut pending = Vec::with_capacity(batch);
-    for row in rows {
+    let mut rows = rows.into_iter().peekable();
+    while let Some(row) = rows.next() {
         summary.rows += 1;
         pending.push(row.event(source, time)?);
-        if pending.len() >= batch.max(1) {
+        if pending.len() >= batch.max(1) && rows.peek().is_some() {
             apply_events(engine, &pending, summary)?;
             pending.clear();
         }
     }
-    apply_events(engine, &pending, summary)
+    apply_last(engine, &pending, summary)
+}
+
+/// The smallest part [`apply_last`] splits off; still enough for a batch's records to
+/// be prepared ahead.
+const LAST_PART: usize = 64;
+
+/// Applies the last batch of a load in shrinking parts (a half, a quarter, …): nothing
+/// overlaps the writing of the last part, which is then short.
+fn apply_last(
+    engine: &Engine,
+    events: &[InboundEvent],
+    summary: &mut ImportSummary,
+) -> anyhow::Result<()> {
+    let mut rest = events;
+    while rest.len() >= 2 * LAST_PART {
+        let (now, later) = rest.split_at(rest.len() / 2);
+        apply_events(engine, now, summary)?;
+        rest = later;
+    }
+    apply_events(engine, rest, summary)
 }
 
 /// Applies one batch of events and counts what it did.
@@ -352,12 +373,19 @@ fn apply_batches(
     summary: &mut ImportSummary,
 ) -> anyhow::Result<()> {
     let mut rate = RateLog::new();
+    // Each batch is held until the next one comes, so that the last is known as such.
+    let mut held: Option<Vec<InboundEvent>> = None;
     for events in batches {
         summary.rows += events.len();
-        apply_events(engine, &events, summary)?;
-        rate.tick(summary.rows);
+        if let Some(before) = held.replace(events) {
+            apply_events(engine, &before, summary)?;
+            rate.tick(summary.rows - held.as_ref().map_or(0, Vec::len));
+        }
     }
-    Ok(())
+    match held {
+        Some(last) => apply_last(engine, &last, summary),
+        None => Ok(()),
+    }
 }
 
 /// Prepares rows in memory the way the engine would, on every core.
