@@ -190,36 +190,40 @@ fn pairs_sharing(
     pairs
 }
 
-/// Fills each field's table of value shares, for the kinds where values repeat.
-fn add_term_frequencies(model: &mut Model, records: &[Prepared]) {
+/// Each field's table of value shares, for the kinds where values repeat (`None` for
+/// the other kinds, which keep theirs).
+fn term_frequencies(model: &Model, records: &[Prepared]) -> Vec<Option<Option<TermFrequencies>>> {
     const MAX_VALUES: usize = 50_000;
-    for field in &mut model.fields {
-        if matches!(field.kind, Kind::Email | Kind::Phone | Kind::Identifier) {
-            continue;
-        }
-        let mut counts: HashMap<&str, usize> = HashMap::new();
-        for r in records {
-            if let Some(v) = r.get(&field.field) {
-                *counts.entry(v).or_default() += 1;
+    model
+        .fields
+        .iter()
+        .map(|field| {
+            if matches!(field.kind, Kind::Email | Kind::Phone | Kind::Identifier) {
+                return None;
             }
-        }
-        let total: usize = counts.values().sum();
-        if total < 2 {
-            field.term_frequencies = None;
-            continue;
-        }
-        let mut repeated: Vec<(&str, usize)> =
-            counts.into_iter().filter(|(_, c)| *c >= 2).collect();
-        repeated.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-        repeated.truncate(MAX_VALUES);
-        field.term_frequencies = Some(TermFrequencies {
-            values: repeated
-                .into_iter()
-                .map(|(v, c)| (v.to_owned(), c as f64 / total as f64))
-                .collect(),
-            unseen: 1.0 / total as f64,
-        });
-    }
+            let mut counts: HashMap<&str, usize> = HashMap::new();
+            for r in records {
+                if let Some(v) = r.get(&field.field) {
+                    *counts.entry(v).or_default() += 1;
+                }
+            }
+            let total: usize = counts.values().sum();
+            if total < 2 {
+                return Some(None);
+            }
+            let mut repeated: Vec<(&str, usize)> =
+                counts.into_iter().filter(|(_, c)| *c >= 2).collect();
+            repeated.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+            repeated.truncate(MAX_VALUES);
+            Some(Some(TermFrequencies {
+                values: repeated
+                    .into_iter()
+                    .map(|(v, c)| (v.to_owned(), c as f64 / total as f64))
+                    .collect(),
+                unseen: 1.0 / total as f64,
+            }))
+        })
+        .collect()
 }
 
 /// Trains `model` on `records` in place: u from `random_pairs` random pairs, then m and
@@ -277,8 +281,9 @@ pub fn train(
             .collect()
     };
     // u on the workers; meanwhile, on this thread, the candidate pairs of each EM
-    // session and of the prior, and their levels (none of which depends on u).
-    let (partials, sessions, prior_pairs) = std::thread::scope(|scope| {
+    // session and of the prior, their levels, and the term frequencies (none of which
+    // depends on u).
+    let (partials, sessions, prior_pairs, prior_vectors, frequencies) = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers)
             .map(|w| {
                 let mut counts = empty.clone();
@@ -323,13 +328,14 @@ pub fn train(
             })
             .collect();
         let prior_pairs = pairs_sharing(&keys, generic_limit, identifies_person);
+        let prior_vectors = pair_levels(&prior_pairs);
+        let frequencies = term_frequencies(model_ref, records);
         let partials: Vec<(Vec<Vec<f64>>, usize)> = handles
             .into_iter()
             .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
             .collect();
-        (partials, sessions, prior_pairs)
+        (partials, sessions, prior_pairs, prior_vectors, frequencies)
     });
-    let prior_vectors = pair_levels(&prior_pairs);
     let mut u_counts = empty;
     let mut sampled = 0;
     for (counts, n) in partials {
@@ -389,7 +395,11 @@ pub fn train(
             l.m = mean.clamp(1e-6, 1.0);
         }
     }
-    add_term_frequencies(model, records);
+    for (field, frequencies) in model.fields.iter_mut().zip(frequencies) {
+        if let Some(frequencies) = frequencies {
+            field.term_frequencies = frequencies;
+        }
+    }
 
     // The prior: the share of matches among the person-identifying candidate pairs, with
     // m and u now fixed, scaled to the chance that two records drawn at random match.
