@@ -187,11 +187,21 @@ mod hex {
 
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
 
+    /// Both digits of every byte.
+    const PAIRS: [[u8; 2]; 256] = {
+        let mut pairs = [[0; 2]; 256];
+        let mut b = 0;
+        while b < 256 {
+            pairs[b] = [DIGITS[b >> 4], DIGITS[b & 0xf]];
+            b += 1;
+        }
+        pairs
+    };
+
     pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
         let mut text = Vec::with_capacity(bytes.len() * 2);
         for &b in bytes {
-            text.push(DIGITS[usize::from(b >> 4)]);
-            text.push(DIGITS[usize::from(b & 0xf)]);
+            text.extend_from_slice(&PAIRS[usize::from(b)]);
         }
         // Hex digits only: ASCII.
         s.serialize_str(std::str::from_utf8(&text).map_err(serde::ser::Error::custom)?)
