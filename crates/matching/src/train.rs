@@ -283,59 +283,61 @@ pub fn train(
     // u on the workers; meanwhile, on this thread, the candidate pairs of each EM
     // session and of the prior, their levels, and the term frequencies (none of which
     // depends on u).
-    let (partials, sessions, prior_pairs, prior_vectors, frequencies) = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..workers)
-            .map(|w| {
-                let mut counts = empty.clone();
-                scope.spawn(move || {
-                    let mut rng = SplitMix(0x00C0_FFEE + w as u64);
-                    let mut sampled = 0;
-                    let share = random_pairs / workers + usize::from(w < random_pairs % workers);
-                    for _ in 0..if n >= 2 { share } else { 0 } {
-                        let (i, j) = (rng.below(n), rng.below(n));
-                        if i == j {
-                            continue;
-                        }
-                        sampled += 1;
-                        for (f, level) in levels(kinds, &views[i], &views[j]).enumerate() {
-                            if let Some(level) = level {
-                                counts[f][level] += 1.0;
+    let (partials, sessions, prior_pairs, prior_vectors, frequencies) =
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers)
+                .map(|w| {
+                    let mut counts = empty.clone();
+                    scope.spawn(move || {
+                        let mut rng = SplitMix(0x00C0_FFEE + w as u64);
+                        let mut sampled = 0;
+                        let share =
+                            random_pairs / workers + usize::from(w < random_pairs % workers);
+                        for _ in 0..if n >= 2 { share } else { 0 } {
+                            let (i, j) = (rng.below(n), rng.below(n));
+                            if i == j {
+                                continue;
+                            }
+                            sampled += 1;
+                            for (f, level) in levels(kinds, &views[i], &views[j]).enumerate() {
+                                if let Some(level) = level {
+                                    counts[f][level] += 1.0;
+                                }
                             }
                         }
-                    }
-                    (counts, sampled)
+                        (counts, sampled)
+                    })
                 })
-            })
-            .collect();
-        // m: expectation-maximisation in sessions, each over the pairs that share one
-        // kind of blocking key, estimating only the fields that kind of key does not
-        // involve (as Splink does): pairs found through a field agree on it and would
-        // overstate its m.
-        let sessions: Vec<(Vec<bool>, PairLevels)> = SESSIONS
-            .iter()
-            .filter_map(|session| {
-                let pairs = pairs_sharing(&keys, generic_limit, |k| {
-                    session.tags.iter().any(|t| k.0.starts_with(t))
-                });
-                (pairs.len() >= MIN_SESSION_PAIRS).then(|| {
-                    let active: Vec<bool> = model_ref
-                        .fields
-                        .iter()
-                        .map(|f| !session.fixed.contains(&f.field.as_str()))
-                        .collect();
-                    (active, pair_levels(&pairs))
+                .collect();
+            // m: expectation-maximisation in sessions, each over the pairs that share one
+            // kind of blocking key, estimating only the fields that kind of key does not
+            // involve (as Splink does): pairs found through a field agree on it and would
+            // overstate its m.
+            let sessions: Vec<(Vec<bool>, PairLevels)> = SESSIONS
+                .iter()
+                .filter_map(|session| {
+                    let pairs = pairs_sharing(&keys, generic_limit, |k| {
+                        session.tags.iter().any(|t| k.0.starts_with(t))
+                    });
+                    (pairs.len() >= MIN_SESSION_PAIRS).then(|| {
+                        let active: Vec<bool> = model_ref
+                            .fields
+                            .iter()
+                            .map(|f| !session.fixed.contains(&f.field.as_str()))
+                            .collect();
+                        (active, pair_levels(&pairs))
+                    })
                 })
-            })
-            .collect();
-        let prior_pairs = pairs_sharing(&keys, generic_limit, identifies_person);
-        let prior_vectors = pair_levels(&prior_pairs);
-        let frequencies = term_frequencies(model_ref, records);
-        let partials: Vec<(Vec<Vec<f64>>, usize)> = handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect();
-        (partials, sessions, prior_pairs, prior_vectors, frequencies)
-    });
+                .collect();
+            let prior_pairs = pairs_sharing(&keys, generic_limit, identifies_person);
+            let prior_vectors = pair_levels(&prior_pairs);
+            let frequencies = term_frequencies(model_ref, records);
+            let partials: Vec<(Vec<Vec<f64>>, usize)> = handles
+                .into_iter()
+                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+                .collect();
+            (partials, sessions, prior_pairs, prior_vectors, frequencies)
+        });
     let mut u_counts = empty;
     let mut sampled = 0;
     for (counts, n) in partials {
