@@ -1,7 +1,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::DomainError;
@@ -87,22 +86,13 @@ pub struct GoldenId(pub u64);
 
 impl Serialize for GoldenId {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        if serializer.is_human_readable() {
-            serializer.collect_str(self)
-        } else {
-            serializer.serialize_u64(self.0)
-        }
+        crate::encoding::text_or_number(serializer, self, self.0)
     }
 }
 
 impl<'de> Deserialize<'de> for GoldenId {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        if crate::encoding::reads_text(deserializer.is_human_readable()) {
-            let text = String::deserialize(deserializer)?;
-            text.parse().map_err(D::Error::custom)
-        } else {
-            u64::deserialize(deserializer).map(GoldenId)
-        }
+        crate::encoding::from_text_or_number(deserializer, GoldenId)
     }
 }
 

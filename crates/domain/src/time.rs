@@ -1,7 +1,6 @@
 use std::fmt;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::DomainError;
@@ -15,22 +14,13 @@ pub struct Timestamp(pub i64);
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        if serializer.is_human_readable() {
-            serializer.serialize_str(&self.to_rfc3339())
-        } else {
-            serializer.serialize_i64(self.0)
-        }
+        crate::encoding::text_or_number(serializer, self, self.0)
     }
 }
 
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        if crate::encoding::reads_text(deserializer.is_human_readable()) {
-            let text = String::deserialize(deserializer)?;
-            Timestamp::try_from(text).map_err(D::Error::custom)
-        } else {
-            i64::deserialize(deserializer).map(Timestamp)
-        }
+        crate::encoding::from_text_or_number(deserializer, Timestamp)
     }
 }
 
