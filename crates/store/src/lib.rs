@@ -870,11 +870,12 @@ impl Sealed {
         let meta = &self.generation.trees[TreeName::Meta.index()];
         meta.insert(REDO, encode_redo(&self.writes, segment.as_ref()))?;
         let _readers = self.hold_off_readers()?;
-        apply_writes(&self.generation, &self.writes)?;
+        // The log first, then the projections it explains, as the trees' order had it.
         if let Some((key, value)) = &segment {
             self.generation.trees[TreeName::Log.index()]
                 .insert(key.as_slice(), value.as_slice())?;
         }
+        apply_writes(&self.generation, &self.writes)?;
         meta.remove(REDO)?;
         self.written();
         Ok(())
