@@ -5,7 +5,7 @@
 
 use std::hash::BuildHasher;
 
-use crate::FastMap as HashMap;
+use crate::FastMap;
 
 use cmdm_domain::{Decision, GoldenId, ReviewStatus, ReviewTask, SourceKey};
 use cmdm_matching::{BlockKey, Compact, Matcher, Prepared};
@@ -47,21 +47,21 @@ pub(crate) enum Found<'a> {
 /// Candidate lookup without touching the store.
 #[derive(Debug)]
 pub(crate) struct MatchIndex {
-    slots: HashMap<SourceKey, Slot>,
+    slots: FastMap<SourceKey, Slot>,
     records: Vec<Record>,
     /// Blocking keys by a 64-bit hash of their text: a collision can only add a
     /// candidate, which scoring then rejects.
-    blocks: HashMap<u64, Postings>,
+    blocks: FastMap<u64, Postings>,
     /// The slots of keys shared by several records (most keys have one).
     lists: Vec<Vec<Slot>>,
     /// Positions in `lists` free for reuse.
     free_lists: Vec<u32>,
-    entities: HashMap<GoldenId, Vec<Slot>>,
+    entities: FastMap<GoldenId, Vec<Slot>>,
     /// Records a steward declared different people from each record (both directions).
-    apart: HashMap<Slot, Vec<Slot>>,
+    apart: FastMap<Slot, Vec<Slot>>,
     /// Open review tasks by (record, proposed entity), so a pair is reviewed once.
-    open_reviews: HashMap<(Slot, GoldenId), u64>,
-    open_tasks: HashMap<u64, (Slot, GoldenId)>,
+    open_reviews: FastMap<(Slot, GoldenId), u64>,
+    open_tasks: FastMap<u64, (Slot, GoldenId)>,
     generic_limit: usize,
 }
 
@@ -73,15 +73,15 @@ fn block_hash(key: &str) -> u64 {
 impl MatchIndex {
     fn empty(generic_limit: usize) -> Self {
         MatchIndex {
-            slots: HashMap::default(),
+            slots: FastMap::default(),
             records: Vec::new(),
-            blocks: HashMap::default(),
+            blocks: FastMap::default(),
             lists: Vec::new(),
             free_lists: Vec::new(),
-            entities: HashMap::default(),
-            apart: HashMap::default(),
-            open_reviews: HashMap::default(),
-            open_tasks: HashMap::default(),
+            entities: FastMap::default(),
+            apart: FastMap::default(),
+            open_reviews: FastMap::default(),
+            open_tasks: FastMap::default(),
             generic_limit,
         }
     }

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::FastMap as HashMap;
+use crate::FastMap;
 
 use cmdm_domain::record::RecordChange;
 use cmdm_domain::{
@@ -43,10 +43,10 @@ pub(crate) struct Working<'s> {
     batch: Batch<'s>,
     rules: &'s Survivorship,
     matcher: &'s dyn Matcher,
-    records: HashMap<SourceKey, SourceRecord>,
+    records: FastMap<SourceKey, SourceRecord>,
     changed_records: BTreeSet<SourceKey>,
     /// `None`: the entity is gone (merged away or left without members).
-    entities: HashMap<GoldenId, Option<GoldenRecord>>,
+    entities: FastMap<GoldenId, Option<GoldenRecord>>,
     changed_entities: BTreeSet<GoldenId>,
     /// Entities whose golden values are out of date, with the latest sequence number
     /// that changed them (their next version).
@@ -60,9 +60,9 @@ impl<'s> Working<'s> {
             batch,
             rules,
             matcher,
-            records: HashMap::default(),
+            records: FastMap::default(),
             changed_records: BTreeSet::new(),
-            entities: HashMap::default(),
+            entities: FastMap::default(),
             changed_entities: BTreeSet::new(),
             stale: BTreeMap::new(),
             touched: Touched::default(),
