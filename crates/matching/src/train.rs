@@ -117,6 +117,13 @@ fn em_round(
     (new_m, lambda)
 }
 
+/// What a training thread returned; its panic goes on in the thread that joins it.
+fn joined<T>(handle: std::thread::ScopedJoinHandle<'_, T>) -> T {
+    handle
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
 /// One session's EM from the default m, with u fixed: the session's m and its rounds.
 fn em_session(
     model: &Model,
@@ -261,10 +268,7 @@ pub fn train(
                 })
             })
             .collect();
-        parts
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
+        parts.into_iter().flat_map(joined).collect()
     });
     let (forms, keys): (Vec<Compact>, Vec<Vec<BlockKey>>) = per_record.into_iter().unzip();
     // Every record's fields read out of its compact form once: pairs compare these.
@@ -332,10 +336,7 @@ pub fn train(
             let prior_pairs = pairs_sharing(&keys, generic_limit, identifies_person);
             let prior_vectors = pair_levels(&prior_pairs);
             let frequencies = term_frequencies(model_ref, records);
-            let partials: Vec<(Vec<Vec<f64>>, usize)> = handles
-                .into_iter()
-                .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-                .collect();
+            let partials: Vec<(Vec<Vec<f64>>, usize)> = handles.into_iter().map(joined).collect();
             (partials, sessions, prior_pairs, prior_vectors, frequencies)
         });
     let mut u_counts = empty;
@@ -372,10 +373,7 @@ pub fn train(
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
-            .collect()
+        handles.into_iter().map(joined).collect()
     });
     let mut estimates: Vec<Vec<Vec<f64>>> = vec![Vec::new(); model.fields.len()];
     let mut iterations = 0;
