@@ -670,10 +670,16 @@ impl Engine {
         // Entities no member of which can reach the review band change nothing in the
         // decision: most candidates, left out before their members are gathered.
         let found = self.candidates(index, &record.key, &keys, current, report);
-        std::hint::black_box(index.touch(found.values().copied()));
+        std::hint::black_box(index.touch_company(found.values().copied()));
         let candidates: Vec<EntityCandidate<'_>> = found
             .into_iter()
-            .filter(|&(_, slot)| index.any_member(slot, |m| self.matcher.screen(&probe, m)))
+            .filter(|&(_, slot)| {
+                index.any_member(
+                    slot,
+                    |sketch| self.matcher.screen_sketch(&probe, sketch),
+                    |form| self.matcher.screen(&probe, form),
+                )
+            })
             .map(|(entity, _)| entity_candidate(index, entity))
             .collect();
         let outcome = self.matcher.decide(&probe, home.as_ref(), &candidates);

@@ -8,7 +8,7 @@ use std::hash::BuildHasher;
 use crate::FastMap;
 
 use cmdm_domain::{Decision, GoldenId, ReviewStatus, ReviewTask, SourceKey};
-use cmdm_matching::{BlockKey, Compact, Matcher, Prepared};
+use cmdm_matching::{BlockKey, Compact, Matcher, Prepared, Sketch};
 use cmdm_store::{Store, TreeName, decode_bin};
 
 use crate::{EngineError, Result};
@@ -26,16 +26,37 @@ const LIST: u32 = 1 << 31;
 /// A key shared by more records than the generic limit: never a candidate.
 const GENERIC: u32 = u32::MAX;
 
+/// A record's entry. Screening a candidate reads the first cache line only (the sketch,
+/// the entity and whether the record is alone in it), and most candidates go no further:
+/// hence the fixed layout, and the alignment that keeps that line whole.
 #[derive(Debug)]
+#[repr(C, align(64))]
 struct Record {
-    key: SourceKey,
+    /// The form's sketch, which rules out most candidates without reading the form;
+    /// meaningless without a form.
+    sketch: Sketch,
     /// The form the matcher compares, present while the record has stored features (its
     /// prepared form, which the index does not keep: readers take it from the store).
     form: Option<Compact>,
-    entity: Option<GoldenId>,
+    /// The record's entity's id, or `NO_ENTITY`: eight bytes where an `Option` takes 16,
+    /// so that the first line holds all of the above.
+    entity: u64,
     /// Whether the record is its entity's only member: most candidates are, and then
     /// screening the entity reads nothing but this record.
     alone: bool,
+    key: SourceKey,
+}
+
+// The screened fields fill the first line, the key starts the second.
+const _: () = assert!(std::mem::offset_of!(Record, key) == 64);
+
+/// `Record::entity` of a record in no entity (golden ids are sequence numbers, far below).
+const NO_ENTITY: u64 = u64::MAX;
+
+impl Record {
+    fn entity(&self) -> Option<GoldenId> {
+        (self.entity != NO_ENTITY).then_some(GoldenId(self.entity))
+    }
 }
 
 /// What a lookup of one blocking key found.
@@ -94,7 +115,7 @@ impl MatchIndex {
             let prepared: Prepared = decode_bin(TreeName::Features, &value)?;
             let slot = index.slot(&parse_key(&key)?);
             index.add_blocks(slot, &matcher.block_keys(&prepared));
-            index.records[slot as usize].form = Some(matcher.compact(&prepared));
+            index.set_form(slot, Some(matcher.compact(&prepared)), matcher);
         }
         for item in store.tree(TreeName::Membership).iter() {
             let (key, value) = item.map_err(cmdm_store::StoreError::from)?;
@@ -142,7 +163,8 @@ impl MatchIndex {
         self.records.push(Record {
             key: key.clone(),
             form: None,
-            entity: None,
+            sketch: Sketch::default(),
+            entity: NO_ENTITY,
             alone: false,
         });
         self.slots.insert(key.clone(), slot);
@@ -169,7 +191,15 @@ impl MatchIndex {
             self.add_blocks(slot, keys);
             Some(form.unwrap_or_else(|| matcher.compact(prepared)))
         };
-        self.records[slot as usize].form = form;
+        self.set_form(slot, form, matcher);
+    }
+
+    fn set_form(&mut self, slot: Slot, form: Option<Compact>, matcher: &dyn Matcher) {
+        let record = &mut self.records[slot as usize];
+        record.sketch = form
+            .as_ref()
+            .map_or_else(Sketch::default, |form| matcher.sketch(form));
+        record.form = form;
     }
 
     fn remove_blocks(&mut self, slot: Slot, before: Option<&Prepared>, matcher: &dyn Matcher) {
@@ -269,7 +299,7 @@ impl MatchIndex {
             return;
         };
         self.remove_blocks(slot, before, matcher);
-        self.records[slot as usize].form = None;
+        self.set_form(slot, None, matcher);
     }
 
     /// The records under a blocking key.
@@ -303,7 +333,7 @@ impl MatchIndex {
 
     /// The entity a record belongs to.
     pub fn entity_of(&self, slot: Slot) -> Option<GoldenId> {
-        self.records[slot as usize].entity
+        self.records[slot as usize].entity()
     }
 
     /// An entity's members.
@@ -311,50 +341,57 @@ impl MatchIndex {
         self.entities.get(&entity).map_or(&[], Vec::as_slice)
     }
 
-    /// Reads a little of the compact forms `any_member` reads (each record's, and its
-    /// entity's other members' where it has company), so that the forms of many
+    /// Reads the entries `any_member` reads besides each record's own (those of its
+    /// entity's other members, where it has company), so that the entries of many
     /// candidates are fetched from memory together rather than one after the other as
-    /// each is screened (see `Compact::touch`). Returns what it read.
-    pub fn touch(&self, slots: impl Iterator<Item = Slot>) -> u8 {
-        let form = |slot: Slot| {
-            self.records[slot as usize]
-                .form
-                .as_ref()
-                .map_or(0, Compact::touch)
-        };
+    /// each is screened. Returns what it read.
+    pub fn touch_company(&self, slots: impl Iterator<Item = Slot>) -> u64 {
         slots.fold(0, |acc, slot| {
             let record = &self.records[slot as usize];
-            let company = match record.entity {
+            match record.entity() {
                 Some(entity) if !record.alone => self
                     .members(entity)
                     .iter()
-                    .fold(0, |acc, &member| acc ^ form(member)),
-                _ => 0,
-            };
-            acc ^ form(slot) ^ company
+                    .fold(acc, |acc, &m| acc ^ self.entry_word(m)),
+                _ => acc,
+            }
         })
     }
 
     /// Reads each record's entry, so that the entries of many candidates are fetched from
     /// memory together before each is looked at in turn. Returns what it read.
     pub fn touch_entries(&self, slots: impl Iterator<Item = Slot>) -> u64 {
-        slots.fold(0, |acc, slot| {
-            acc ^ self.records[slot as usize].entity.map_or(0, |e| e.0)
-        })
+        slots.fold(0, |acc, slot| acc ^ self.entry_word(slot))
     }
 
-    /// Whether the compact form of any member of `slot`'s entity passes `test`: the record
-    /// itself first, the other members only where it has company.
-    pub fn any_member(&self, slot: Slot, test: impl Fn(&Compact) -> bool) -> bool {
+    fn entry_word(&self, slot: Slot) -> u64 {
+        self.records[slot as usize].entity
+    }
+
+    /// Whether any member of `slot`'s entity passes `test`, its compact form read only
+    /// where its sketch passes `may`: the record itself first, the other members only
+    /// where it has company.
+    pub fn any_member(
+        &self,
+        slot: Slot,
+        may: impl Fn(&Sketch) -> bool,
+        test: impl Fn(&Compact) -> bool,
+    ) -> bool {
+        let passes = |record: &Record| {
+            record
+                .form
+                .as_ref()
+                .is_some_and(|form| may(&record.sketch) && test(form))
+        };
         let record = &self.records[slot as usize];
-        if record.form.as_ref().is_some_and(&test) {
+        if passes(record) {
             return true;
         }
-        match record.entity {
+        match record.entity() {
             Some(entity) if !record.alone => self
                 .members(entity)
                 .iter()
-                .any(|&member| member != slot && self.form(member).is_some_and(&test)),
+                .any(|&member| member != slot && passes(&self.records[member as usize])),
             _ => false,
         }
     }
@@ -475,7 +512,8 @@ impl MatchIndex {
     }
 
     fn join(&mut self, slot: Slot, entity: GoldenId) {
-        self.records[slot as usize].entity = Some(entity);
+        assert_ne!(entity.0, NO_ENTITY, "a golden id below 2^64 - 1");
+        self.records[slot as usize].entity = entity.0;
         let members = self.entities.entry(entity).or_default();
         if let Err(at) = members.binary_search(&slot) {
             members.insert(at, slot);
@@ -492,9 +530,10 @@ impl MatchIndex {
     fn leave(&mut self, slot: Slot) {
         let record = &mut self.records[slot as usize];
         record.alone = false;
-        let Some(entity) = record.entity.take() else {
+        let Some(entity) = record.entity() else {
             return;
         };
+        record.entity = NO_ENTITY;
         if let Some(members) = self.entities.get_mut(&entity) {
             members.retain(|s| *s != slot);
             match members.as_slice() {
@@ -544,15 +583,15 @@ mod tests {
     /// `alone` must say exactly whether a record is its entity's only member.
     fn check_alone(index: &MatchIndex) {
         for (slot, record) in index.records.iter().enumerate() {
-            let members = record.entity.map_or(0, |e| index.members(e).len());
+            let members = record.entity().map_or(0, |e| index.members(e).len());
             assert_eq!(
                 record.alone,
                 members == 1,
                 "record {} in {:?}",
                 record.key,
-                record.entity
+                record.entity()
             );
-            if let Some(entity) = record.entity {
+            if let Some(entity) = record.entity() {
                 assert!(index.members(entity).contains(&(slot as Slot)));
             }
         }

@@ -11,7 +11,7 @@ use cmdm_domain::{GoldenId, Payload, SourceKey, SourceRecord, Stamp, Timestamp};
 use cmdm_matching::synth::{SynthRecord, generate};
 use cmdm_matching::{
     Compact, EntityCandidate, FuzzyMatcher, MatchOutcome, Matcher, MatcherConfig, Member, Model,
-    Prepared,
+    Prepared, Sketch,
 };
 use criterion::{Criterion, criterion_group, criterion_main};
 
@@ -40,6 +40,7 @@ struct Population {
     matcher: FuzzyMatcher,
     prepared: Vec<Prepared>,
     forms: Vec<Compact>,
+    sketches: Vec<Sketch>,
     index: HashMap<String, Vec<u32>>,
 }
 
@@ -58,11 +59,13 @@ impl Population {
                 index.entry(key.0).or_default().push(i as u32);
             }
         }
-        let forms = prepared.iter().map(|p| matcher.compact(p)).collect();
+        let forms: Vec<Compact> = prepared.iter().map(|p| matcher.compact(p)).collect();
+        let sketches = forms.iter().map(|f| matcher.sketch(f)).collect();
         Population {
             matcher,
             prepared,
             forms,
+            sketches,
             index,
         }
     }
@@ -84,15 +87,14 @@ impl Population {
         // left out.
         let form = self.matcher.compact(&prepared);
         let probe = self.matcher.probe(&form);
-        // As the engine does: the candidates' forms fetched together (Compact::touch).
-        black_box(
-            found
-                .iter()
-                .fold(0u8, |acc, &i| acc ^ self.forms[i as usize].touch()),
-        );
+        // As the engine does: a candidate's form read only where its sketch passes.
         let candidates: Vec<EntityCandidate> = found
             .into_iter()
-            .filter(|&i| self.matcher.screen(&probe, &self.forms[i as usize]))
+            .filter(|&i| {
+                self.matcher
+                    .screen_sketch(&probe, &self.sketches[i as usize])
+                    && self.matcher.screen(&probe, &self.forms[i as usize])
+            })
             .map(|i| EntityCandidate {
                 entity: GoldenId(u64::from(i)),
                 members: vec![Member {

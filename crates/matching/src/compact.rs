@@ -82,18 +82,6 @@ impl Compact {
         }
     }
 
-    /// Reads one byte of every 64 (a cache line) of the record, to bring it into the
-    /// cache: touched first for many records at once, their loads overlap, where comparing
-    /// each in turn waits for each in turn. Returns what it read, for `black_box`.
-    #[inline]
-    pub fn touch(&self) -> u8 {
-        self.text
-            .as_bytes()
-            .iter()
-            .step_by(64)
-            .fold(0, |acc, &b| acc ^ b)
-    }
-
     #[inline]
     fn number(&self, at: usize) -> usize {
         let b = self.text.as_bytes();

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::compact::Compact;
 use crate::model::{Model, Probe};
 use crate::prepare::{PrepareConfig, Prepared, prepare};
+use crate::sketch::{Sketch, SketchLayout};
 use crate::{BlockKey, EntityCandidate, MatchOutcome, Matcher, Member, PairVerdict, blocking};
 
 /// Matcher settings besides the model.
@@ -35,6 +36,8 @@ impl Default for MatcherConfig {
 pub struct FuzzyMatcher {
     model: Model,
     config: MatcherConfig,
+    /// The model's sketch layout, worked out once.
+    layout: SketchLayout,
 }
 
 /// How a record fits one entity.
@@ -51,7 +54,12 @@ impl FuzzyMatcher {
     /// A matcher over a validated model.
     pub fn new(model: Model, config: MatcherConfig) -> Result<Self, String> {
         model.validate()?;
-        Ok(FuzzyMatcher { model, config })
+        let layout = SketchLayout::of(&model);
+        Ok(FuzzyMatcher {
+            model,
+            config,
+            layout,
+        })
     }
 
     /// The model in use.
@@ -173,7 +181,11 @@ impl Matcher for FuzzyMatcher {
     }
 
     fn probe<'a>(&self, record: &'a Compact) -> Probe<'a> {
-        self.model.probe(record)
+        self.model.probe_with(record, &self.layout)
+    }
+
+    fn sketch(&self, record: &Compact) -> Sketch {
+        self.layout.sketch(record)
     }
 
     fn decide(
@@ -218,6 +230,10 @@ impl Matcher for FuzzyMatcher {
 
     fn screen(&self, probe: &Probe<'_>, other: &Compact) -> bool {
         Model::may_reach(probe, other, weight_of(self.model.thresholds.review))
+    }
+
+    fn screen_sketch(&self, probe: &Probe<'_>, other: &Sketch) -> bool {
+        probe.sketch_may_reach(other, weight_of(self.model.thresholds.review))
     }
 
     fn compare(&self, a: &Prepared, b: &Prepared) -> PairVerdict {

@@ -8,6 +8,7 @@ pub mod fuzzy;
 pub mod model;
 pub mod normalise;
 pub mod prepare;
+pub mod sketch;
 pub mod survive;
 pub mod synth;
 pub mod train;
@@ -18,6 +19,7 @@ pub use compact::Compact;
 pub use fuzzy::{FuzzyMatcher, MatcherConfig};
 pub use model::{Model, Probe};
 pub use prepare::{PrepareConfig, Prepared};
+pub use sketch::{Sketch, SketchLayout};
 pub use survive::{Strategy, Survivorship, survive};
 
 /// The `max` records sharing the most blocking keys, ties to the smallest key, so the
@@ -112,6 +114,13 @@ pub trait Matcher: Send + Sync {
     /// plays no part in `decide`, so callers may leave it out without changing the
     /// outcome.
     fn screen(&self, record: &Probe<'_>, other: &Compact) -> bool;
+
+    /// The sketch of a compact record, which `screen_sketch` reads.
+    fn sketch(&self, record: &Compact) -> Sketch;
+
+    /// `screen` from another record's sketch alone, cheaper and coarser: false only where
+    /// `screen` is false too.
+    fn screen_sketch(&self, record: &Probe<'_>, other: &Sketch) -> bool;
 
     /// Compares two records field by field, for explanations and search.
     fn compare(&self, a: &Prepared, b: &Prepared) -> PairVerdict;

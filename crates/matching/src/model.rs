@@ -10,6 +10,7 @@ use crate::distance::{
     within_one_edit,
 };
 use crate::prepare::{Prepared, fields};
+use crate::sketch::{self, Place, Sketch, SketchLayout};
 use cmdm_domain::FieldWeight;
 use serde::{Deserialize, Serialize};
 
@@ -304,6 +305,12 @@ struct Step<'a> {
     weights: [f64; 4],
     /// Whether the field is one of the thresholds' `conflict_fields`.
     conflict: bool,
+    /// Where the field lies in a sketch, with the probed value's part there.
+    sketched: Option<(Place, u64)>,
+    /// How many levels the field's kind has.
+    levels: usize,
+    /// The most the field can add: its best weight, or nothing (an absent value).
+    best: f64,
 }
 
 impl<'a> Probe<'a> {
@@ -327,6 +334,27 @@ impl<'a> Probe<'a> {
             }
         }
         (weight, contradiction)
+    }
+
+    /// The most a record with sketch `b` can score against the probed one: per field the
+    /// best weight of the levels the sketches leave possible, summed in the model's order,
+    /// so never below `quick_score` (rounding is monotone).
+    pub fn sketch_bound(&self, b: &Sketch) -> f64 {
+        let mut bound = self.prior;
+        for step in &self.steps {
+            bound += match step.sketched {
+                Some((place, a)) => sketch::bound(place, a, b, &step.weights, step.levels),
+                None => step.best,
+            };
+        }
+        bound
+    }
+
+    /// Whether a record with sketch `b` may score at least `floor`: false only where
+    /// `Model::may_reach` is false too, without reading the record's compact form.
+    pub fn sketch_may_reach(&self, b: &Sketch, floor: f64) -> bool {
+        // `may_reach` sums in another order and leaves 1e-6 for rounding: leave more.
+        self.sketch_bound(b) >= floor - 1e-5
     }
 }
 
@@ -516,6 +544,11 @@ impl Model {
 
     /// A record made ready to be compared with many others.
     pub fn probe<'a>(&self, record: &'a Compact) -> Probe<'a> {
+        self.probe_with(record, &SketchLayout::of(self))
+    }
+
+    /// `probe` with the model's sketch layout worked out once by the caller.
+    pub fn probe_with<'a>(&self, record: &'a Compact, layout: &SketchLayout) -> Probe<'a> {
         let conflict_fields = &self.thresholds.conflict_fields;
         let steps: Vec<Step<'a>> = self
             .fields
@@ -536,6 +569,11 @@ impl Model {
                     view,
                     weights,
                     conflict: conflict_fields.contains(&f.field),
+                    sketched: layout
+                        .place(i)
+                        .map(|place| (place, sketch::part_of(place, f.kind, view))),
+                    levels: f.levels.len().min(4),
+                    best: weights.iter().copied().fold(0.0, f64::max),
                 })
             })
             .collect();
@@ -673,6 +711,34 @@ mod tests {
             let (weight, _) = model.quick_score(&ca, &cb);
             if weight >= floor {
                 prop_assert!(Model::may_reach(&model.probe(&ca), &cb, floor));
+            }
+        }
+
+        /// A sketch's bound is never below the pair's score, so the sketch screen never
+        /// drops a pair the full screen keeps.
+        #[test]
+        fn a_sketch_bounds_the_score_from_above(
+            a in fields(),
+            b in fields(),
+            floor in -30.0f64..30.0,
+            with_frequencies in any::<bool>(),
+        ) {
+            let mut model = Model::default_person();
+            if with_frequencies {
+                for field in &mut model.fields {
+                    field.term_frequencies = Some(TermFrequencies {
+                        values: [("ann".to_owned(), 0.3), ("1980-02-03".to_owned(), 0.2)].into(),
+                        unseen: 0.01,
+                    });
+                }
+            }
+            let layout = SketchLayout::of(&model);
+            let (ca, cb) = (model.compact(&person(&a)), model.compact(&person(&b)));
+            let probe = model.probe_with(&ca, &layout);
+            let sketch = layout.sketch(&cb);
+            prop_assert!(probe.sketch_bound(&sketch) >= probe.quick_score(&cb).0);
+            if Model::may_reach(&probe, &cb, floor) {
+                prop_assert!(probe.sketch_may_reach(&sketch, floor));
             }
         }
 
