@@ -571,7 +571,7 @@ impl Model {
                     conflict: conflict_fields.contains(&f.field),
                     sketched: layout
                         .place(i)
-                        .map(|place| (place, sketch::part_of(place, f.kind, view))),
+                        .map(|place| (place, place.encode(f.kind, view))),
                     levels: f.levels.len().min(4),
                     best: weights.iter().copied().fold(0.0, f64::max),
                 })

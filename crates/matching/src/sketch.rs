@@ -94,7 +94,7 @@ impl Place {
     }
 
     /// The part of `view`, a value of a field of `kind`: never 0.
-    fn encode(self, kind: Kind, view: View<'_>) -> u64 {
+    pub(crate) fn encode(self, kind: Kind, view: View<'_>) -> u64 {
         let value = view.value;
         match self.part {
             Part::Hash => hash(value) % 255 + 1,
@@ -194,11 +194,6 @@ pub(crate) fn bound(place: Place, a: u64, b: &Sketch, weights: &[f64; 4], levels
         .filter(|(level, _)| possible & (1 << level) != 0)
         .map(|(_, &w)| w)
         .fold(f64::NEG_INFINITY, f64::max)
-}
-
-/// A probe's own part of field `place`.
-pub(crate) fn part_of(place: Place, kind: Kind, view: View<'_>) -> u64 {
-    place.encode(kind, view)
 }
 
 fn hash(text: &str) -> u64 {
