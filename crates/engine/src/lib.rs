@@ -46,6 +46,8 @@ pub type Result<T, E = EngineError> = std::result::Result<T, E>;
 /// working set): keyed by source keys, golden ids and hashes, hashed with foldhash
 /// rather than SipHash, still seeded at random per map.
 pub(crate) type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+/// A set with the match index's hashing.
+pub(crate) type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 #[cfg(test)]
 mod consent_tests;

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::FastMap;
+use crate::{FastMap, FastSet};
 
 use cmdm_domain::record::RecordChange;
 use cmdm_domain::{
@@ -44,6 +44,8 @@ pub(crate) struct Working<'s> {
     rules: &'s Survivorship,
     matcher: &'s dyn Matcher,
     records: FastMap<SourceKey, SourceRecord>,
+    /// Keys the store was asked for and holds no record under: asked once per batch.
+    unstored: FastSet<SourceKey>,
     changed_records: BTreeSet<SourceKey>,
     /// `None`: the entity is gone (merged away or left without members).
     entities: FastMap<GoldenId, Option<GoldenRecord>>,
@@ -61,6 +63,7 @@ impl<'s> Working<'s> {
             rules,
             matcher,
             records: FastMap::default(),
+            unstored: FastSet::default(),
             changed_records: BTreeSet::new(),
             entities: FastMap::default(),
             changed_entities: BTreeSet::new(),
@@ -81,14 +84,27 @@ impl<'s> Working<'s> {
 
     /// Decodes a stored source record into the working set, once.
     fn load(&mut self, key: &SourceKey) -> Result<()> {
-        if !self.records.contains_key(key)
-            && let Some(record) = self
-                .batch
-                .get_bin::<SourceRecord>(TreeName::Records, key.encode().as_bytes())?
+        if self.records.contains_key(key) || self.unstored.contains(key) {
+            return Ok(());
+        }
+        match self
+            .batch
+            .get_bin::<SourceRecord>(TreeName::Records, key.encode().as_bytes())?
         {
-            self.records.insert(key.clone(), record);
+            Some(record) => {
+                self.records.insert(key.clone(), record);
+            }
+            None => {
+                self.unstored.insert(key.clone());
+            }
         }
         Ok(())
+    }
+
+    /// Whether neither the store nor the batch so far holds a record under `key`.
+    fn is_unheld(&mut self, key: &SourceKey) -> Result<bool> {
+        self.load(key)?;
+        Ok(!self.records.contains_key(key))
     }
 
     /// A source record, new if the store has none.
@@ -109,6 +125,7 @@ impl<'s> Working<'s> {
     /// Drops a source record and its projections (an erasure).
     fn forget_record(&mut self, key: &SourceKey) {
         self.records.remove(key);
+        self.unstored.insert(key.clone());
         self.changed_records.remove(key);
         let encoded = key.encode();
         for tree in [TreeName::Records, TreeName::Features, TreeName::Membership] {
@@ -350,6 +367,8 @@ impl Projector<'_> {
             let record = work.record(&key)?.clone();
             return Ok((record, RecordChange::None, None));
         };
+        // A record nobody held yet belongs to no entity: its membership is not looked up.
+        let unheld = work.is_unheld(&key)?;
         let record = work.record(&key)?;
         record.note(seq);
         let change = record.apply(
@@ -377,7 +396,7 @@ impl Projector<'_> {
         } else {
             None
         };
-        if let Some(entity) = membership(work.view(), &key)? {
+        if !unheld && let Some(entity) = membership(work.view(), &key)? {
             work.stale(entity, seq);
         }
         Ok((record, change, prepared))
