@@ -699,7 +699,9 @@ pub fn eval(config: &HubConfig, args: &EvalArgs, json: bool) -> anyhow::Result<(
     let actual_sets = as_sets(actual.values().cloned().collect());
     let exact = predicted_sets.intersection(&actual_sets).count();
 
-    // Blocking recall: do the true pairs share a key that is not generic?
+    // Blocking recall: do the true pairs share a key that is not generic, and either a
+    // second one or one held by few enough records (as the engine finds candidates; by
+    // the counts at the end, which the engine saw at most)?
     let prepared = match trained_rows {
         Some(prepared) => prepared,
         None => prepare_rows(&matcher, &rows, source)?,
@@ -713,6 +715,7 @@ pub fn eval(config: &HubConfig, args: &EvalArgs, json: bool) -> anyhow::Result<(
         *key_count.entry(k.as_str()).or_default() += 1;
     }
     let limit = matcher.generic_limit();
+    let weak = matcher.weak_key_limit();
     let mut blocked = 0u64;
     let entity_of: HashMap<usize, Result<GoldenId, usize>> = predicted
         .iter()
@@ -722,9 +725,14 @@ pub fn eval(config: &HubConfig, args: &EvalArgs, json: bool) -> anyhow::Result<(
     for members in actual.values() {
         for (x, &i) in members.iter().enumerate() {
             for &j in &members[x + 1..] {
-                let shares = keys[i]
+                let mut common = keys[i]
                     .iter()
-                    .any(|k| key_count[k.as_str()] <= limit && keys[j].contains(k));
+                    .filter(|k| key_count[k.as_str()] <= limit && keys[j].contains(k));
+                let shares = match (common.next(), common.next()) {
+                    (Some(_), Some(_)) => true,
+                    (Some(only), None) => key_count[only.as_str()] <= weak,
+                    _ => false,
+                };
                 if shares {
                     blocked += 1;
                 }

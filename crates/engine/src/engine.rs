@@ -779,8 +779,9 @@ impl Engine {
             Some(entity) => index.members(entity).to_vec(),
             None => own.into_iter().collect(),
         };
-        // Records found, once per key they share with the record; counted once sorted.
-        let mut found: Vec<u32> = Vec::new();
+        // Records found, once per key they share with the record, with the number of
+        // records holding that key; counted once sorted.
+        let mut found: Vec<(u32, u32)> = Vec::new();
         for block in keys {
             match index.lookup(&block.0) {
                 Found::Generic => {
@@ -789,15 +790,22 @@ impl Engine {
                     }
                 }
                 Found::Records(slots) => {
-                    found.extend(slots.iter().filter(|&&slot| Some(slot) != own));
+                    let holders = u32::try_from(slots.len()).unwrap_or(u32::MAX);
+                    found.extend(
+                        slots
+                            .iter()
+                            .filter(|&&slot| Some(slot) != own)
+                            .map(|&slot| (slot, holders)),
+                    );
                 }
             }
         }
-        found.sort_unstable();
-        std::hint::black_box(index.touch_entries(found.iter().copied()));
-        let shared = found.chunk_by(|a, b| a == b).map(|run| (run[0], run.len()));
+        let shared = shared_keys(found, self.matcher.weak_key_limit());
+        std::hint::black_box(index.touch_entries(shared.iter().map(|&(slot, _)| slot)));
         // Ranked by shared keys, ties by source key: the same records in every process.
-        let ranked = shared.map(|(slot, n)| ((index.key(slot), slot), n));
+        let ranked = shared
+            .into_iter()
+            .map(|(slot, n)| ((index.key(slot), slot), n));
         let mut entities = BTreeMap::new();
         for (_, slot) in cmdm_matching::closest(ranked, self.matcher.max_candidates()) {
             if let Some(entity) = index.entity_of(slot)
@@ -1003,6 +1011,18 @@ fn new_key_ref() -> String {
         .map(|b| format!("{b:02x}"))
         .collect();
     format!("cp-{hex}")
+}
+
+/// Each record found through the blocking keys (once per key it shares, with the number
+/// of records holding that key) with the number of keys it shares, in slot order; a
+/// record sharing a single key held by more than `weak_limit` records is left out.
+pub(crate) fn shared_keys(mut found: Vec<(u32, u32)>, weak_limit: usize) -> Vec<(u32, usize)> {
+    found.sort_unstable();
+    found
+        .chunk_by(|a, b| a.0 == b.0)
+        .filter(|run| run.len() > 1 || run[0].1 as usize <= weak_limit)
+        .map(|run| (run[0].0, run.len()))
+        .collect()
 }
 
 pub(crate) fn write_outbox(work: &mut Working<'_>) -> Result<usize> {

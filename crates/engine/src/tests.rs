@@ -1111,3 +1111,20 @@ fn a_changed_profile_is_found_through_its_new_values_only() {
         assert_eq!(holders(index, "em:ann@new.org"), vec!["web/w1".to_owned()]);
     }
 }
+
+/// A record found through one key only is a candidate if few records hold that key; any
+/// record sharing two keys is one whatever their holders.
+#[test]
+fn a_single_common_key_finds_no_candidate() {
+    // (slot, records holding the key it was found through), once per key.
+    let found = vec![(7, 40), (3, 10), (9, 40), (9, 60), (5, 26), (2, 25)];
+    assert_eq!(
+        crate::engine::shared_keys(found.clone(), 25),
+        vec![(2, 1), (3, 1), (9, 2)]
+    );
+    // At the generic limit the rule is off: every record found is a candidate.
+    assert_eq!(
+        crate::engine::shared_keys(found, 100),
+        vec![(2, 1), (3, 1), (5, 1), (7, 1), (9, 2)]
+    );
+}

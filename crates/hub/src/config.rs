@@ -159,6 +159,9 @@ pub struct MatchingConfig {
     pub generic_limit: usize,
     /// Most candidate records scored per record (those sharing the most keys).
     pub max_candidates: usize,
+    /// A record sharing only one blocking key with the arriving record, a key held by
+    /// more records than this, is no candidate (at `generic_limit` or above: off).
+    pub weak_key_limit: usize,
     /// A model file from `cmdm model train`; unset uses the shipped default model.
     pub model: Option<PathBuf>,
 }
@@ -206,6 +209,7 @@ impl Default for MatchingConfig {
             date_order: DateOrder::Dmy,
             generic_limit: MatcherConfig::default().generic_limit,
             max_candidates: MatcherConfig::default().max_candidates,
+            weak_key_limit: MatcherConfig::default().weak_key_limit,
             model: None,
         }
     }
@@ -284,6 +288,10 @@ pub struct Overrides {
     /// Most candidate records scored per arriving record [default: 200].
     #[arg(long, env = "CMDM_MAX_CANDIDATES", global = true)]
     pub max_candidates: Option<usize>,
+    /// Records holding a blocking key above which a record sharing only that key with
+    /// the arriving one is no candidate [default: 25].
+    #[arg(long, env = "CMDM_WEAK_KEY_LIMIT", global = true)]
+    pub weak_key_limit: Option<usize>,
     /// Matching model file from `cmdm model train` [default: the shipped model].
     #[arg(long, env = "CMDM_MODEL", global = true)]
     pub model: Option<PathBuf>,
@@ -342,6 +350,7 @@ impl HubConfig {
         set(&mut config.matching.date_order, o.date_order);
         set(&mut config.matching.generic_limit, o.generic_limit);
         set(&mut config.matching.max_candidates, o.max_candidates);
+        set(&mut config.matching.weak_key_limit, o.weak_key_limit);
         if o.model.is_some() {
             config.matching.model = o.model;
         }
@@ -457,6 +466,7 @@ impl MatchingConfig {
             },
             generic_limit: self.generic_limit,
             max_candidates: self.max_candidates,
+            weak_key_limit: self.weak_key_limit,
         }
     }
 }

@@ -74,14 +74,22 @@ impl Population {
     fn match_one(&self, record: &SourceRecord) -> MatchOutcome {
         let prepared = self.matcher.prepare(record);
         let limit = self.matcher.generic_limit();
-        let mut shared: HashMap<u32, usize> = HashMap::new();
+        // Per record found: the keys it shares, and how many records hold the last one.
+        let mut shared: HashMap<u32, (usize, usize)> = HashMap::new();
         for key in self.matcher.block_keys(&prepared) {
             if let Some(members) = self.index.get(&key.0).filter(|m| m.len() <= limit) {
                 for m in members {
-                    *shared.entry(*m).or_default() += 1;
+                    let entry = shared.entry(*m).or_default();
+                    *entry = (entry.0 + 1, members.len());
                 }
             }
         }
+        // As the engine does: a record sharing one key that many records hold is left out.
+        let weak = self.matcher.weak_key_limit();
+        let shared = shared
+            .into_iter()
+            .filter(|&(_, (n, holders))| n > 1 || holders <= weak)
+            .map(|(m, (n, _))| (m, n));
         let found = cmdm_matching::closest(shared, self.matcher.max_candidates());
         // As the engine does: one probe, and entities that cannot reach the review band
         // left out.

@@ -19,6 +19,11 @@ pub struct MatcherConfig {
     pub generic_limit: usize,
     /// Most candidate records scored per record (those sharing the most keys).
     pub max_candidates: usize,
+    /// A record that shares a single blocking key with the arriving one, a key held by
+    /// more records than this, is no candidate: one key that common (an initial and a
+    /// family-name sound among a million people) is weak evidence. At the generic limit
+    /// or above, every record sharing a key is a candidate.
+    pub weak_key_limit: usize,
 }
 
 impl Default for MatcherConfig {
@@ -27,6 +32,7 @@ impl Default for MatcherConfig {
             prepare: PrepareConfig::default(),
             generic_limit: 100,
             max_candidates: 200,
+            weak_key_limit: 25,
         }
     }
 }
@@ -178,6 +184,10 @@ impl Matcher for FuzzyMatcher {
 
     fn max_candidates(&self) -> usize {
         self.config.max_candidates
+    }
+
+    fn weak_key_limit(&self) -> usize {
+        self.config.weak_key_limit
     }
 
     fn probe<'a>(&self, record: &'a Compact) -> Probe<'a> {

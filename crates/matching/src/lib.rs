@@ -96,6 +96,10 @@ pub trait Matcher: Send + Sync {
     /// most blocking keys with it.
     fn max_candidates(&self) -> usize;
 
+    /// A record sharing only one key with the arriving record, a key held by more
+    /// records than this, is no candidate.
+    fn weak_key_limit(&self) -> usize;
+
     /// The record whose compact form is `record`, made ready to be compared with its
     /// candidates: made once per decision, for `screen` and `decide`.
     fn probe<'a>(&self, record: &'a Compact) -> Probe<'a>;
