@@ -163,13 +163,16 @@ pub async fn run_ingest(
         .create()?;
     info!(topic = %config.events_topic, group = %config.group_id, "ingest started");
 
-    // The batch applied last, being written while the next one is matched: its offsets
-    // go to Kafka, and the publisher is woken, once it is durable.
+    // Three batches overlap: one consumed and decoded here, the one before it matched on
+    // a blocking thread, and the one before that written and flushed on the engine's
+    // writer thread. A batch's offsets go to Kafka, and the publisher is woken, once it
+    // is durable: when the batch after it has been matched.
+    let mut matching: Option<Matching> = None;
     let mut behind: Option<Consumed> = None;
     loop {
         let mut batch = Vec::new();
-        // With a batch being written and no message waiting, that batch is finished (and
-        // published) now rather than left waiting for traffic.
+        // With a batch being matched or written and no message waiting, that batch is
+        // finished (and published) now rather than left waiting for traffic.
         tokio::select! {
             biased;
             () = shutdown.cancelled() => break,
@@ -184,8 +187,14 @@ pub async fn run_ingest(
                     continue;
                 }
             },
-            () = ready_if(behind.is_some()) => {
-                if let Some(done) = behind.take() {
+            () = ready_if(matching.is_some() || behind.is_some()) => {
+                if let Some(matched) = matching.take() {
+                    let consumed = matched.finish(&dlq, &config, &metrics).await?;
+                    if let Some(done) = behind.replace(consumed) {
+                        commit_offsets(&consumer, &done)?;
+                        applied.notify_one();
+                    }
+                } else if let Some(done) = behind.take() {
                     finish(&engine, &consumer, &done).await?;
                     applied.notify_one();
                 }
@@ -211,8 +220,21 @@ pub async fn run_ingest(
         if batch.is_empty() {
             continue;
         }
-        let consumed = apply(&engine, &dlq, &config, &metrics, batch).await?;
-        // Applying this batch waited for the one before it to be written and flushed.
+        let decoded = decode_batch(&engine, &dlq, &config, &metrics, batch).await?;
+        // Matching this batch starts once the one before it is matched (the engine
+        // applies one batch at a time, in order).
+        if let Some(matched) = matching.take() {
+            let consumed = matched.finish(&dlq, &config, &metrics).await?;
+            // Matching that batch waited for the one before it to be written and flushed.
+            if let Some(done) = behind.replace(consumed) {
+                commit_offsets(&consumer, &done)?;
+                applied.notify_one();
+            }
+        }
+        matching = Some(decoded.match_behind(&engine));
+    }
+    if let Some(matched) = matching.take() {
+        let consumed = matched.finish(&dlq, &config, &metrics).await?;
         if let Some(done) = behind.replace(consumed) {
             commit_offsets(&consumer, &done)?;
             applied.notify_one();
@@ -304,22 +326,32 @@ fn commit_offsets(consumer: &StreamConsumer<StoredOffsets>, done: &Consumed) -> 
     Ok(())
 }
 
-/// Decodes a batch, dead-letters what is refused and applies the rest with the offsets
-/// ([`Engine::apply_behind`]): the batch is written and flushed on its own thread while
-/// the next one is consumed and matched.
-async fn apply(
+/// A consumed batch, decoded: the events to apply, the message each came from, and the
+/// offsets to store with them.
+struct Decoded {
+    started: std::time::Instant,
+    messages: Vec<RawMessage>,
+    events: Vec<InboundEvent>,
+    /// For each event, the position of its message in `messages`.
+    origins: Vec<usize>,
+    next: BTreeMap<(String, i32), i64>,
+    refused: usize,
+}
+
+/// Decodes a batch and dead-letters what is refused.
+async fn decode_batch(
     engine: &Arc<Engine>,
     dlq: &FutureProducer,
     config: &IngestConfig,
     metrics: &Metrics,
-    batch: Vec<RawMessage>,
-) -> Result<Consumed> {
+    messages: Vec<RawMessage>,
+) -> Result<Decoded> {
     let started = std::time::Instant::now();
-    let mut events = Vec::with_capacity(batch.len());
-    let mut origins = Vec::with_capacity(batch.len());
+    let mut events = Vec::with_capacity(messages.len());
+    let mut origins = Vec::with_capacity(messages.len());
     let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
     let mut refused = 0usize;
-    for message in &batch {
+    for (position, message) in messages.iter().enumerate() {
         let slot = next
             .entry((message.topic.clone(), message.partition))
             .or_insert(0);
@@ -327,7 +359,7 @@ async fn apply(
         match decode(message, config.max_event_bytes).and_then(|e| admissible(engine, e)) {
             Ok(event) => {
                 events.push(event);
-                origins.push(message);
+                origins.push(position);
             }
             Err(rejection) => {
                 warn!(
@@ -346,89 +378,135 @@ async fn apply(
             }
         }
     }
-    let offsets: Vec<SourceOffset> = next
-        .iter()
-        .map(|((topic, partition), next)| SourceOffset {
-            topic: topic.clone(),
-            partition: *partition,
-            next: *next,
-        })
-        .collect();
-    let engine_for_batch = engine.clone();
-    let report =
-        tokio::task::spawn_blocking(move || engine_for_batch.apply_behind(&events, &offsets, true))
-            .await??;
-    // Refused by the engine itself: a record erased between the check above and the
-    // batch. Nothing of them was stored.
-    for (position, reason) in &report.refused {
-        let rejection = crate::decode::reject(RejectionClass::Erased, reason.clone());
-        dead_letter(dlq, &config.dlq_topic, origins[*position], &rejection).await?;
-        metrics
-            .dead_letters
-            .with_label_values(&[rejection.class.as_str()])
-            .inc();
-        refused += 1;
-    }
-    metrics
-        .apply_seconds
-        .observe(started.elapsed().as_secs_f64());
-    metrics.batch_size.observe(batch.len() as f64);
-    for (outcome, n) in [
-        ("applied", report.applied),
-        ("duplicate", report.duplicates),
-        ("dead_lettered", refused),
-    ] {
-        metrics
-            .messages
-            .with_label_values(&[outcome])
-            .inc_by(n as u64);
-    }
-    for (kind, n) in [
-        ("created", report.created),
-        ("linked", report.linked),
-        ("merged", report.merged),
-        ("review", report.review_tasks),
-    ] {
-        metrics
-            .decisions
-            .with_label_values(&[kind])
-            .inc_by(n as u64);
-    }
-    debug!(
-        messages = batch.len(),
-        applied = report.applied,
-        duplicates = report.duplicates,
+    Ok(Decoded {
+        started,
+        messages,
+        events,
+        origins,
+        next,
         refused,
-        decisions = report.decisions,
-        "batch applied"
-    );
-    Ok(Consumed { next })
+    })
 }
 
-/// Refuses, before the batch, what the engine would refuse: events about an erased
-/// person's record (unless configured to accept them as a new person) and declarations
-/// naming something that is no contact point.
+impl Decoded {
+    /// Starts applying the events with the offsets ([`Engine::apply_behind`]) on a
+    /// blocking thread: the batch is matched there while the next one is consumed, and
+    /// then written and flushed on the engine's writer thread.
+    fn match_behind(self, engine: &Arc<Engine>) -> Matching {
+        let offsets: Vec<SourceOffset> = self
+            .next
+            .iter()
+            .map(|((topic, partition), next)| SourceOffset {
+                topic: topic.clone(),
+                partition: *partition,
+                next: *next,
+            })
+            .collect();
+        let engine = engine.clone();
+        let events = self.events;
+        let task =
+            tokio::task::spawn_blocking(move || engine.apply_behind(&events, &offsets, true));
+        Matching {
+            task,
+            started: self.started,
+            messages: self.messages,
+            origins: self.origins,
+            next: self.next,
+            refused: self.refused,
+        }
+    }
+}
+
+/// A batch being matched on a blocking thread.
+struct Matching {
+    task: tokio::task::JoinHandle<cmdm_engine::Result<cmdm_engine::BatchReport>>,
+    started: std::time::Instant,
+    messages: Vec<RawMessage>,
+    origins: Vec<usize>,
+    next: BTreeMap<(String, i32), i64>,
+    refused: usize,
+}
+
+impl Matching {
+    /// Waits until the batch is matched (and the one before it written), dead-letters what
+    /// the engine itself refused and counts the outcomes.
+    async fn finish(
+        self,
+        dlq: &FutureProducer,
+        config: &IngestConfig,
+        metrics: &Metrics,
+    ) -> Result<Consumed> {
+        let report = self.task.await??;
+        let mut refused = self.refused;
+        // Refused by the engine itself: a record of an erased person. Nothing of them was
+        // stored.
+        for (position, reason) in &report.refused {
+            let rejection = crate::decode::reject(RejectionClass::Erased, reason.clone());
+            let message = &self.messages[self.origins[*position]];
+            warn!(
+                topic = %message.topic,
+                partition = message.partition,
+                offset = message.offset,
+                reason = %rejection,
+                "dead-lettered"
+            );
+            dead_letter(dlq, &config.dlq_topic, message, &rejection).await?;
+            metrics
+                .dead_letters
+                .with_label_values(&[rejection.class.as_str()])
+                .inc();
+            refused += 1;
+        }
+        metrics
+            .apply_seconds
+            .observe(self.started.elapsed().as_secs_f64());
+        metrics.batch_size.observe(self.messages.len() as f64);
+        for (outcome, n) in [
+            ("applied", report.applied),
+            ("duplicate", report.duplicates),
+            ("dead_lettered", refused),
+        ] {
+            metrics
+                .messages
+                .with_label_values(&[outcome])
+                .inc_by(n as u64);
+        }
+        for (kind, n) in [
+            ("created", report.created),
+            ("linked", report.linked),
+            ("merged", report.merged),
+            ("review", report.review_tasks),
+        ] {
+            metrics
+                .decisions
+                .with_label_values(&[kind])
+                .inc_by(n as u64);
+        }
+        debug!(
+            messages = self.messages.len(),
+            applied = report.applied,
+            duplicates = report.duplicates,
+            refused,
+            decisions = report.decisions,
+            "batch applied"
+        );
+        Ok(Consumed { next: self.next })
+    }
+}
+
+/// Refuses, before the batch, a declaration naming something that is no contact point
+/// (class `invalid`). Events about an erased person's record are refused by the engine
+/// itself, which sees the batches still being matched or written before this one.
 fn admissible(
     engine: &Engine,
     event: InboundEvent,
 ) -> std::result::Result<InboundEvent, Rejection> {
-    if let Some(raw) = event.payload.contact_point() {
-        if engine.matcher().contact_point(raw).is_none() {
-            return Err(crate::decode::reject(
-                RejectionClass::Invalid,
-                format!(
-                    "data.contact_point: `{raw}` is neither an e-mail address nor a phone number"
-                ),
-            ));
-        }
-        return Ok(event);
-    }
-    let erased = engine.config().after_erasure == cmdm_engine::AfterErasure::Reject
-        && engine.is_erased(&event.key()).unwrap_or(false);
-    if erased {
+    if let Some(raw) = event.payload.contact_point()
+        && engine.matcher().contact_point(raw).is_none()
+    {
         return Err(crate::decode::reject(
-            RejectionClass::Erased,
-            format!("record {} belongs to an erased person", event.key()),
+            RejectionClass::Invalid,
+            format!("data.contact_point: `{raw}` is neither an e-mail address nor a phone number"),
         ));
     }
     Ok(event)
