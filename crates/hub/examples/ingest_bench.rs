@@ -11,6 +11,8 @@
 //! `INGEST_BENCH_PHASE=hub INGEST_BENCH_SECONDS=S` only runs the hub, for at most S
 //! seconds, printing its resident memory every 30 s and its peak at the end.
 //!
+//! `INGEST_BENCH_BATCH=N` sets the hub's `kafka.batch_max` (1000 unless given).
+//!
 //! `INGEST_BENCH_DATA=DIR` starts the hub on a copy of the data directory DIR (say, one
 //! `cmdm import` filled with 1,000,000 records), so the events are matched against what
 //! it holds; without it the store starts empty. Progress is read from the offsets stored
@@ -220,7 +222,10 @@ async fn main() {
     config.grpc_addr = "127.0.0.1:0".parse().expect("addr");
     config.metrics_addr = "127.0.0.1:0".parse().expect("addr");
     config.kafka.brokers = Some(brokers.clone());
-    config.kafka.batch_max = 1000;
+    config.kafka.batch_max = std::env::var("INGEST_BENCH_BATCH")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1000);
     // A group of its own: an earlier run's committed offsets would otherwise say the
     // topic was consumed already, and the empty store would start from there.
     config.kafka.group_id = format!("ingest-bench-{}", std::process::id());
