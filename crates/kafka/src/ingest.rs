@@ -362,18 +362,7 @@ async fn decode_batch(
                 origins.push(position);
             }
             Err(rejection) => {
-                warn!(
-                    topic = %message.topic,
-                    partition = message.partition,
-                    offset = message.offset,
-                    reason = %rejection,
-                    "dead-lettered"
-                );
-                dead_letter(dlq, &config.dlq_topic, message, &rejection).await?;
-                metrics
-                    .dead_letters
-                    .with_label_values(&[rejection.class.as_str()])
-                    .inc();
+                refuse(dlq, config, metrics, message, &rejection).await?;
                 refused += 1;
             }
         }
@@ -443,18 +432,7 @@ impl Matching {
         for (position, reason) in &report.refused {
             let rejection = crate::decode::reject(RejectionClass::Erased, reason.clone());
             let message = &self.messages[self.origins[*position]];
-            warn!(
-                topic = %message.topic,
-                partition = message.partition,
-                offset = message.offset,
-                reason = %rejection,
-                "dead-lettered"
-            );
-            dead_letter(dlq, &config.dlq_topic, message, &rejection).await?;
-            metrics
-                .dead_letters
-                .with_label_values(&[rejection.class.as_str()])
-                .inc();
+            refuse(dlq, config, metrics, message, &rejection).await?;
             refused += 1;
         }
         metrics
@@ -510,6 +488,29 @@ fn admissible(
         ));
     }
     Ok(event)
+}
+
+/// Logs a refused message, dead-letters it and counts it by class.
+async fn refuse(
+    dlq: &FutureProducer,
+    config: &IngestConfig,
+    metrics: &Metrics,
+    message: &RawMessage,
+    rejection: &Rejection,
+) -> KafkaResult<()> {
+    warn!(
+        topic = %message.topic,
+        partition = message.partition,
+        offset = message.offset,
+        reason = %rejection,
+        "dead-lettered"
+    );
+    dead_letter(dlq, &config.dlq_topic, message, rejection).await?;
+    metrics
+        .dead_letters
+        .with_label_values(&[rejection.class.as_str()])
+        .inc();
+    Ok(())
 }
 
 /// Publishes a refused message to the dead letter topic and waits for the broker's ack.
