@@ -189,11 +189,9 @@ pub async fn run_ingest(
             },
             () = ready_if(matching.is_some() || behind.is_some()) => {
                 if let Some(matched) = matching.take() {
-                    let consumed = matched.finish(&dlq, &config, &metrics).await?;
-                    if let Some(done) = behind.replace(consumed) {
-                        commit_offsets(&consumer, &done)?;
-                        applied.notify_one();
-                    }
+                    matched
+                        .finish(&dlq, &config, &metrics, &consumer, &mut behind, &applied)
+                        .await?;
                 } else if let Some(done) = behind.take() {
                     finish(&engine, &consumer, &done).await?;
                     applied.notify_one();
@@ -224,21 +222,16 @@ pub async fn run_ingest(
         // Matching this batch starts once the one before it is matched (the engine
         // applies one batch at a time, in order).
         if let Some(matched) = matching.take() {
-            let consumed = matched.finish(&dlq, &config, &metrics).await?;
-            // Matching that batch waited for the one before it to be written and flushed.
-            if let Some(done) = behind.replace(consumed) {
-                commit_offsets(&consumer, &done)?;
-                applied.notify_one();
-            }
+            matched
+                .finish(&dlq, &config, &metrics, &consumer, &mut behind, &applied)
+                .await?;
         }
         matching = Some(decoded.match_behind(&engine));
     }
     if let Some(matched) = matching.take() {
-        let consumed = matched.finish(&dlq, &config, &metrics).await?;
-        if let Some(done) = behind.replace(consumed) {
-            commit_offsets(&consumer, &done)?;
-            applied.notify_one();
-        }
+        matched
+            .finish(&dlq, &config, &metrics, &consumer, &mut behind, &applied)
+            .await?;
     }
     if let Some(done) = behind.take() {
         finish(&engine, &consumer, &done).await?;
@@ -381,7 +374,7 @@ impl Decoded {
     /// Starts applying the events with the offsets ([`Engine::apply_behind`]) on a
     /// blocking thread: the batch is matched there while the next one is consumed, and
     /// then written and flushed on the engine's writer thread.
-    fn match_behind(self, engine: &Arc<Engine>) -> Matching {
+    fn match_behind(mut self, engine: &Arc<Engine>) -> Matching {
         let offsets: Vec<SourceOffset> = self
             .next
             .iter()
@@ -392,53 +385,52 @@ impl Decoded {
             })
             .collect();
         let engine = engine.clone();
-        let events = self.events;
+        let events = std::mem::take(&mut self.events);
         let task =
             tokio::task::spawn_blocking(move || engine.apply_behind(&events, &offsets, true));
-        Matching {
-            task,
-            started: self.started,
-            messages: self.messages,
-            origins: self.origins,
-            next: self.next,
-            refused: self.refused,
-        }
+        Matching { task, batch: self }
     }
 }
 
-/// A batch being matched on a blocking thread.
+/// A batch being matched on a blocking thread (its events moved there).
 struct Matching {
     task: tokio::task::JoinHandle<cmdm_engine::Result<cmdm_engine::BatchReport>>,
-    started: std::time::Instant,
-    messages: Vec<RawMessage>,
-    origins: Vec<usize>,
-    next: BTreeMap<(String, i32), i64>,
-    refused: usize,
+    batch: Decoded,
 }
 
 impl Matching {
-    /// Waits until the batch is matched (and the one before it written), dead-letters what
-    /// the engine itself refused and counts the outcomes.
+    /// Waits until the batch is matched, which is when the one before it (`behind`) is
+    /// written and flushed: commits that one's offsets and wakes the publisher. Then
+    /// dead-letters what the engine itself refused, counts the outcomes, and leaves this
+    /// batch `behind`.
     async fn finish(
         self,
         dlq: &FutureProducer,
         config: &IngestConfig,
         metrics: &Metrics,
-    ) -> Result<Consumed> {
+        consumer: &StreamConsumer<StoredOffsets>,
+        behind: &mut Option<Consumed>,
+        applied: &Notify,
+    ) -> Result<()> {
         let report = self.task.await??;
-        let mut refused = self.refused;
+        let batch = self.batch;
+        if let Some(done) = behind.replace(Consumed { next: batch.next }) {
+            commit_offsets(consumer, &done)?;
+            applied.notify_one();
+        }
+        let mut refused = batch.refused;
         // Refused by the engine itself: a record of an erased person. Nothing of them was
         // stored.
         for (position, reason) in &report.refused {
             let rejection = crate::decode::reject(RejectionClass::Erased, reason.clone());
-            let message = &self.messages[self.origins[*position]];
+            let message = &batch.messages[batch.origins[*position]];
             refuse(dlq, config, metrics, message, &rejection).await?;
             refused += 1;
         }
         metrics
             .apply_seconds
-            .observe(self.started.elapsed().as_secs_f64());
-        metrics.batch_size.observe(self.messages.len() as f64);
+            .observe(batch.started.elapsed().as_secs_f64());
+        metrics.batch_size.observe(batch.messages.len() as f64);
         for (outcome, n) in [
             ("applied", report.applied),
             ("duplicate", report.duplicates),
@@ -461,14 +453,14 @@ impl Matching {
                 .inc_by(n as u64);
         }
         debug!(
-            messages = self.messages.len(),
+            messages = batch.messages.len(),
             applied = report.applied,
             duplicates = report.duplicates,
             refused,
             decisions = report.decisions,
             "batch applied"
         );
-        Ok(Consumed { next: self.next })
+        Ok(())
     }
 }
 
