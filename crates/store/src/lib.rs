@@ -728,8 +728,13 @@ impl Batch<'_> {
 
     /// Closes the batch to further writes, to be committed by [`Sealed::commit`], perhaps
     /// on another thread while the next batch (see [`Store::begin_after`]) is worked on.
-    pub fn seal(self) -> Sealed {
+    pub fn seal(mut self) -> Sealed {
         debug_assert_eq!(self.next_seq - self.first_seq, self.log.len() as u64);
+        if !self.log.is_empty() {
+            // Lands with the projections: the log below it is applied.
+            self.writes[TreeName::Meta.index()]
+                .insert(APPLIED.to_vec(), Some(self.next_seq.to_be_bytes().to_vec()));
+        }
         Sealed {
             store: self.store.clone(),
             generation: self.generation,
@@ -856,25 +861,28 @@ impl Sealed {
 
     /// Applies the writes key by key rather than in a sled transaction, so that reads on
     /// other threads go on meanwhile (sled's transactions hold a lock every read waits
-    /// for). All or nothing after a crash all the same: the writes are first stored whole
-    /// as one redo record, removed after the last of them; opening the store replays a
-    /// redo record it finds ([`Store::open`]). sled recovers a prefix of its log, so a
-    /// write that survives a crash implies its redo record does. Readers holding the read
-    /// gate ([`Store::read_gate`]) wait while the writes land; single reads do not.
+    /// for). All or nothing after a crash all the same: the log segment is written
+    /// first, then every other write whole as one redo record, removed after the last of
+    /// them. sled recovers a prefix of its log, so a write that survives a crash implies
+    /// the redo record does, and the redo record implies the segment. Opening the store
+    /// finishes a redo record it finds, and removes a segment written without one (it
+    /// is past the `applied` mark the projections carry): [`Store::open`]. The redo
+    /// record does not copy the segment, the largest of the batch's writes. Readers
+    /// holding the read gate ([`Store::read_gate`]) wait while the writes land; single
+    /// reads do not.
     pub fn write_through(&self) -> Result<()> {
         if self.is_empty() {
             return Ok(());
         }
         let segment = self.log_segment()?;
         let _writes = self.hold_off_purges()?;
-        let meta = &self.generation.trees[TreeName::Meta.index()];
-        meta.insert(REDO, encode_redo(&self.writes, segment.as_ref()))?;
         let _readers = self.hold_off_readers()?;
-        // The log first, then the projections it explains, as the trees' order had it.
         if let Some((key, value)) = &segment {
             self.generation.trees[TreeName::Log.index()]
                 .insert(key.as_slice(), value.as_slice())?;
         }
+        let meta = &self.generation.trees[TreeName::Meta.index()];
+        meta.insert(REDO, encode_redo(&self.writes, None))?;
         apply_writes(&self.generation, &self.writes)?;
         meta.remove(REDO)?;
         self.written();
@@ -890,6 +898,11 @@ impl Sealed {
 
 /// The key in `Meta` of the redo record of a batch being written through.
 const REDO: &[u8] = b"redo";
+
+/// The key in `Meta` of the sequence number (u64 BE) below which every log entry's
+/// projections are written: a log segment at or past it was cut off from its redo
+/// record by a crash.
+const APPLIED: &[u8] = b"applied";
 
 /// A batch's writes as one value: their number (u64 LE), then per write the tree's
 /// position in [`TreeName::ALL`], the key's length (u32 LE) and the key, then 1, the
@@ -996,6 +1009,42 @@ impl Generation {
             meta.remove(REDO)?;
             self.db.flush()?;
         }
+        self.drop_unapplied_segments()
+    }
+
+    /// Removes the log segments written by a batch that stopped before its redo record
+    /// (their events were not applied, so their offsets were not stored either: they are
+    /// consumed again). A store from before the `applied` mark gets one: everything it
+    /// logged was written with its projections.
+    fn drop_unapplied_segments(&self) -> Result<()> {
+        let meta = &self.trees[TreeName::Meta.index()];
+        let log = &self.trees[TreeName::Log.index()];
+        let Some(applied) = meta.get(APPLIED)? else {
+            if let Some((key, _)) = log.last()? {
+                let next = seq_from_key(&key)? + 1;
+                meta.insert(APPLIED, &next.to_be_bytes())?;
+            }
+            return Ok(());
+        };
+        let applied: [u8; 8] = applied
+            .as_ref()
+            .try_into()
+            .map_err(|_| StoreError::Corrupt {
+                tree: TreeName::Meta.as_str(),
+                reason: "the applied mark is not 8 bytes".into(),
+            })?;
+        let unapplied = log.range(applied..).keys().collect::<Result<Vec<_>, _>>()?;
+        if unapplied.is_empty() {
+            return Ok(());
+        }
+        for key in &unapplied {
+            log.remove(key)?;
+        }
+        tracing::warn!(
+            segments = unapplied.len(),
+            "removed the log of a batch the last process stopped before applying"
+        );
+        self.db.flush()?;
         Ok(())
     }
 
@@ -1215,13 +1264,12 @@ mod tests {
             batch.delete(TreeName::Records, b"b".to_vec());
             batch.put(TreeName::Records, b"c".to_vec(), b"2".to_vec());
             let sealed = batch.seal();
-            // The process dies after the redo record and the first write.
+            // The process dies after the log segment, the redo record and the first write.
+            let (key, segment) = sealed.log_segment().unwrap().unwrap();
+            store.tree(TreeName::Log).insert(key, segment).unwrap();
             let meta = store.tree(TreeName::Meta);
-            meta.insert(
-                REDO,
-                encode_redo(&sealed.writes, sealed.log_segment().unwrap().as_ref()),
-            )
-            .unwrap();
+            meta.insert(REDO, encode_redo(&sealed.writes, None))
+                .unwrap();
             store
                 .tree(TreeName::Records)
                 .insert(b"a", b"2".to_vec())
@@ -1243,6 +1291,75 @@ mod tests {
         assert_eq!(log, ["first", "cut short"]);
         assert!(store.get(TreeName::Meta, REDO).unwrap().is_none());
         assert_eq!(store.next_seq().unwrap(), 3);
+    }
+
+    #[test]
+    fn a_log_segment_written_without_its_redo_record_is_removed_when_the_store_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let mut batch = store.begin().unwrap();
+            batch.append_log("first");
+            batch.put(TreeName::Records, b"a".to_vec(), b"1".to_vec());
+            batch.seal().write_through().unwrap();
+
+            let mut batch = store.begin().unwrap();
+            batch.append_log("cut off");
+            batch.append_log("cut off too");
+            batch.put(TreeName::Records, b"a".to_vec(), b"2".to_vec());
+            let sealed = batch.seal();
+            // The process dies after the log segment, before the redo record.
+            let (key, segment) = sealed.log_segment().unwrap().unwrap();
+            store.tree(TreeName::Log).insert(key, segment).unwrap();
+            store.flush_blocking().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let log: Vec<String> = store
+            .log()
+            .map(|entry| serde_json::from_slice(&entry.unwrap().1).unwrap())
+            .collect();
+        assert_eq!(log, ["first"]);
+        assert_eq!(store.next_seq().unwrap(), 2);
+        assert_eq!(
+            store
+                .get(TreeName::Records, b"a")
+                .unwrap()
+                .unwrap()
+                .as_ref(),
+            b"1"
+        );
+        // The numbers are given out again, and what is written then stays.
+        let mut batch = store.begin().unwrap();
+        batch.append_log("again");
+        batch.seal().write_through().unwrap();
+        drop(store);
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.log().count(), 2);
+        assert_eq!(store.next_seq().unwrap(), 3);
+    }
+
+    #[test]
+    fn a_store_logged_before_the_applied_mark_keeps_its_whole_log() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let mut batch = store.begin().unwrap();
+            batch.append_log("first");
+            batch.append_log("second");
+            batch.seal().commit().unwrap();
+            store.tree(TreeName::Meta).remove(APPLIED).unwrap();
+            store.flush_blocking().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        assert_eq!(store.log().count(), 2);
+        assert_eq!(
+            store
+                .get(TreeName::Meta, APPLIED)
+                .unwrap()
+                .unwrap()
+                .as_ref(),
+            3u64.to_be_bytes()
+        );
     }
 
     #[test]
