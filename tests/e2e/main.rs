@@ -672,7 +672,7 @@ fn logged_events(hub: &cmdm_hub::RunningHub) -> BTreeSet<String> {
         .log()
         .filter_map(|entry| {
             let (_, bytes) = entry.unwrap();
-            match serde_json::from_slice::<cmdm_domain::LogEntry>(&bytes).unwrap() {
+            match cmdm_domain::LogEntry::from_stored(&bytes).unwrap() {
                 cmdm_domain::LogEntry::Event(event) => Some(event.id),
                 cmdm_domain::LogEntry::Decision(_) => None,
             }

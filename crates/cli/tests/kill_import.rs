@@ -109,7 +109,7 @@ fn an_import_killed_at_random_points_and_run_again_loses_and_duplicates_nothing(
     let mut applied: BTreeMap<String, usize> = BTreeMap::new();
     for entry in crashed_store.log() {
         let (_, bytes) = entry.expect("log entry");
-        if let LogEntry::Event(event) = serde_json::from_slice(&bytes).expect("log entry json") {
+        if let LogEntry::Event(event) = LogEntry::from_stored(&bytes).expect("log entry") {
             *applied.entry(event.subject).or_default() += 1;
         }
     }

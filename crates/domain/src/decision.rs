@@ -182,6 +182,84 @@ pub enum LogEntry {
     Decision(Decision),
 }
 
+/// First byte of an event's log entry as the store keeps it ([`LogEntry::to_stored`]):
+/// then the event in postcard, its sealed payload as raw bytes. A stored entry starting
+/// with `{` is JSON: decisions, and every entry logged before events were binary.
+const STORED_EVENT: u8 = 2;
+
+/// An event's stored form, field by field as [`LoggedEvent`] (postcard is positional:
+/// no field is ever skipped).
+#[derive(Serialize)]
+struct EventOut<'a> {
+    id: &'a str,
+    source: &'a str,
+    subject: &'a str,
+    event_type: EventType,
+    time: Timestamp,
+    received_at: Timestamp,
+    sealed: &'a [u8],
+    key_ref: Option<&'a str>,
+}
+
+#[derive(Deserialize)]
+struct EventIn {
+    id: String,
+    source: String,
+    subject: String,
+    event_type: EventType,
+    time: Timestamp,
+    received_at: Timestamp,
+    sealed: Vec<u8>,
+    key_ref: Option<String>,
+}
+
+impl LogEntry {
+    /// The entry as the store keeps it: an event in binary, about half its JSON (the
+    /// bulk of the log, and the bulk of what a batch writes), a decision as JSON.
+    pub fn to_stored(&self) -> Result<Vec<u8>, String> {
+        match self {
+            LogEntry::Event(e) => {
+                let mut out = vec![STORED_EVENT];
+                let event = EventOut {
+                    id: &e.id,
+                    source: &e.source,
+                    subject: &e.subject,
+                    event_type: e.event_type,
+                    time: e.time,
+                    received_at: e.received_at,
+                    sealed: &e.sealed,
+                    key_ref: e.key_ref.as_deref(),
+                };
+                postcard::to_io(&event, &mut out).map_err(|e| e.to_string())?;
+                Ok(out)
+            }
+            LogEntry::Decision(_) => serde_json::to_vec(self).map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Reads an entry written by [`LogEntry::to_stored`], or by any earlier version (JSON).
+    pub fn from_stored(bytes: &[u8]) -> Result<LogEntry, String> {
+        match bytes.first() {
+            Some(&STORED_EVENT) => {
+                let e: EventIn = postcard::from_bytes(&bytes[1..]).map_err(|e| e.to_string())?;
+                Ok(LogEntry::Event(LoggedEvent {
+                    id: e.id,
+                    source: e.source,
+                    subject: e.subject,
+                    event_type: e.event_type,
+                    time: e.time,
+                    received_at: e.received_at,
+                    sealed: e.sealed,
+                    key_ref: e.key_ref,
+                }))
+            }
+            Some(b'{') => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
+            Some(other) => Err(format!("unknown log entry format {other:#04x}")),
+            None => Err("empty log entry".to_owned()),
+        }
+    }
+}
+
 mod hex {
     use serde::{Deserialize, Deserializer, Serializer, de::Error};
 
@@ -233,6 +311,48 @@ mod hex {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_entries_round_trip_through_their_stored_form_and_json_ones_still_read() {
+        let event = |key_ref: Option<&str>| {
+            LogEntry::Event(LoggedEvent {
+                id: "e-1".into(),
+                source: "pos".into(),
+                subject: "1".into(),
+                event_type: EventType::ConsentChanged,
+                time: Timestamp(-5),
+                received_at: Timestamp(1_700_000_000_000),
+                sealed: (0..=255).collect(),
+                key_ref: key_ref.map(str::to_owned),
+            })
+        };
+        let decision = LogEntry::Decision(Decision::EntityCreated {
+            entity: crate::GoldenId(3),
+            record: crate::SourceKey::new("pos", "1").unwrap(),
+        });
+        for entry in [event(None), event(Some("email:k")), decision.clone()] {
+            let stored = entry.to_stored().unwrap();
+            assert_eq!(LogEntry::from_stored(&stored).unwrap(), entry);
+            let json = serde_json::to_vec(&entry).unwrap();
+            assert_eq!(
+                LogEntry::from_stored(&json).unwrap(),
+                entry,
+                "written before"
+            );
+        }
+        let stored = event(None).to_stored().unwrap();
+        assert_eq!(stored[0], STORED_EVENT);
+        assert!(
+            stored.len() * 2 < serde_json::to_vec(&event(None)).unwrap().len(),
+            "binary: {} bytes",
+            stored.len()
+        );
+        assert_eq!(decision.to_stored().unwrap()[0], b'{');
+        // Cut short, or of no known format: refused, never misread.
+        assert!(LogEntry::from_stored(&stored[..stored.len() - 1]).is_err());
+        assert!(LogEntry::from_stored(&[7, 1, 2]).is_err());
+        assert!(LogEntry::from_stored(&[]).is_err());
+    }
 
     #[test]
     fn logged_event_round_trips_through_json() {

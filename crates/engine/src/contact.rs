@@ -9,7 +9,7 @@ use cmdm_domain::{
     DeclaredConsent, GoldenId, GoldenRecord, LogEntry, Payload, SourceRecord, Timestamp,
     decide_contact,
 };
-use cmdm_store::{TreeName, decode};
+use cmdm_store::TreeName;
 use serde::Serialize;
 
 use crate::index::Found;
@@ -287,16 +287,20 @@ impl Engine {
         let mut periods: BTreeMap<(String, String, String), PeriodCounts> = BTreeMap::new();
         for item in store.log() {
             let (seq, bytes) = item?;
-            // Cheap test first: most entries are not consent events.
-            if !bytes
-                .windows(b"consent.changed".len())
-                .any(|w| w == b"consent.changed")
+            // Cheap test first on an entry logged as JSON: most are not consent events.
+            if bytes.first() == Some(&b'{')
+                && !bytes
+                    .windows(b"consent.changed".len())
+                    .any(|w| w == b"consent.changed")
             {
                 continue;
             }
-            let LogEntry::Event(event) = decode(TreeName::Log, &bytes)? else {
+            let LogEntry::Event(event) = crate::decode_log(&bytes)? else {
                 continue;
             };
+            if event.event_type != cmdm_domain::EventType::ConsentChanged {
+                continue;
+            }
             let Some(Payload::Consent(consent)) = open_payload(store, &event, seq)? else {
                 continue;
             };

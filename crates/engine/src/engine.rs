@@ -494,11 +494,12 @@ impl Engine {
                 seq,
                 ahead_prepared,
             )?;
-            let logged_at = work.batch().append_log(SealOnWrite {
+            let entry = SealOnWrite {
                 logged,
                 key: data_key,
                 payload: event.payload.clone(),
-            });
+            };
+            let logged_at = work.batch().append_log_with(move || entry.encode());
             debug_assert_eq!(logged_at, seq);
             report.applied += 1;
             let features = prepared.map(|prepared| {
@@ -932,19 +933,16 @@ struct SealOnWrite {
     payload: cmdm_domain::Payload,
 }
 
-impl serde::Serialize for SealOnWrite {
-    fn serialize<S: serde::Serializer>(
-        &self,
-        serializer: S,
-    ) -> std::result::Result<S::Ok, S::Error> {
-        use serde::ser::Error as _;
-        let plain = serde_json::to_vec(&self.payload).map_err(S::Error::custom)?;
-        let sealed = self.key.seal(&plain).map_err(S::Error::custom)?;
+impl SealOnWrite {
+    /// The entry in its stored form ([`LogEntry::to_stored`]).
+    fn encode(&self) -> std::result::Result<Vec<u8>, String> {
+        let plain = serde_json::to_vec(&self.payload).map_err(|e| e.to_string())?;
+        let sealed = self.key.seal(&plain).map_err(|e| e.to_string())?;
         LogEntry::Event(LoggedEvent {
             sealed,
             ..self.logged.clone()
         })
-        .serialize(serializer)
+        .to_stored()
     }
 }
 

@@ -53,3 +53,13 @@ pub(crate) type FastSet<K> = std::collections::HashSet<K, foldhash::fast::Random
 mod consent_tests;
 #[cfg(test)]
 mod tests;
+
+/// A log entry as the store keeps it ([`LogEntry::from_stored`]).
+pub(crate) fn decode_log(bytes: &[u8]) -> Result<cmdm_domain::LogEntry> {
+    cmdm_domain::LogEntry::from_stored(bytes).map_err(|reason| {
+        EngineError::Store(StoreError::Corrupt {
+            tree: cmdm_store::TreeName::Log.as_str(),
+            reason,
+        })
+    })
+}

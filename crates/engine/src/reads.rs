@@ -9,7 +9,7 @@ use cmdm_domain::{
     Stamp, Stamped, Timestamp,
 };
 use cmdm_matching::{PairVerdict, Prepared, survive};
-use cmdm_store::{TreeName, decode};
+use cmdm_store::TreeName;
 
 use crate::index::{Found, pair_key};
 use crate::{Engine, EngineError, Result};
@@ -135,7 +135,7 @@ impl Engine {
             .store()
             .log_entry(seq)?
             .ok_or_else(|| EngineError::Inconsistent(format!("log entry {seq} is missing")))?;
-        Ok(decode(TreeName::Log, &bytes)?)
+        crate::decode_log(&bytes)
     }
 
     /// The payload of a logged event, unless its data key was erased.

@@ -4,7 +4,7 @@
 use std::fmt;
 
 use cmdm_domain::LogEntry;
-use cmdm_store::{Store, TreeName, decode};
+use cmdm_store::{Store, TreeName};
 
 use crate::projector::{Projector, Working};
 use crate::{Engine, Result};
@@ -67,7 +67,7 @@ pub fn replay(engine: &Engine, target: &Store) -> Result<u64> {
     let mut in_batch = 0;
     for item in live.log() {
         let (seq, value) = item?;
-        let entry: LogEntry = decode(TreeName::Log, &value)?;
+        let entry = crate::decode_log(&value)?;
         match &entry {
             LogEntry::Event(event) => {
                 let payload = crate::privacy::open_payload(live, event, seq)?;

@@ -281,13 +281,11 @@ impl Engine {
         let Some(bytes) = self.store().log_entry(id.0)? else {
             return Ok(None);
         };
-        Ok(
-            match cmdm_store::decode::<LogEntry>(TreeName::Log, &bytes)? {
-                LogEntry::Decision(Decision::EntityCreated { entity, record }) if entity == id => {
-                    Some(record)
-                }
-                _ => None,
-            },
-        )
+        Ok(match crate::decode_log(&bytes)? {
+            LogEntry::Decision(Decision::EntityCreated { entity, record }) if entity == id => {
+                Some(record)
+            }
+            _ => None,
+        })
     }
 }

@@ -398,7 +398,7 @@ fn sigkill_twenty_times_during_ingest_loses_and_duplicates_nothing() {
     let mut applied = BTreeMap::new();
     for entry in crashed_store.log() {
         let (_, bytes) = entry.expect("log entry");
-        if let LogEntry::Event(event) = serde_json::from_slice(&bytes).expect("log entry json") {
+        if let LogEntry::Event(event) = LogEntry::from_stored(&bytes).expect("log entry") {
             *applied.entry(event.id).or_insert(0) += 1;
         }
     }

@@ -721,6 +721,23 @@ impl Batch<'_> {
         seq
     }
 
+    /// Appends an entry that `encode` encodes, when the batch is written, and returns its
+    /// sequence number; an entry that cannot be encoded fails that write.
+    pub fn append_log_with(
+        &mut self,
+        encode: impl Fn() -> std::result::Result<Vec<u8>, String> + Send + Sync + 'static,
+    ) -> u64 {
+        let seq = self.next_seq;
+        self.log.push(Box::new(move || {
+            encode().map_err(|reason| StoreError::Encode {
+                tree: TreeName::Log.as_str(),
+                reason,
+            })
+        }));
+        self.next_seq += 1;
+        seq
+    }
+
     /// Applies every write in one sled transaction: all or nothing.
     pub fn commit(self) -> Result<()> {
         self.seal().commit()
