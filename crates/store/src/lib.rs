@@ -714,11 +714,7 @@ impl Batch<'_> {
     /// Appends an entry to the log and returns its sequence number. The entry is encoded
     /// when the batch is written; an entry that cannot be encoded fails that write.
     pub fn append_log<T: Serialize + Send + Sync + 'static>(&mut self, entry: T) -> u64 {
-        let seq = self.next_seq;
-        self.log
-            .push(Box::new(move || encode(TreeName::Log, &entry)));
-        self.next_seq += 1;
-        seq
+        self.append_log_with(move || serde_json::to_vec(&entry).map_err(|e| e.to_string()))
     }
 
     /// Appends an entry that `encode` encodes, when the batch is written, and returns its
