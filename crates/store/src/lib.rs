@@ -895,7 +895,7 @@ impl Sealed {
                 .insert(key.as_slice(), value.as_slice())?;
         }
         let meta = &self.generation.trees[TreeName::Meta.index()];
-        meta.insert(REDO, encode_redo(&self.writes, None))?;
+        meta.insert(REDO, encode_redo(&self.writes))?;
         apply_writes(&self.generation, &self.writes)?;
         meta.remove(REDO)?;
         self.written();
@@ -919,16 +919,14 @@ const APPLIED: &[u8] = b"applied";
 
 /// A batch's writes as one value: their number (u64 LE), then per write the tree's
 /// position in [`TreeName::ALL`], the key's length (u32 LE) and the key, then 1, the
-/// value's length and the value, or 0 for a removal.
-/// `segment` is the batch's log segment and its key, written to the log tree.
-fn encode_redo(writes: &Writes, segment: Option<&(Vec<u8>, Vec<u8>)>) -> Vec<u8> {
-    let log = segment.map(|(key, value)| (TreeName::Log.index(), key, Some(value)));
+/// value's length and the value, or 0 for a removal. (Records written before the log
+/// segment was kept out of them hold it as one more write, to the log tree.)
+fn encode_redo(writes: &Writes) -> Vec<u8> {
     let all = || {
         writes
             .iter()
             .enumerate()
             .flat_map(|(tree, pending)| pending.iter().map(move |(k, v)| (tree, k, v.as_ref())))
-            .chain(log)
     };
     let size: usize = all()
         .map(|(_, k, v)| 10 + k.len() + v.map_or(0, Vec::len))
@@ -1248,6 +1246,14 @@ fn encode<T: Serialize>(tree: TreeName, value: &T) -> Result<Vec<u8>> {
 mod tests {
     use super::*;
 
+    /// The log of a store whose entries are JSON strings, as these tests append them.
+    fn logged_strings(store: &Store) -> Vec<String> {
+        store
+            .log()
+            .map(|entry| serde_json::from_slice(&entry.unwrap().1).unwrap())
+            .collect()
+    }
+
     #[test]
     fn a_batch_cut_short_while_written_through_is_finished_when_the_store_opens() {
         let dir = tempfile::tempdir().unwrap();
@@ -1281,8 +1287,7 @@ mod tests {
             let (key, segment) = sealed.log_segment().unwrap().unwrap();
             store.tree(TreeName::Log).insert(key, segment).unwrap();
             let meta = store.tree(TreeName::Meta);
-            meta.insert(REDO, encode_redo(&sealed.writes, None))
-                .unwrap();
+            meta.insert(REDO, encode_redo(&sealed.writes)).unwrap();
             store
                 .tree(TreeName::Records)
                 .insert(b"a", b"2".to_vec())
@@ -1297,10 +1302,7 @@ mod tests {
                 (b"c".to_vec(), b"2".to_vec())
             ]
         );
-        let log: Vec<String> = store
-            .log()
-            .map(|entry| serde_json::from_slice(&entry.unwrap().1).unwrap())
-            .collect();
+        let log = logged_strings(&store);
         assert_eq!(log, ["first", "cut short"]);
         assert!(store.get(TreeName::Meta, REDO).unwrap().is_none());
         assert_eq!(store.next_seq().unwrap(), 3);
@@ -1327,10 +1329,7 @@ mod tests {
             store.flush_blocking().unwrap();
         }
         let store = Store::open(dir.path()).unwrap();
-        let log: Vec<String> = store
-            .log()
-            .map(|entry| serde_json::from_slice(&entry.unwrap().1).unwrap())
-            .collect();
+        let log = logged_strings(&store);
         assert_eq!(log, ["first"]);
         assert_eq!(store.next_seq().unwrap(), 2);
         assert_eq!(
@@ -1427,7 +1426,7 @@ mod tests {
         writes[TreeName::Records.index()].insert(b"k".to_vec(), Some(vec![0, 1, 2]));
         writes[TreeName::Records.index()].insert(b"gone".to_vec(), None);
         writes[TreeName::Erased.index()].insert(Vec::new(), Some(Vec::new()));
-        let bytes = encode_redo(&writes, None);
+        let bytes = encode_redo(&writes);
         assert_eq!(decode_redo(&bytes).unwrap(), writes);
         for cut in 0..bytes.len() {
             assert!(decode_redo(&bytes[..cut]).is_err(), "cut at {cut}");
@@ -1511,10 +1510,7 @@ mod tests {
             })
             .collect();
         assert_eq!(stored, want(&[("a", "2"), ("b", "3"), ("c", "3")]));
-        let log: Vec<String> = store
-            .log()
-            .map(|entry| serde_json::from_slice(&entry.unwrap().1).unwrap())
-            .collect();
+        let log = logged_strings(&store);
         assert_eq!(log, ["stored", "first", "second"]);
         assert_eq!(store.next_seq().unwrap(), 4);
     }
