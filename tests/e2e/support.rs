@@ -228,8 +228,15 @@ pub fn read_topic(brokers: &str, topic: &str, count: usize) -> Vec<Read> {
 pub fn canonical(hub: &RunningHub) -> BTreeMap<String, (Vec<String>, BTreeMap<String, String>)> {
     let engine = hub.engine();
     let mut out = BTreeMap::new();
-    for item in engine.store().tree(TreeName::Membership).iter() {
-        let (key, _) = item.unwrap();
+    for item in engine.store().tree(TreeName::Records).iter() {
+        let (key, value) = item.unwrap();
+        if cmdm_engine::held::Parts::of(&value)
+            .unwrap()
+            .entity
+            .is_none()
+        {
+            continue;
+        }
         let key: cmdm_domain::SourceKey = String::from_utf8(key.to_vec()).unwrap().parse().unwrap();
         let golden = engine
             .lookup(&key)

@@ -474,7 +474,6 @@ fn an_interrupted_erasure_rewrite_is_finished_on_open() {
     let mut batch = store.begin().unwrap();
     batch.delete(cmdm_store::TreeName::Entities, id.0.to_be_bytes().to_vec());
     batch.delete(cmdm_store::TreeName::Records, key("web/w1").encode());
-    batch.delete(cmdm_store::TreeName::Features, key("web/w1").encode());
     batch.put(
         cmdm_store::TreeName::Meta,
         b"purge_pending".to_vec(),

@@ -6,8 +6,7 @@ use std::collections::BTreeMap;
 use cmdm_domain::consent::{DO_NOT_CONTACT, consent_key};
 use cmdm_domain::{
     ConsentStatus, ContactDecision, ContactFacts, ContactPointState, ContactQuestion,
-    DeclaredConsent, GoldenId, GoldenRecord, LogEntry, Payload, SourceRecord, Timestamp,
-    decide_contact,
+    DeclaredConsent, GoldenId, GoldenRecord, LogEntry, Payload, Timestamp, decide_contact,
 };
 use cmdm_store::TreeName;
 use serde::Serialize;
@@ -262,9 +261,8 @@ impl Engine {
                 .contains_key(&question.channel);
         if capped {
             for member in goldens.iter().flat_map(|g| &g.members) {
-                if let Some(record) =
-                    store.get_bin::<SourceRecord>(TreeName::Records, member.encode().as_bytes())?
-                {
+                if let Some(bytes) = store.get(TreeName::Records, member.encode().as_bytes())? {
+                    let record = crate::held::Parts::of(&bytes)?.record()?;
                     facts.contacts.extend(
                         record
                             .contacts

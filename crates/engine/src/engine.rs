@@ -13,6 +13,7 @@ use cmdm_store::crypto::DataKey;
 use cmdm_store::{Batch, Sealed, Store, TreeName};
 use tracing::{debug, info};
 
+use crate::held::Parts;
 use crate::index::{Found, MatchIndex};
 use crate::projector::{Projector, Working, dedup_key, id_key};
 use crate::{EngineError, Result};
@@ -344,9 +345,10 @@ impl Engine {
     /// A source record's prepared form as the store holds it (the match index keeps only
     /// its compact form).
     pub(crate) fn stored_form(&self, key: &SourceKey) -> Result<Option<Prepared>> {
-        Ok(self
-            .store
-            .get_bin::<Prepared>(TreeName::Features, key.encode().as_bytes())?)
+        match self.store.get(TreeName::Records, key.encode().as_bytes())? {
+            Some(bytes) => Parts::of(&bytes)?.prepared(),
+            None => Ok(None),
+        }
     }
 
     pub(crate) fn load_index(&self) -> Result<MatchIndex> {
@@ -463,8 +465,7 @@ impl Engine {
             );
             let before = match index.find(&key) {
                 Some(slot) if replaces_profile && index.form(slot).is_some() => {
-                    work.view()
-                        .get_bin::<Prepared>(TreeName::Features, key.encode().as_bytes())?
+                    work.features(&key)?
                 }
                 _ => None,
             };
@@ -591,13 +592,10 @@ impl Engine {
                 let Some(record) = work.source(&key)?.cloned() else {
                     continue;
                 };
-                let features = work
-                    .view()
-                    .get_bin::<Prepared>(TreeName::Features, key.encode().as_bytes())?
-                    .map(|prepared| {
-                        let keys = self.matcher.block_keys(&prepared);
-                        (prepared, keys)
-                    });
+                let features = work.features(&key)?.map(|prepared| {
+                    let keys = self.matcher.block_keys(&prepared);
+                    (prepared, keys)
+                });
                 let decisions = self.decide(work.view(), &index, &record, features, &mut report)?;
                 self.record_decisions(&mut work, &mut index, decisions, &mut report)?;
             }
@@ -862,24 +860,21 @@ impl Engine {
     /// The golden record a spoke's record belongs to.
     pub fn lookup(&self, key: &SourceKey) -> Result<Option<GoldenRecord>> {
         let _gate = self.store().read_gate();
-        let Some(bytes) = self
-            .store
-            .get(TreeName::Membership, key.encode().as_bytes())?
-        else {
+        let Some(bytes) = self.store.get(TreeName::Records, key.encode().as_bytes())? else {
             return Ok(None);
         };
-        let bytes = <[u8; 8]>::try_from(bytes.as_ref())
-            .map_err(|_| EngineError::Inconsistent("membership value".into()))?;
-        Ok(self
-            .golden(GoldenId(u64::from_be_bytes(bytes)))?
-            .map(|l| l.record))
+        let Some(entity) = Parts::of(&bytes)?.entity else {
+            return Ok(None);
+        };
+        Ok(self.golden(entity)?.map(|l| l.record))
     }
 
     /// A source record as the hub holds it.
     pub fn source_record(&self, key: &SourceKey) -> Result<Option<SourceRecord>> {
-        Ok(self
-            .store
-            .get_bin(TreeName::Records, key.encode().as_bytes())?)
+        self.store
+            .get(TreeName::Records, key.encode().as_bytes())?
+            .map(|bytes| Parts::of(&bytes)?.record())
+            .transpose()
     }
 
     /// Outbox entries in order, whole batches at a time, until at least `limit` (or all),

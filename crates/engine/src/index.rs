@@ -1,6 +1,6 @@
 //! The in-memory match index: which records share a blocking key, each record's prepared
 //! form and entity, and each entity's members. Everything in it is derived from the
-//! `features` and `membership` projections, so it is loaded from them at start and kept
+//! stored source records' prepared forms and entities, so it is loaded from them at start and kept
 //! in step by the write path; it is never written to disk itself.
 
 use std::hash::BuildHasher;
@@ -9,8 +9,9 @@ use crate::FastMap;
 
 use cmdm_domain::{Decision, GoldenId, ReviewStatus, ReviewTask, SourceKey};
 use cmdm_matching::{BlockKey, Compact, Matcher, Prepared, Sketch};
-use cmdm_store::{Store, TreeName, decode_bin};
+use cmdm_store::{Store, TreeName};
 
+use crate::held::Parts;
 use crate::{EngineError, Result};
 
 /// A record's place in the index.
@@ -110,20 +111,21 @@ impl MatchIndex {
     /// Loads the index from the store's projections.
     pub fn load(store: &Store, matcher: &dyn Matcher) -> Result<Self> {
         let mut index = MatchIndex::empty(matcher.generic_limit());
-        for item in store.tree(TreeName::Features).iter() {
+        for item in store.tree(TreeName::Records).iter() {
             let (key, value) = item.map_err(cmdm_store::StoreError::from)?;
-            let prepared: Prepared = decode_bin(TreeName::Features, &value)?;
+            let parts = Parts::of(&value)?;
+            let prepared = parts.prepared()?;
+            if prepared.is_none() && parts.entity.is_none() {
+                continue;
+            }
             let slot = index.slot(&parse_key(&key)?);
-            index.add_blocks(slot, &matcher.block_keys(&prepared));
-            index.set_form(slot, Some(matcher.compact(&prepared)), matcher);
-        }
-        for item in store.tree(TreeName::Membership).iter() {
-            let (key, value) = item.map_err(cmdm_store::StoreError::from)?;
-            let entity = <[u8; 8]>::try_from(value.as_ref())
-                .map(|b| GoldenId(u64::from_be_bytes(b)))
-                .map_err(|_| EngineError::Inconsistent("membership value".into()))?;
-            let slot = index.slot(&parse_key(&key)?);
-            index.join(slot, entity);
+            if let Some(prepared) = prepared {
+                index.add_blocks(slot, &matcher.block_keys(&prepared));
+                index.set_form(slot, Some(matcher.compact(&prepared)), matcher);
+            }
+            if let Some(entity) = parts.entity {
+                index.join(slot, entity);
+            }
         }
         for item in store.tree(TreeName::Apart).iter() {
             let (key, _) = item.map_err(cmdm_store::StoreError::from)?;

@@ -4,6 +4,7 @@
 
 mod contact;
 mod engine;
+pub mod held;
 mod index;
 mod outbox;
 mod privacy;

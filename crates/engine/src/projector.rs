@@ -15,6 +15,7 @@ use cmdm_matching::{Matcher, Prepared, Survivorship, survive};
 use cmdm_store::{Batch, TreeName};
 
 use crate::Result;
+use crate::held::{Held, encode_features};
 
 /// The rule projection depends on besides survivorship: the matcher's preparation.
 pub(crate) struct Projector<'a> {
@@ -43,7 +44,8 @@ pub(crate) struct Working<'s> {
     batch: Batch<'s>,
     rules: &'s Survivorship,
     matcher: &'s dyn Matcher,
-    records: FastMap<SourceKey, SourceRecord>,
+    /// Source records with their entity and prepared form, as stored together.
+    records: FastMap<SourceKey, Held>,
     /// Keys the store was asked for and holds no record under: asked once per batch.
     unstored: FastSet<SourceKey>,
     changed_records: BTreeSet<SourceKey>,
@@ -87,12 +89,9 @@ impl<'s> Working<'s> {
         if self.records.contains_key(key) || self.unstored.contains(key) {
             return Ok(());
         }
-        match self
-            .batch
-            .get_bin::<SourceRecord>(TreeName::Records, key.encode().as_bytes())?
-        {
-            Some(record) => {
-                self.records.insert(key.clone(), record);
+        match self.batch.get(TreeName::Records, key.encode().as_bytes())? {
+            Some(bytes) => {
+                self.records.insert(key.clone(), Held::decode(&bytes)?);
             }
             None => {
                 self.unstored.insert(key.clone());
@@ -107,19 +106,54 @@ impl<'s> Working<'s> {
         Ok(!self.records.contains_key(key))
     }
 
-    /// A source record, new if the store has none.
-    fn record(&mut self, key: &SourceKey) -> Result<&mut SourceRecord> {
+    /// A source record with what is stored beside it, new if the store has none.
+    fn held(&mut self, key: &SourceKey) -> Result<&mut Held> {
         self.load(key)?;
         Ok(self
             .records
             .entry(key.clone())
-            .or_insert_with(|| SourceRecord::new(key.clone())))
+            .or_insert_with(|| Held::new(SourceRecord::new(key.clone()))))
+    }
+
+    /// A source record, new if the store has none.
+    fn record(&mut self, key: &SourceKey) -> Result<&mut SourceRecord> {
+        Ok(&mut self.held(key)?.record)
     }
 
     /// A source record as the batch leaves it so far.
     pub fn source(&mut self, key: &SourceKey) -> Result<Option<&SourceRecord>> {
         self.load(key)?;
-        Ok(self.records.get(key))
+        Ok(self.records.get(key).map(|held| &held.record))
+    }
+
+    /// The entity a source record belongs to, as the batch leaves it so far.
+    pub fn membership(&mut self, key: &SourceKey) -> Result<Option<GoldenId>> {
+        self.load(key)?;
+        Ok(self.records.get(key).and_then(|held| held.entity))
+    }
+
+    /// Puts a source record into an entity, or out of any.
+    fn set_membership(&mut self, key: &SourceKey, entity: Option<GoldenId>) -> Result<()> {
+        self.held(key)?.entity = entity;
+        self.changed_records.insert(key.clone());
+        Ok(())
+    }
+
+    /// A source record's prepared form, as the batch leaves it so far.
+    pub fn features(&mut self, key: &SourceKey) -> Result<Option<Prepared>> {
+        self.load(key)?;
+        match self.records.get(key) {
+            Some(held) => held.prepared(),
+            None => Ok(None),
+        }
+    }
+
+    /// Replaces a source record's prepared form (none: nothing to match on).
+    fn set_features(&mut self, key: &SourceKey, prepared: Option<&Prepared>) -> Result<()> {
+        let features = prepared.map(encode_features).transpose()?;
+        self.held(key)?.features = features;
+        self.changed_records.insert(key.clone());
+        Ok(())
     }
 
     /// Drops a source record and its projections (an erasure).
@@ -127,17 +161,14 @@ impl<'s> Working<'s> {
         self.records.remove(key);
         self.unstored.insert(key.clone());
         self.changed_records.remove(key);
-        let encoded = key.encode();
-        for tree in [TreeName::Records, TreeName::Features, TreeName::Membership] {
-            self.batch.delete(tree, encoded.clone());
-        }
+        self.batch.delete(TreeName::Records, key.encode());
     }
 
     /// Notes a log entry in the history of a stored record.
     fn note(&mut self, key: &SourceKey, seq: u64) -> Result<()> {
         self.load(key)?;
-        if let Some(record) = self.records.get_mut(key) {
-            record.note(seq);
+        if let Some(held) = self.records.get_mut(key) {
+            held.record.note(seq);
             self.changed_records.insert(key.clone());
         }
         Ok(())
@@ -214,7 +245,9 @@ impl<'s> Working<'s> {
             for member in &members {
                 self.load(member)?;
             }
-            let records = members.iter().filter_map(|m| self.records.get(m));
+            let records = members
+                .iter()
+                .filter_map(|m| self.records.get(m).map(|held| &held.record));
             let survived = survive(records.clone(), self.rules);
             let contact_points = held_contact_points(self.matcher, records);
             let golden = self.entity_mut(id)?;
@@ -231,9 +264,8 @@ impl<'s> Working<'s> {
     pub fn finish(mut self) -> Result<Batch<'s>> {
         self.settle()?;
         for key in &self.changed_records {
-            let record = &self.records[key];
-            self.batch
-                .put_bin(TreeName::Records, key.encode(), record)?;
+            let value = self.records[key].encode()?;
+            self.batch.put(TreeName::Records, key.encode(), value);
         }
         for id in &self.changed_entities {
             match &self.entities[id] {
@@ -248,7 +280,7 @@ impl<'s> Working<'s> {
 }
 
 /// An entity holding one record; its golden values are computed when the batch settles.
-fn start_entity(work: &mut Working<'_>, id: GoldenId, record: &SourceKey, seq: u64) {
+fn start_entity(work: &mut Working<'_>, id: GoldenId, record: &SourceKey, seq: u64) -> Result<()> {
     work.put_entity(GoldenRecord {
         id,
         attributes: Default::default(),
@@ -259,9 +291,9 @@ fn start_entity(work: &mut Working<'_>, id: GoldenId, record: &SourceKey, seq: u
         version: seq,
         contact_points: Vec::new(),
     });
-    work.batch()
-        .put(TreeName::Membership, record.encode(), id_key(id));
+    work.set_membership(record, Some(id))?;
     work.stale(id, seq);
+    Ok(())
 }
 
 /// Records a pair of source records a steward declared different people, both ways.
@@ -332,13 +364,6 @@ pub(crate) fn id_key(id: GoldenId) -> [u8; 8] {
     id.0.to_be_bytes()
 }
 
-pub(crate) fn membership(batch: &Batch<'_>, record: &SourceKey) -> Result<Option<GoldenId>> {
-    Ok(batch
-        .get(TreeName::Membership, record.encode().as_bytes())?
-        .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
-        .map(|b| GoldenId(u64::from_be_bytes(b))))
-}
-
 impl Projector<'_> {
     /// Applies a spoke event to its source record and its prepared form. `payload` is
     /// `None` when the record's data key was erased: the event then only counts for dedup.
@@ -386,17 +411,13 @@ impl Projector<'_> {
         let prepared = if change == RecordChange::Profile {
             let prepared = prepared.unwrap_or_else(|| self.matcher.prepare(&record));
             work.touched.findings += prepared.findings.len();
-            if prepared.values.is_empty() {
-                work.batch().delete(TreeName::Features, key.encode());
-            } else {
-                work.batch()
-                    .put_bin(TreeName::Features, key.encode(), &prepared)?;
-            }
+            let kept = (!prepared.values.is_empty()).then_some(&prepared);
+            work.set_features(&key, kept)?;
             Some(prepared)
         } else {
             None
         };
-        if !unheld && let Some(entity) = membership(work.view(), &key)? {
+        if !unheld && let Some(entity) = work.membership(&key)? {
             work.stale(entity, seq);
         }
         Ok((record, change, prepared))
@@ -454,10 +475,7 @@ impl Projector<'_> {
         for record in records {
             // Only the live projections know the contact points (a replay could not
             // read the erased events, so it never had them).
-            let Some(prepared) = work
-                .view()
-                .get_bin::<Prepared>(TreeName::Features, record.encode().as_bytes())?
-            else {
+            let Some(prepared) = work.features(record)? else {
                 continue;
             };
             for field in ["email", "phone"] {
@@ -511,21 +529,20 @@ impl Projector<'_> {
     pub fn decision(&self, work: &mut Working<'_>, decision: &Decision, seq: u64) -> Result<()> {
         match decision {
             Decision::EntityCreated { entity, record } => {
-                start_entity(work, *entity, record, seq);
+                start_entity(work, *entity, record, seq)?;
                 work.note(record, seq)?;
             }
             Decision::RecordLinked { entity, record, .. }
             | Decision::StewardLinked { entity, record, .. } => {
                 work.note(record, seq)?;
-                if let Some(previous) = membership(work.view(), record)? {
+                if let Some(previous) = work.membership(record)? {
                     self.remove_member(work, previous, record, seq)?;
                 }
                 let golden = work.entity_mut(*entity)?;
                 if let Err(at) = golden.members.binary_search(record) {
                     golden.members.insert(at, record.clone());
                 }
-                work.batch()
-                    .put(TreeName::Membership, record.encode(), id_key(*entity));
+                work.set_membership(record, Some(*entity))?;
                 work.stale(*entity, seq);
             }
             Decision::EntitiesMerged {
@@ -538,8 +555,7 @@ impl Projector<'_> {
                 work.note_members(*merged, seq)?;
                 let gone = work.entity_mut(*merged)?.clone();
                 for member in &gone.members {
-                    work.batch()
-                        .put(TreeName::Membership, member.encode(), id_key(*survivor));
+                    work.set_membership(member, Some(*survivor))?;
                 }
                 let golden = work.entity_mut(*survivor)?;
                 let members: BTreeSet<_> = golden
@@ -564,7 +580,7 @@ impl Projector<'_> {
             }
             Decision::RecordUnlinked { entity, record, .. } => {
                 work.note(record, seq)?;
-                work.batch().delete(TreeName::Membership, record.encode());
+                work.set_membership(record, None)?;
                 self.remove_member(work, *entity, record, seq)?;
             }
             Decision::ReviewOpened {
@@ -615,7 +631,7 @@ impl Projector<'_> {
                 if *revived {
                     work.batch().delete(TreeName::Redirects, id_key(*to));
                 }
-                start_entity(work, *to, record, seq);
+                start_entity(work, *to, record, seq)?;
                 work.touched.split.push((*to, *from));
             }
             Decision::Erased {

@@ -202,8 +202,10 @@ pub fn rebuild_in_place(engine: &Engine) -> Result<u64> {
 
 /// Version of the projections' encoding. A store whose projections were written with
 /// another version (or none) is rebuilt from its log when opened. Version 5 stores times
-/// and golden ids as numbers, no longer as text.
-pub const PROJECTION_FORMAT: u64 = 5;
+/// and golden ids as numbers, no longer as text; version 6 keeps a source record's
+/// entity and prepared form in its `records` value (`crate::held`), no longer in the
+/// `membership` and `features` trees.
+pub const PROJECTION_FORMAT: u64 = 6;
 const FORMAT_KEY: &[u8] = b"projection_format";
 
 /// Rebuilds the projections from the log if they were written in another format; returns
@@ -217,14 +219,8 @@ pub fn ensure_projection_format(engine: &Engine) -> Result<Option<u64>> {
     if current == Some(PROJECTION_FORMAT) {
         return Ok(None);
     }
-    // Stores from before the version key: current if every source record decodes.
-    let readable = current.is_none()
-        && store.tree(TreeName::Records).iter().all(|item| {
-            item.ok().is_some_and(|(_, v)| {
-                cmdm_store::decode_bin::<cmdm_domain::SourceRecord>(TreeName::Records, &v).is_ok()
-            })
-        });
-    let replayed = if store.tree(TreeName::Log).is_empty() || readable {
+    // Every store from before the version key holds its records in an older form.
+    let replayed = if store.tree(TreeName::Log).is_empty() {
         0
     } else {
         rebuild_in_place(engine)?

@@ -131,11 +131,13 @@ impl Engine {
     /// The entity a source record belongs to.
     pub fn entity_of(&self, key: &SourceKey) -> Result<Option<GoldenId>> {
         let _gate = self.store().read_gate();
-        Ok(self
+        match self
             .store()
-            .get(TreeName::Membership, key.encode().as_bytes())?
-            .and_then(|v| <[u8; 8]>::try_from(v.as_ref()).ok())
-            .map(|b| GoldenId(u64::from_be_bytes(b))))
+            .get(TreeName::Records, key.encode().as_bytes())?
+        {
+            Some(bytes) => Ok(crate::held::Parts::of(&bytes)?.entity),
+            None => Ok(None),
+        }
     }
 
     /// Follows redirects to the live entity; an unknown id is not found.

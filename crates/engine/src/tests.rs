@@ -828,17 +828,29 @@ fn projections_in_an_older_format_are_rebuilt_from_the_log_on_open() {
     );
     engine.apply_batch(&mixed_workload(), &[]).unwrap();
     assert_eq!(ensure_projection_format(&engine).unwrap(), None, "current");
-    // A store from before the version key whose records decode is taken as current.
     let meta = engine.store().tree(TreeName::Meta);
-    meta.remove(b"projection_format").unwrap();
-    assert_eq!(ensure_projection_format(&engine).unwrap(), Some(0));
-    // One whose records do not decode (an older encoding) is rebuilt.
-    meta.remove(b"projection_format").unwrap();
+    let logged = engine.store().log_len().unwrap();
+    // Format 5 kept a record's entity and prepared form in trees of their own, the
+    // record alone in its value: such a store is rebuilt.
+    meta.insert(b"projection_format", &5u64.to_be_bytes())
+        .unwrap();
     let records = engine.store().tree(TreeName::Records);
     let (key, _) = records.iter().next().unwrap().unwrap();
     records.insert(&key, &b"\x01\x02"[..]).unwrap();
-    let replayed = ensure_projection_format(&engine).unwrap().unwrap();
-    assert_eq!(replayed, engine.store().log_len().unwrap());
+    engine
+        .store()
+        .tree(TreeName::Features)
+        .insert(&key, &b"stale"[..])
+        .unwrap();
+    assert_eq!(ensure_projection_format(&engine).unwrap(), Some(logged));
+    assert!(verify(&engine).unwrap().is_identical());
+    assert!(
+        engine.store().tree(TreeName::Features).is_empty(),
+        "the trees of format 5 are emptied"
+    );
+    // So is a store from before the version key.
+    meta.remove(b"projection_format").unwrap();
+    assert_eq!(ensure_projection_format(&engine).unwrap(), Some(logged));
     assert!(verify(&engine).unwrap().is_identical());
     assert_eq!(
         meta.get(b"projection_format").unwrap().unwrap().as_ref(),

@@ -267,7 +267,7 @@ fn main() -> anyhow::Result<()> {
         .enumerate()
     {
         let (_, value) = item?;
-        let record: SourceRecord = cmdm_store::decode_bin(TreeName::Records, &value)?;
+        let record: SourceRecord = cmdm_engine::held::Parts::of(&value)?.record()?;
         let v = |k: &str| record.value(k).unwrap_or_default().to_owned();
         let mut query = pb::SearchRequest {
             given_name: v("given_name"),

@@ -42,9 +42,12 @@ pub enum TreeName {
     Dedup,
     /// source key → data key sealing that record's personal data in the log.
     Keys,
-    /// source key → source record.
+    /// source key → source record, with the golden id of its entity and its prepared
+    /// form for matching (the engine's encoding).
     Records,
-    /// source key → golden id (u64 BE) of its entity.
+    /// Written by stores of projection format 5 and before (source key → golden id of
+    /// its entity); empty since. Kept so that a rebuild empties it and a redo record of
+    /// an older version still names its trees by their position.
     Membership,
     /// golden id (u64 BE) → golden record.
     Entities,
@@ -54,7 +57,8 @@ pub enum TreeName {
     Outbox,
     /// `topic\0partition` → next offset to consume (i64 BE).
     Offsets,
-    /// source key → the record prepared for matching (normalised values), binary.
+    /// Written by stores of projection format 5 and before (source key → the record
+    /// prepared for matching); empty since, kept as `Membership` is.
     Features,
     /// task id (u64 BE) → steward review task.
     Reviews,
