@@ -1019,22 +1019,42 @@ pub(crate) fn shared_keys(mut found: Vec<(u32, u32)>, weak_limit: usize) -> Vec<
 }
 
 pub(crate) fn write_outbox(work: &mut Working<'_>) -> Result<usize> {
-    use crate::outbox::Change;
+    use crate::outbox::Stored;
+    // The golden records are written first: the changes copy their encoding.
+    work.write_entities()?;
     let last_seq = work.view().next_seq() - 1;
     let kept_apart = work.touched.kept_apart.clone();
     let touched: Vec<GoldenId> = work.touched.entities.iter().copied().collect();
-    // Every golden record a change carries, loaded first: the changes borrow them.
-    for (entity, other, _) in &kept_apart {
-        work.entity(*entity)?;
-        work.entity(*other)?;
-    }
-    for id in &touched {
-        work.entity(*id)?;
+    // Every golden record a change carries, loaded first; those the batch leaves as they
+    // were (kept apart from another) are encoded here.
+    let mut unchanged: HashMap<GoldenId, Vec<u8>> = HashMap::new();
+    for id in kept_apart
+        .iter()
+        .flat_map(|(entity, other, _)| [*entity, *other])
+        .chain(touched.iter().copied())
+    {
+        if work
+            .view()
+            .put_value(TreeName::Entities, &id_key(id))
+            .is_some()
+        {
+            continue;
+        }
+        if let Some(golden) = work.entity(id)? {
+            let bytes = cmdm_store::encode_bin(TreeName::Entities, golden)?;
+            unchanged.insert(id, bytes);
+        }
     }
     let loaded = &*work;
-    let mut changes = Vec::new();
+    let encoded = |id: GoldenId| -> Option<&[u8]> {
+        loaded
+            .view()
+            .put_value(TreeName::Entities, &id_key(id))
+            .or_else(|| unchanged.get(&id).map(Vec::as_slice))
+    };
+    let mut changes: Vec<Stored<&[u8]>> = Vec::new();
     for (merged, survivor) in &loaded.touched.merged {
-        changes.push(Change {
+        changes.push(Stored {
             kind: OutboundKind::Merged,
             golden_id: *merged,
             survivor_id: Some(*survivor),
@@ -1045,18 +1065,18 @@ pub(crate) fn write_outbox(work: &mut Working<'_>) -> Result<usize> {
     }
     for (entity, other, seq) in kept_apart {
         for (id, other) in [(entity, other), (other, entity)] {
-            changes.push(Change {
+            changes.push(Stored {
                 kind: OutboundKind::KeptApart,
                 golden_id: id,
                 survivor_id: None,
-                record: loaded.loaded_entity(id),
+                record: loaded.loaded_entity(id).and_then(|_| encoded(id)),
                 other_id: Some(other),
                 seq,
             });
         }
     }
     for id in &loaded.touched.erased {
-        changes.push(Change {
+        changes.push(Stored {
             kind: OutboundKind::Erased,
             golden_id: *id,
             survivor_id: None,
@@ -1068,7 +1088,7 @@ pub(crate) fn write_outbox(work: &mut Working<'_>) -> Result<usize> {
     let split: HashMap<GoldenId, GoldenId> = loaded.touched.split.iter().copied().collect();
     for id in &touched {
         let change = match loaded.loaded_entity(*id) {
-            Some(record) => Change {
+            Some(record) => Stored {
                 kind: if split.contains_key(id) {
                     OutboundKind::Split
                 } else {
@@ -1078,9 +1098,11 @@ pub(crate) fn write_outbox(work: &mut Working<'_>) -> Result<usize> {
                 survivor_id: split.get(id).copied(),
                 other_id: None,
                 seq: record.version,
-                record: Some(record),
+                record: Some(encoded(*id).ok_or_else(|| {
+                    EngineError::Inconsistent(format!("golden record {id} was not encoded"))
+                })?),
             },
-            None => Change {
+            None => Stored {
                 kind: OutboundKind::Deleted,
                 golden_id: *id,
                 survivor_id: None,
@@ -1093,7 +1115,7 @@ pub(crate) fn write_outbox(work: &mut Working<'_>) -> Result<usize> {
     }
     let count = changes.len();
     if count > 0 {
-        let value = crate::outbox::encode(&changes)?;
+        let value = crate::outbox::assemble(&changes)?;
         work.batch()
             .put(TreeName::Outbox, last_seq.to_be_bytes(), value);
     }

@@ -89,9 +89,12 @@ impl<'s> Working<'s> {
         if self.records.contains_key(key) || self.unstored.contains(key) {
             return Ok(());
         }
-        match self.batch.get(TreeName::Records, key.encode().as_bytes())? {
-            Some(bytes) => {
-                self.records.insert(key.clone(), Held::decode(&bytes)?);
+        match self
+            .batch
+            .get_with(TreeName::Records, key.encode().as_bytes(), Held::decode)?
+        {
+            Some(held) => {
+                self.records.insert(key.clone(), held);
             }
             None => {
                 self.unstored.insert(key.clone());
@@ -260,20 +263,24 @@ impl<'s> Working<'s> {
         Ok(())
     }
 
+    /// Settles and writes every golden record changed so far into the batch.
+    pub fn write_entities(&mut self) -> Result<()> {
+        self.settle()?;
+        for id in std::mem::take(&mut self.changed_entities) {
+            match &self.entities[&id] {
+                Some(golden) => self.batch.put_bin(TreeName::Entities, id_key(id), golden)?,
+                None => self.batch.delete(TreeName::Entities, id_key(id)),
+            }
+        }
+        Ok(())
+    }
+
     /// Settles and writes every changed value into the batch.
     pub fn finish(mut self) -> Result<Batch<'s>> {
-        self.settle()?;
+        self.write_entities()?;
         for key in &self.changed_records {
             let value = self.records[key].encode()?;
             self.batch.put(TreeName::Records, key.encode(), value);
-        }
-        for id in &self.changed_entities {
-            match &self.entities[id] {
-                Some(golden) => self
-                    .batch
-                    .put_bin(TreeName::Entities, id_key(*id), golden)?,
-                None => self.batch.delete(TreeName::Entities, id_key(*id)),
-            }
         }
         Ok(self.batch)
     }

@@ -614,6 +614,34 @@ impl Batch<'_> {
         }
     }
 
+    /// Reads a value as the batch would leave it, handing its bytes to `decode` without
+    /// copying them.
+    pub fn get_with<T, E: From<StoreError>>(
+        &self,
+        tree: TreeName,
+        key: &[u8],
+        decode: impl FnOnce(&[u8]) -> std::result::Result<T, E>,
+    ) -> std::result::Result<Option<T>, E> {
+        match self.pending(tree, key) {
+            Some(Some(bytes)) => decode(bytes).map(Some),
+            Some(None) => Ok(None),
+            None => match self.generation.trees[tree.index()]
+                .get(key)
+                .map_err(StoreError::from)?
+            {
+                Some(bytes) => decode(&bytes).map(Some),
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// The value this batch itself put under a key, if it did.
+    pub fn put_value(&self, tree: TreeName, key: &[u8]) -> Option<&[u8]> {
+        self.writes[tree.index()]
+            .get(key)
+            .and_then(|value| value.as_deref())
+    }
+
     /// Reads and decodes a JSON value as the batch would leave it.
     pub fn get_json<T: DeserializeOwned>(&self, tree: TreeName, key: &[u8]) -> Result<Option<T>> {
         self.get(tree, key)?.map(|v| decode(tree, &v)).transpose()
@@ -1234,6 +1262,14 @@ pub fn decode_bin<T: DeserializeOwned>(tree: TreeName, bytes: &[u8]) -> Result<T
 pub fn encode_bin<T: Serialize>(tree: TreeName, value: &T) -> Result<Vec<u8>> {
     // Room for a typical record up front, rather than growing the buffer field by field.
     postcard::to_extend(value, Vec::with_capacity(256)).map_err(|e| StoreError::Encode {
+        tree: tree.as_str(),
+        reason: e.to_string(),
+    })
+}
+
+/// The compact binary encoding of a value, appended to `out`.
+pub fn encode_bin_onto<T: Serialize>(tree: TreeName, value: &T, out: Vec<u8>) -> Result<Vec<u8>> {
+    postcard::to_extend(value, out).map_err(|e| StoreError::Encode {
         tree: tree.as_str(),
         reason: e.to_string(),
     })
