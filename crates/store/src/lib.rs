@@ -785,6 +785,7 @@ impl Batch<'_> {
             generation: self.generation,
             writes: Arc::new(self.writes),
             log: self.log,
+            first_seq: self.first_seq,
             next_seq: self.next_seq,
         }
     }
@@ -799,6 +800,7 @@ pub struct Sealed {
     writes: Arc<Writes>,
     /// The batch's log entries, the last numbered `next_seq - 1`.
     log: Vec<LogRecord>,
+    first_seq: u64,
     next_seq: u64,
 }
 
@@ -906,15 +908,15 @@ impl Sealed {
 
     /// Applies the writes key by key rather than in a sled transaction, so that reads on
     /// other threads go on meanwhile (sled's transactions hold a lock every read waits
-    /// for). All or nothing after a crash all the same: the log segment is written
-    /// first, then every other write whole as one redo record, removed after the last of
-    /// them. sled recovers a prefix of its log, so a write that survives a crash implies
-    /// the redo record does, and the redo record implies the segment. Opening the store
-    /// finishes a redo record it finds, and removes a segment written without one (it
-    /// is past the `applied` mark the projections carry): [`Store::open`]. The redo
-    /// record does not copy the segment, the largest of the batch's writes. Readers
-    /// holding the read gate ([`Store::read_gate`]) wait while the writes land; single
-    /// reads do not.
+    /// for). All or nothing after a crash all the same: the log segment and the batch's
+    /// own outbox entry are written first, then every other write whole as one redo
+    /// record, removed after the last of them. sled recovers a prefix of its log, so a
+    /// write that survives a crash implies the redo record does, and the redo record
+    /// implies what was written before it. Opening the store finishes a redo record it
+    /// finds, and removes a segment or an outbox entry written without one (its key is
+    /// past the `applied` mark the projections carry): [`Store::open`]. The redo record
+    /// copies neither, the two largest of the batch's writes. Readers holding the read
+    /// gate ([`Store::read_gate`]) wait while the writes land; single reads do not.
     pub fn write_through(&self) -> Result<()> {
         if self.is_empty() {
             return Ok(());
@@ -926,12 +928,29 @@ impl Sealed {
             self.generation.trees[TreeName::Log.index()]
                 .insert(key.as_slice(), value.as_slice())?;
         }
+        let ahead = |tree: usize, key: &[u8]| self.written_ahead(tree, key);
+        let outbox = TreeName::Outbox.index();
+        for (key, value) in &self.writes[outbox] {
+            if let (true, Some(value)) = (ahead(outbox, key), value) {
+                self.generation.trees[outbox].insert(key.as_slice(), value.as_slice())?;
+            }
+        }
         let meta = &self.generation.trees[TreeName::Meta.index()];
-        meta.insert(REDO, encode_redo(&self.writes))?;
-        apply_writes(&self.generation, &self.writes)?;
+        meta.insert(REDO, encode_redo(&self.writes, ahead))?;
+        apply_writes(&self.generation, &self.writes, ahead)?;
         meta.remove(REDO)?;
         self.written();
         Ok(())
+    }
+
+    /// Whether a write is one [`Sealed::write_through`] makes before the redo record: an
+    /// entry of the outbox keyed by one of the batch's own sequence numbers (as the log
+    /// segment is), which a crash before the redo record leaves past the `applied` mark.
+    /// The batch's changes to older entries (an erasure rewrites them) are not.
+    fn written_ahead(&self, tree: usize, key: &[u8]) -> bool {
+        tree == TreeName::Outbox.index()
+            && <[u8; 8]>::try_from(key)
+                .is_ok_and(|seq| (self.first_seq..self.next_seq).contains(&u64::from_be_bytes(seq)))
     }
 
     /// Makes the generation the batch was written to durable on disk (with every batch
@@ -953,12 +972,14 @@ const APPLIED: &[u8] = b"applied";
 /// position in [`TreeName::ALL`], the key's length (u32 LE) and the key, then 1, the
 /// value's length and the value, or 0 for a removal. (Records written before the log
 /// segment was kept out of them hold it as one more write, to the log tree.)
-fn encode_redo(writes: &Writes) -> Vec<u8> {
+/// Writes for which `left_out(tree, key)` holds are not in it.
+fn encode_redo(writes: &Writes, left_out: impl Fn(usize, &[u8]) -> bool) -> Vec<u8> {
     let all = || {
         writes
             .iter()
             .enumerate()
             .flat_map(|(tree, pending)| pending.iter().map(move |(k, v)| (tree, k, v.as_ref())))
+            .filter(|(tree, k, _)| !left_out(*tree, k))
     };
     let size: usize = all()
         .map(|(_, k, v)| 10 + k.len() + v.map_or(0, Vec::len))
@@ -1026,9 +1047,14 @@ fn decode_redo(bytes: &[u8]) -> Result<Writes> {
 }
 
 /// Applies writes key by key (puts and removals: applying them twice changes nothing).
-fn apply_writes(generation: &Generation, writes: &Writes) -> Result<()> {
-    for (tree, pending) in generation.trees.iter().zip(writes) {
-        for (key, value) in pending {
+/// Writes every write but those for which `left_out(tree, key)` holds.
+fn apply_writes(
+    generation: &Generation,
+    writes: &Writes,
+    left_out: impl Fn(usize, &[u8]) -> bool,
+) -> Result<()> {
+    for (at, (tree, pending)) in generation.trees.iter().zip(writes).enumerate() {
+        for (key, value) in pending.iter().filter(|(key, _)| !left_out(at, key)) {
             match value {
                 Some(value) => tree.insert(key.as_slice(), value.as_slice())?,
                 None => tree.remove(key.as_slice())?,
@@ -1044,7 +1070,7 @@ impl Generation {
         let meta = &self.trees[TreeName::Meta.index()];
         if let Some(redo) = meta.get(REDO)? {
             let writes = decode_redo(&redo)?;
-            apply_writes(self, &writes)?;
+            apply_writes(self, &writes, |_, _| false)?;
             tracing::warn!(
                 writes = writes.iter().map(BTreeMap::len).sum::<usize>(),
                 "finished writing a batch the last process stopped in the middle of"
@@ -1055,10 +1081,10 @@ impl Generation {
         self.drop_unapplied_segments()
     }
 
-    /// Removes the log segments written by a batch that stopped before its redo record
-    /// (their events were not applied, so their offsets were not stored either: they are
-    /// consumed again). A store from before the `applied` mark gets one: everything it
-    /// logged was written with its projections.
+    /// Removes the log segment and the outbox entry written by a batch that stopped
+    /// before its redo record (its events were not applied, so their offsets were not
+    /// stored either: they are consumed again). A store from before the `applied` mark
+    /// gets one: everything it logged was written with its projections.
     fn drop_unapplied_segments(&self) -> Result<()> {
         let meta = &self.trees[TreeName::Meta.index()];
         let log = &self.trees[TreeName::Log.index()];
@@ -1076,16 +1102,25 @@ impl Generation {
                 tree: TreeName::Meta.as_str(),
                 reason: "the applied mark is not 8 bytes".into(),
             })?;
+        let outbox = &self.trees[TreeName::Outbox.index()];
         let unapplied = log.range(applied..).keys().collect::<Result<Vec<_>, _>>()?;
-        if unapplied.is_empty() {
+        let unpublishable = outbox
+            .range(applied..)
+            .keys()
+            .collect::<Result<Vec<_>, _>>()?;
+        if unapplied.is_empty() && unpublishable.is_empty() {
             return Ok(());
         }
         for key in &unapplied {
             log.remove(key)?;
         }
+        for key in &unpublishable {
+            outbox.remove(key)?;
+        }
         tracing::warn!(
             segments = unapplied.len(),
-            "removed the log of a batch the last process stopped before applying"
+            outbox_entries = unpublishable.len(),
+            "removed the log and changes of a batch the last process stopped before applying"
         );
         self.db.flush()?;
         Ok(())
@@ -1327,7 +1362,8 @@ mod tests {
             let (key, segment) = sealed.log_segment().unwrap().unwrap();
             store.tree(TreeName::Log).insert(key, segment).unwrap();
             let meta = store.tree(TreeName::Meta);
-            meta.insert(REDO, encode_redo(&sealed.writes)).unwrap();
+            meta.insert(REDO, encode_redo(&sealed.writes, |_, _| false))
+                .unwrap();
             store
                 .tree(TreeName::Records)
                 .insert(b"a", b"2".to_vec())
@@ -1388,6 +1424,70 @@ mod tests {
         let store = Store::open(dir.path()).unwrap();
         assert_eq!(store.log().count(), 2);
         assert_eq!(store.next_seq().unwrap(), 3);
+    }
+
+    #[test]
+    fn an_outbox_entry_written_without_its_redo_record_is_removed_when_the_store_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let outbox = |store: &Store| -> Vec<Vec<u8>> {
+            store
+                .tree(TreeName::Outbox)
+                .iter()
+                .map(|item| item.unwrap().0.to_vec())
+                .collect()
+        };
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let mut batch = store.begin().unwrap();
+            let first = batch.append_log("first");
+            batch.put(TreeName::Outbox, first.to_be_bytes(), b"changes 1".to_vec());
+            let sealed = batch.seal();
+            assert!(sealed.written_ahead(TreeName::Outbox.index(), &first.to_be_bytes()));
+            // The entry is written ahead of the redo record, so the record leaves it out.
+            let redo = decode_redo(&encode_redo(&sealed.writes, |tree, key| {
+                sealed.written_ahead(tree, key)
+            }))
+            .unwrap();
+            assert!(redo[TreeName::Outbox.index()].is_empty());
+            sealed.write_through().unwrap();
+
+            let mut batch = store.begin().unwrap();
+            batch.append_log("cut off");
+            let seq = batch.append_log("cut off too");
+            batch.put(TreeName::Outbox, seq.to_be_bytes(), b"changes 2".to_vec());
+            // An older entry rewritten (as an erasure does) is not the batch's own.
+            batch.put(
+                TreeName::Outbox,
+                first.to_be_bytes(),
+                b"changes 1, erased".to_vec(),
+            );
+            batch.put(TreeName::Records, b"a".to_vec(), b"2".to_vec());
+            let sealed = batch.seal();
+            assert!(!sealed.written_ahead(TreeName::Outbox.index(), &first.to_be_bytes()));
+            // The process dies after the log segment and the outbox entry, before the
+            // redo record.
+            let (key, segment) = sealed.log_segment().unwrap().unwrap();
+            store.tree(TreeName::Log).insert(key, segment).unwrap();
+            store
+                .tree(TreeName::Outbox)
+                .insert(seq.to_be_bytes(), b"changes 2".to_vec())
+                .unwrap();
+            store.flush_blocking().unwrap();
+            assert_eq!(outbox(&store).len(), 2);
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let first = 1u64;
+        assert_eq!(outbox(&store), [first.to_be_bytes().to_vec()]);
+        assert_eq!(
+            store
+                .get(TreeName::Outbox, &first.to_be_bytes())
+                .unwrap()
+                .unwrap()
+                .as_ref(),
+            b"changes 1"
+        );
+        assert_eq!(logged_strings(&store), ["first"]);
+        assert!(store.get(TreeName::Records, b"a").unwrap().is_none());
     }
 
     #[test]
@@ -1466,7 +1566,7 @@ mod tests {
         writes[TreeName::Records.index()].insert(b"k".to_vec(), Some(vec![0, 1, 2]));
         writes[TreeName::Records.index()].insert(b"gone".to_vec(), None);
         writes[TreeName::Erased.index()].insert(Vec::new(), Some(Vec::new()));
-        let bytes = encode_redo(&writes);
+        let bytes = encode_redo(&writes, |_, _| false);
         assert_eq!(decode_redo(&bytes).unwrap(), writes);
         for cut in 0..bytes.len() {
             assert!(decode_redo(&bytes[..cut]).is_err(), "cut at {cut}");
