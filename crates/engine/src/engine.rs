@@ -15,7 +15,7 @@ use tracing::{debug, info};
 
 use crate::held::Parts;
 use crate::index::{Found, MatchIndex};
-use crate::projector::{Projector, Working, dedup_key, id_key};
+use crate::projector::{Projector, Spent, Working, dedup_key, id_key};
 use crate::{EngineError, Result};
 
 /// Rules the engine applies; the same rules must be used to rebuild.
@@ -224,7 +224,8 @@ impl Engine {
     ) -> Result<BatchReport> {
         let mut guard = self.lock_index()?;
         let mut index = self.take_index(&mut guard)?;
-        let (report, sealed) = self.apply_to(&mut index, self.store.begin()?, events, offsets)?;
+        let (report, sealed, _) =
+            self.apply_to(&mut index, self.store.begin()?, events, offsets)?;
         sealed.commit()?;
         // Only a committed batch leaves the index in step with the store.
         *guard = Some(index);
@@ -268,7 +269,7 @@ impl Engine {
         let applied = self.apply_to(&mut index, batch, events, offsets);
         // This batch read the previous one's writes: it is written only after them.
         let before = writer.settle();
-        let (report, sealed) = match (applied, before) {
+        let (report, sealed, spent) = match (applied, before) {
             (Ok(applied), Ok(())) => applied,
             // The index has followed a batch that will not be written.
             (Err(e), _) | (_, Err(e)) => return Err(e),
@@ -278,6 +279,7 @@ impl Engine {
         let thread = std::thread::Builder::new()
             .name("cmdm-write".into())
             .spawn(move || {
+                drop(spent);
                 behind.write_through()?;
                 if durable {
                     behind.flush()?;
@@ -365,14 +367,15 @@ impl Engine {
         Ok(index)
     }
 
-    /// Applies events to `batch` and the index, and seals the batch for its commit.
+    /// Applies events to `batch` and the index, and seals the batch for its commit; also
+    /// gives back the batch's decoded records, for the caller to drop ([`Spent`]).
     fn apply_to(
         &self,
         index: &mut MatchIndex,
         batch: Batch<'_>,
         events: &[InboundEvent],
         offsets: &[SourceOffset],
-    ) -> Result<(BatchReport, Sealed)> {
+    ) -> Result<(BatchReport, Sealed, Spent)> {
         if events.len() < AHEAD_FROM {
             let mut none = std::iter::repeat_with(|| None);
             return self.apply_each(index, batch, events, offsets, &mut none);
@@ -404,7 +407,7 @@ impl Engine {
         events: &[InboundEvent],
         offsets: &[SourceOffset],
         ahead: &mut dyn Iterator<Item = Option<Ahead>>,
-    ) -> Result<(BatchReport, Sealed)> {
+    ) -> Result<(BatchReport, Sealed, Spent)> {
         let mut work = Working::new(batch, &self.config.survivorship, self.matcher.as_ref());
         let mut report = BatchReport::default();
         let received_at = Timestamp::now();
@@ -488,7 +491,7 @@ impl Engine {
                 }
                 _ => (None, None),
             };
-            let (record, change, prepared) = projector.event(
+            let (active, change, prepared) = projector.event(
                 &mut work,
                 &logged,
                 Some(&event.payload),
@@ -518,14 +521,15 @@ impl Engine {
                 (prepared, keys)
             });
             if change == RecordChange::Profile {
-                let decisions = self.decide(work.view(), index, &record, features, &mut report)?;
+                let decisions =
+                    self.decide(work.view(), index, &key, active, features, &mut report)?;
                 self.record_decisions(&mut work, index, decisions, &mut report)?;
             }
         }
         report.findings = work.touched.findings;
         work.settle()?;
         report.outbox = write_outbox(&mut work)?;
-        let mut batch = work.finish()?;
+        let (mut batch, spent) = work.finish_leaving()?;
         for offset in offsets {
             batch.put(
                 TreeName::Offsets,
@@ -533,7 +537,7 @@ impl Engine {
                 offset.next.to_be_bytes(),
             );
         }
-        Ok((report, batch.seal()))
+        Ok((report, batch.seal(), spent))
     }
 
     /// Logs, projects and indexes the matcher's decisions about one record.
@@ -589,14 +593,15 @@ impl Engine {
                     .ok_or_else(|| {
                         EngineError::Inconsistent("a record key does not parse".into())
                     })?;
-                let Some(record) = work.source(&key)?.cloned() else {
+                let Some(active) = work.source(&key)?.map(SourceRecord::is_active) else {
                     continue;
                 };
                 let features = work.features(&key)?.map(|prepared| {
                     let keys = self.matcher.block_keys(&prepared);
                     (prepared, keys)
                 });
-                let decisions = self.decide(work.view(), &index, &record, features, &mut report)?;
+                let decisions =
+                    self.decide(work.view(), &index, &key, active, features, &mut report)?;
                 self.record_decisions(&mut work, &mut index, decisions, &mut report)?;
             }
             work.settle()?;
@@ -620,25 +625,24 @@ impl Engine {
         Ok(key)
     }
 
-    /// Decides where a record whose profile changed belongs, from its prepared form and
-    /// that form's blocking keys.
+    /// Decides where a record whose profile changed belongs (`active`: not deleted at
+    /// its source), from its prepared form and that form's blocking keys.
     fn decide(
         &self,
         batch: &Batch<'_>,
         index: &MatchIndex,
-        record: &SourceRecord,
+        record: &SourceKey,
+        active: bool,
         features: Option<(Prepared, Vec<BlockKey>)>,
         report: &mut BatchReport,
     ) -> Result<Vec<Decision>> {
         // The index follows every decision of the batch, so it knows the entity already.
-        let current = index
-            .find(&record.key)
-            .and_then(|slot| index.entity_of(slot));
-        if !record.is_active() {
+        let current = index.find(record).and_then(|slot| index.entity_of(slot));
+        if !active {
             return Ok(current
                 .map(|entity| Decision::RecordUnlinked {
                     entity,
-                    record: record.key.clone(),
+                    record: record.clone(),
                     reason: "deleted at source".to_owned(),
                 })
                 .into_iter()
@@ -650,7 +654,7 @@ impl Engine {
                 Some(_) => Vec::new(),
                 None => vec![Decision::EntityCreated {
                     entity: GoldenId(batch.next_seq()),
-                    record: record.key.clone(),
+                    record: record.clone(),
                 }],
             });
         };
@@ -658,7 +662,7 @@ impl Engine {
         // The index holds the record's compact form since its features were set (a
         // rematch finds it there too).
         let computed;
-        let form = match index.find(&record.key).and_then(|slot| index.form(slot)) {
+        let form = match index.find(record).and_then(|slot| index.form(slot)) {
             Some(form) => form,
             None => {
                 computed = self.matcher.compact(&prepared);
@@ -668,7 +672,7 @@ impl Engine {
         let probe = self.matcher.probe(form);
         // Entities no member of which can reach the review band change nothing in the
         // decision: most candidates, left out before their members are gathered.
-        let found = self.candidates(index, &record.key, &keys, current, report);
+        let found = self.candidates(index, record, &keys, current, report);
         std::hint::black_box(index.touch_company(found.values().copied()));
         let candidates: Vec<EntityCandidate<'_>> = found
             .into_iter()
@@ -690,7 +694,7 @@ impl Engine {
             (None, Some((entity, explanation))) => {
                 decisions.push(Decision::RecordLinked {
                     entity: *entity,
-                    record: record.key.clone(),
+                    record: record.clone(),
                     explanation: explanation.clone(),
                 });
                 *entity
@@ -699,14 +703,14 @@ impl Engine {
                 let entity = GoldenId(batch.next_seq());
                 decisions.push(Decision::EntityCreated {
                     entity,
-                    record: record.key.clone(),
+                    record: record.clone(),
                 });
                 entity
             }
         };
         // Two candidates may each fit the record yet have been kept apart from each other.
         let mut joined: Vec<u32> = index.members(base).to_vec();
-        joined.extend(index.find(&record.key));
+        joined.extend(index.find(record));
         let mut merge = Vec::new();
         for (entity, explanation) in &outcome.merge {
             if *entity != base && !index.kept_apart(&joined, *entity) {
@@ -745,7 +749,7 @@ impl Engine {
                 });
             }
         }
-        let own = index.find(&record.key);
+        let own = index.find(record);
         for (entity, explanation) in outcome.review {
             if own.is_some_and(|slot| index.under_review(slot, entity)) {
                 continue;
@@ -754,7 +758,7 @@ impl Engine {
             let task = batch.next_seq() + decisions.len() as u64;
             decisions.push(Decision::ReviewOpened {
                 task,
-                record: record.key.clone(),
+                record: record.clone(),
                 entity,
                 explanation,
             });

@@ -9,7 +9,7 @@
 
 use cmdm_domain::{GoldenId, SourceRecord};
 use cmdm_matching::Prepared;
-use cmdm_store::{StoreError, TreeName, decode_bin, encode_bin};
+use cmdm_store::{StoreError, TreeName, decode_bin, encode_bin, encode_bin_onto};
 
 use crate::Result;
 
@@ -39,9 +39,9 @@ impl Held {
 
     /// The stored value.
     pub fn encode(&self) -> Result<Vec<u8>> {
-        let record = encode_bin(TreeName::Records, &self.record)?;
         let features = self.features.as_deref().unwrap_or_default();
-        let mut out = Vec::with_capacity(1 + 9 + 4 + features.len() + record.len());
+        // Room for a typical record too, which is encoded onto the end.
+        let mut out = Vec::with_capacity(1 + 9 + 4 + 2 * features.len() + 256);
         out.push(VERSION);
         match self.entity {
             Some(id) => {
@@ -52,8 +52,7 @@ impl Held {
         }
         out.extend_from_slice(&(features.len() as u32).to_le_bytes());
         out.extend_from_slice(features);
-        out.extend_from_slice(&record);
-        Ok(out)
+        Ok(encode_bin_onto(TreeName::Records, &self.record, out)?)
     }
 
     /// Decodes a stored value whole.

@@ -276,14 +276,32 @@ impl<'s> Working<'s> {
     }
 
     /// Settles and writes every changed value into the batch.
-    pub fn finish(mut self) -> Result<Batch<'s>> {
+    pub fn finish(self) -> Result<Batch<'s>> {
+        Ok(self.finish_leaving()?.0)
+    }
+
+    /// Settles and writes every changed value into the batch, and gives back the typed
+    /// working set, so that the caller may drop it where it costs least.
+    pub fn finish_leaving(mut self) -> Result<(Batch<'s>, Spent)> {
         self.write_entities()?;
         for key in &self.changed_records {
             let value = self.records[key].encode()?;
             self.batch.put(TreeName::Records, key.encode(), value);
         }
-        Ok(self.batch)
+        let spent = Spent {
+            _records: std::mem::take(&mut self.records),
+            _entities: std::mem::take(&mut self.entities),
+        };
+        Ok((self.batch, spent))
     }
+}
+
+/// A finished batch's decoded source and golden records: thousands of small allocations,
+/// which the engine drops on the thread that writes the batch rather than on the one
+/// that goes on to apply the next.
+pub(crate) struct Spent {
+    _records: FastMap<SourceKey, Held>,
+    _entities: FastMap<GoldenId, Option<GoldenRecord>>,
 }
 
 /// An entity holding one record; its golden values are computed when the batch settles.
@@ -375,7 +393,8 @@ impl Projector<'_> {
     /// Applies a spoke event to its source record and its prepared form. `payload` is
     /// `None` when the record's data key was erased: the event then only counts for dedup.
     /// `prepared` is the record's prepared form after the event where the caller has it
-    /// already (worked out ahead for a record the store does not hold yet). Returns the
+    /// already (worked out ahead for a record the store does not hold yet). Returns
+    /// whether the record is active after the event, what the event changed, and the
     /// prepared form when the profile changed.
     pub fn event(
         &self,
@@ -384,7 +403,7 @@ impl Projector<'_> {
         payload: Option<&Payload>,
         seq: u64,
         prepared: Option<Prepared>,
-    ) -> Result<(SourceRecord, RecordChange, Option<Prepared>)> {
+    ) -> Result<(bool, RecordChange, Option<Prepared>)> {
         work.batch().put(
             TreeName::Dedup,
             dedup_key(&event.source, &event.id),
@@ -393,11 +412,11 @@ impl Projector<'_> {
         let key = event.key();
         if event.key_ref.is_some() {
             self.contact_point_event(work, event, payload, seq)?;
-            return Ok((SourceRecord::new(key), RecordChange::None, None));
+            return Ok((SourceRecord::new(key).is_active(), RecordChange::None, None));
         }
         let Some(payload) = payload else {
-            let record = work.record(&key)?.clone();
-            return Ok((record, RecordChange::None, None));
+            let active = work.record(&key)?.is_active();
+            return Ok((active, RecordChange::None, None));
         };
         // A record nobody held yet belongs to no entity: its membership is not looked up.
         let unheld = work.is_unheld(&key)?;
@@ -410,13 +429,14 @@ impl Projector<'_> {
                 seq,
             },
         );
-        let record = record.clone();
+        let active = record.is_active();
+        let prepared = (change == RecordChange::Profile)
+            .then(|| prepared.unwrap_or_else(|| self.matcher.prepare(record)));
         work.changed_records.insert(key.clone());
         if change == RecordChange::None {
-            return Ok((record, change, None));
+            return Ok((active, change, None));
         }
-        let prepared = if change == RecordChange::Profile {
-            let prepared = prepared.unwrap_or_else(|| self.matcher.prepare(&record));
+        let prepared = if let Some(prepared) = prepared {
             work.touched.findings += prepared.findings.len();
             let kept = (!prepared.values.is_empty()).then_some(&prepared);
             work.set_features(&key, kept)?;
@@ -427,7 +447,7 @@ impl Projector<'_> {
         if !unheld && let Some(entity) = work.membership(&key)? {
             work.stale(entity, seq);
         }
-        Ok((record, change, prepared))
+        Ok((active, change, prepared))
     }
 
     /// Applies a consent or preference about a contact point to that contact point's
