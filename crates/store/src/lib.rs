@@ -929,12 +929,9 @@ impl Sealed {
                 .insert(key.as_slice(), value.as_slice())?;
         }
         let ahead = |tree: usize, key: &[u8]| self.written_ahead(tree, key);
-        let outbox = TreeName::Outbox.index();
-        for (key, value) in &self.writes[outbox] {
-            if let (true, Some(value)) = (ahead(outbox, key), value) {
-                self.generation.trees[outbox].insert(key.as_slice(), value.as_slice())?;
-            }
-        }
+        apply_writes(&self.generation, &self.writes, |tree, key| {
+            !ahead(tree, key)
+        })?;
         let meta = &self.generation.trees[TreeName::Meta.index()];
         meta.insert(REDO, encode_redo(&self.writes, ahead))?;
         apply_writes(&self.generation, &self.writes, ahead)?;
