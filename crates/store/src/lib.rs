@@ -967,9 +967,9 @@ const APPLIED: &[u8] = b"applied";
 
 /// A batch's writes as one value: their number (u64 LE), then per write the tree's
 /// position in [`TreeName::ALL`], the key's length (u32 LE) and the key, then 1, the
-/// value's length and the value, or 0 for a removal. (Records written before the log
-/// segment was kept out of them hold it as one more write, to the log tree.)
-/// Writes for which `left_out(tree, key)` holds are not in it.
+/// value's length and the value, or 0 for a removal; writes for which `left_out(tree,
+/// key)` holds are not in it. (Records written before the log segment was kept out of
+/// them hold it as one more write, to the log tree.)
 fn encode_redo(writes: &Writes, left_out: impl Fn(usize, &[u8]) -> bool) -> Vec<u8> {
     let all = || {
         writes
@@ -1433,7 +1433,7 @@ mod tests {
                 .map(|item| item.unwrap().0.to_vec())
                 .collect()
         };
-        {
+        let first = {
             let store = Store::open(dir.path()).unwrap();
             let mut batch = store.begin().unwrap();
             let first = batch.append_log("first");
@@ -1471,9 +1471,9 @@ mod tests {
                 .unwrap();
             store.flush_blocking().unwrap();
             assert_eq!(outbox(&store).len(), 2);
-        }
+            first
+        };
         let store = Store::open(dir.path()).unwrap();
-        let first = 1u64;
         assert_eq!(outbox(&store), [first.to_be_bytes().to_vec()]);
         assert_eq!(
             store
