@@ -45,10 +45,9 @@ pub(crate) struct Working<'s> {
     rules: &'s Survivorship,
     matcher: &'s dyn Matcher,
     /// Source records with their entity and prepared form, as stored together.
-    records: FastMap<SourceKey, Held>,
+    records: FastMap<SourceKey, Worked>,
     /// Keys the store was asked for and holds no record under: asked once per batch.
     unstored: FastSet<SourceKey>,
-    changed_records: BTreeSet<SourceKey>,
     /// `None`: the entity is gone (merged away or left without members).
     entities: FastMap<GoldenId, Option<GoldenRecord>>,
     changed_entities: BTreeSet<GoldenId>,
@@ -66,7 +65,6 @@ impl<'s> Working<'s> {
             matcher,
             records: FastMap::default(),
             unstored: FastSet::default(),
-            changed_records: BTreeSet::new(),
             entities: FastMap::default(),
             changed_entities: BTreeSet::new(),
             stale: BTreeMap::new(),
@@ -94,7 +92,13 @@ impl<'s> Working<'s> {
             .get_with(TreeName::Records, key.encode().as_bytes(), Held::decode)?
         {
             Some(held) => {
-                self.records.insert(key.clone(), held);
+                self.records.insert(
+                    key.clone(),
+                    Worked {
+                        held,
+                        changed: false,
+                    },
+                );
             }
             None => {
                 self.unstored.insert(key.clone());
@@ -109,13 +113,24 @@ impl<'s> Working<'s> {
         Ok(!self.records.contains_key(key))
     }
 
-    /// A source record with what is stored beside it, new if the store has none.
+    /// A source record with what is stored beside it, new if the store has none; the
+    /// batch writes it when it ends.
     fn held(&mut self, key: &SourceKey) -> Result<&mut Held> {
         self.load(key)?;
-        Ok(self
-            .records
-            .entry(key.clone())
-            .or_insert_with(|| Held::new(SourceRecord::new(key.clone()))))
+        // Looked up before inserting: the entry API would copy the key every time.
+        if !self.records.contains_key(key) {
+            let held = Held::new(SourceRecord::new(key.clone()));
+            self.records.insert(
+                key.clone(),
+                Worked {
+                    held,
+                    changed: false,
+                },
+            );
+        }
+        let worked = self.records.get_mut(key).expect("inserted above");
+        worked.changed = true;
+        Ok(&mut worked.held)
     }
 
     /// A source record, new if the store has none.
@@ -126,19 +141,18 @@ impl<'s> Working<'s> {
     /// A source record as the batch leaves it so far.
     pub fn source(&mut self, key: &SourceKey) -> Result<Option<&SourceRecord>> {
         self.load(key)?;
-        Ok(self.records.get(key).map(|held| &held.record))
+        Ok(self.records.get(key).map(|w| &w.held.record))
     }
 
     /// The entity a source record belongs to, as the batch leaves it so far.
     pub fn membership(&mut self, key: &SourceKey) -> Result<Option<GoldenId>> {
         self.load(key)?;
-        Ok(self.records.get(key).and_then(|held| held.entity))
+        Ok(self.records.get(key).and_then(|w| w.held.entity))
     }
 
     /// Puts a source record into an entity, or out of any.
     fn set_membership(&mut self, key: &SourceKey, entity: Option<GoldenId>) -> Result<()> {
         self.held(key)?.entity = entity;
-        self.changed_records.insert(key.clone());
         Ok(())
     }
 
@@ -146,7 +160,7 @@ impl<'s> Working<'s> {
     pub fn features(&mut self, key: &SourceKey) -> Result<Option<Prepared>> {
         self.load(key)?;
         match self.records.get(key) {
-            Some(held) => held.prepared(),
+            Some(w) => w.held.prepared(),
             None => Ok(None),
         }
     }
@@ -155,7 +169,6 @@ impl<'s> Working<'s> {
     fn set_features(&mut self, key: &SourceKey, prepared: Option<&Prepared>) -> Result<()> {
         let features = prepared.map(encode_features).transpose()?;
         self.held(key)?.features = features;
-        self.changed_records.insert(key.clone());
         Ok(())
     }
 
@@ -163,16 +176,15 @@ impl<'s> Working<'s> {
     fn forget_record(&mut self, key: &SourceKey) {
         self.records.remove(key);
         self.unstored.insert(key.clone());
-        self.changed_records.remove(key);
         self.batch.delete(TreeName::Records, key.encode());
     }
 
     /// Notes a log entry in the history of a stored record.
     fn note(&mut self, key: &SourceKey, seq: u64) -> Result<()> {
         self.load(key)?;
-        if let Some(held) = self.records.get_mut(key) {
-            held.record.note(seq);
-            self.changed_records.insert(key.clone());
+        if let Some(worked) = self.records.get_mut(key) {
+            worked.held.record.note(seq);
+            worked.changed = true;
         }
         Ok(())
     }
@@ -250,7 +262,7 @@ impl<'s> Working<'s> {
             }
             let records = members
                 .iter()
-                .filter_map(|m| self.records.get(m).map(|held| &held.record));
+                .filter_map(|m| self.records.get(m).map(|w| &w.held.record));
             let survived = survive(records.clone(), self.rules);
             let contact_points = held_contact_points(self.matcher, records);
             let golden = self.entity_mut(id)?;
@@ -284,9 +296,11 @@ impl<'s> Working<'s> {
     /// working set, so that the caller may drop it where it costs least.
     pub fn finish_leaving(mut self) -> Result<(Batch<'s>, Spent)> {
         self.write_entities()?;
-        for key in &self.changed_records {
-            let value = self.records[key].encode()?;
-            self.batch.put(TreeName::Records, key.encode(), value);
+        for (key, worked) in &self.records {
+            if worked.changed {
+                let value = worked.held.encode()?;
+                self.batch.put(TreeName::Records, key.encode(), value);
+            }
         }
         let spent = Spent {
             _records: std::mem::take(&mut self.records),
@@ -296,11 +310,18 @@ impl<'s> Working<'s> {
     }
 }
 
+/// A source record in a batch's working set.
+pub(crate) struct Worked {
+    held: Held,
+    /// Whether the batch changed it, so writes it when it ends.
+    changed: bool,
+}
+
 /// A finished batch's decoded source and golden records: thousands of small allocations,
 /// which the engine drops on the thread that writes the batch rather than on the one
 /// that goes on to apply the next.
 pub(crate) struct Spent {
-    _records: FastMap<SourceKey, Held>,
+    _records: FastMap<SourceKey, Worked>,
     _entities: FastMap<GoldenId, Option<GoldenRecord>>,
 }
 
@@ -415,7 +436,10 @@ impl Projector<'_> {
             return Ok((SourceRecord::new(key).is_active(), RecordChange::None, None));
         }
         let Some(payload) = payload else {
-            let active = work.record(&key)?.is_active();
+            let active = match work.source(&key)? {
+                Some(record) => record.is_active(),
+                None => SourceRecord::new(key).is_active(),
+            };
             return Ok((active, RecordChange::None, None));
         };
         // A record nobody held yet belongs to no entity: its membership is not looked up.
@@ -432,7 +456,6 @@ impl Projector<'_> {
         let active = record.is_active();
         let prepared = (change == RecordChange::Profile)
             .then(|| prepared.unwrap_or_else(|| self.matcher.prepare(record)));
-        work.changed_records.insert(key.clone());
         if change == RecordChange::None {
             return Ok((active, change, None));
         }
