@@ -75,8 +75,15 @@ pub(crate) fn encode(changes: &[Change<'_>]) -> Result<Vec<u8>> {
 
 /// The stored value of changes in the binary encoding.
 fn compress(binary: &[u8]) -> Vec<u8> {
-    let mut out = vec![COMPRESSED];
-    out.extend(lz4_flex::compress_prepend_size(binary));
+    // The format byte, then what `lz4_flex::decompress_size_prepended` reads: the
+    // length (u32 LE), then the block, compressed straight into place.
+    let block = lz4_flex::block::get_maximum_output_size(binary.len());
+    let mut out = vec![0; 5 + block];
+    out[0] = COMPRESSED;
+    out[1..5].copy_from_slice(&(binary.len() as u32).to_le_bytes());
+    let written = lz4_flex::block::compress_into(binary, &mut out[5..])
+        .expect("the block fits in its largest possible size");
+    out.truncate(5 + written);
     out
 }
 
