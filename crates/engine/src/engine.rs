@@ -521,10 +521,17 @@ impl Engine {
                 (prepared, keys)
             });
             if change == RecordChange::Profile {
-                let decisions =
-                    self.decide(work.view(), index, &key, active, features, &mut report)?;
+                let decisions = self.decide(
+                    work.view(),
+                    index,
+                    &key,
+                    active,
+                    features.as_ref(),
+                    &mut report,
+                )?;
                 self.record_decisions(&mut work, index, decisions, &mut report)?;
             }
+            work.spend(features);
         }
         report.findings = work.touched.findings;
         work.settle()?;
@@ -600,8 +607,14 @@ impl Engine {
                     let keys = self.matcher.block_keys(&prepared);
                     (prepared, keys)
                 });
-                let decisions =
-                    self.decide(work.view(), &index, &key, active, features, &mut report)?;
+                let decisions = self.decide(
+                    work.view(),
+                    &index,
+                    &key,
+                    active,
+                    features.as_ref(),
+                    &mut report,
+                )?;
                 self.record_decisions(&mut work, &mut index, decisions, &mut report)?;
             }
             work.settle()?;
@@ -633,7 +646,7 @@ impl Engine {
         index: &MatchIndex,
         record: &SourceKey,
         active: bool,
-        features: Option<(Prepared, Vec<BlockKey>)>,
+        features: Option<&(Prepared, Vec<BlockKey>)>,
         report: &mut BatchReport,
     ) -> Result<Vec<Decision>> {
         // The index follows every decision of the batch, so it knows the entity already.
@@ -665,14 +678,14 @@ impl Engine {
         let form = match index.find(record).and_then(|slot| index.form(slot)) {
             Some(form) => form,
             None => {
-                computed = self.matcher.compact(&prepared);
+                computed = self.matcher.compact(prepared);
                 &computed
             }
         };
         let probe = self.matcher.probe(form);
         // Entities no member of which can reach the review band change nothing in the
         // decision: most candidates, left out before their members are gathered.
-        let found = self.candidates(index, record, &keys, current, report);
+        let found = self.candidates(index, record, keys, current, report);
         std::hint::black_box(index.touch_company(found.values().copied()));
         let candidates: Vec<EntityCandidate<'_>> = found
             .into_iter()

@@ -11,7 +11,7 @@ use cmdm_domain::{
     ContactPointState, Decision, GoldenId, GoldenRecord, LoggedEvent, Payload, Resolution,
     ReviewStatus, ReviewTask, SourceKey, SourceRecord, Stamp, StewardNote,
 };
-use cmdm_matching::{Matcher, Prepared, Survivorship, survive};
+use cmdm_matching::{BlockKey, Matcher, Prepared, Survivorship, survive};
 use cmdm_store::{Batch, TreeName};
 
 use crate::Result;
@@ -54,6 +54,8 @@ pub(crate) struct Working<'s> {
     /// Entities whose golden values are out of date, with the latest sequence number
     /// that changed them (their next version).
     stale: BTreeMap<GoldenId, u64>,
+    /// Records' prepared forms and blocking keys the batch is done with.
+    spent_forms: Vec<(Prepared, Vec<BlockKey>)>,
     pub touched: Touched,
 }
 
@@ -68,6 +70,7 @@ impl<'s> Working<'s> {
             entities: FastMap::default(),
             changed_entities: BTreeSet::new(),
             stale: BTreeMap::new(),
+            spent_forms: Vec::new(),
             touched: Touched::default(),
         }
     }
@@ -292,6 +295,12 @@ impl<'s> Working<'s> {
         Ok(self.finish_leaving()?.0)
     }
 
+    /// Keeps a record's prepared form and blocking keys, once matched, to be dropped with
+    /// the rest of the working set.
+    pub fn spend(&mut self, features: Option<(Prepared, Vec<BlockKey>)>) {
+        self.spent_forms.extend(features);
+    }
+
     /// Settles and writes every changed value into the batch, and gives back the typed
     /// working set, so that the caller may drop it where it costs least.
     pub fn finish_leaving(mut self) -> Result<(Batch<'s>, Spent)> {
@@ -305,6 +314,7 @@ impl<'s> Working<'s> {
         let spent = Spent {
             _records: std::mem::take(&mut self.records),
             _entities: std::mem::take(&mut self.entities),
+            _forms: std::mem::take(&mut self.spent_forms),
         };
         Ok((self.batch, spent))
     }
@@ -317,12 +327,13 @@ pub(crate) struct Worked {
     changed: bool,
 }
 
-/// A finished batch's decoded source and golden records: thousands of small allocations,
-/// which the engine drops on the thread that writes the batch rather than on the one
-/// that goes on to apply the next.
+/// A finished batch's decoded source and golden records and the prepared forms it
+/// matched: thousands of small allocations, which the engine drops on the thread that
+/// writes the batch rather than on the one that goes on to apply the next.
 pub(crate) struct Spent {
     _records: FastMap<SourceKey, Worked>,
     _entities: FastMap<GoldenId, Option<GoldenRecord>>,
+    _forms: Vec<(Prepared, Vec<BlockKey>)>,
 }
 
 /// An entity holding one record; its golden values are computed when the batch settles.
