@@ -6,7 +6,7 @@
 
 pub mod crypto;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -492,7 +492,7 @@ impl Store {
         Ok(Batch {
             store: self,
             generation: self.generation(),
-            writes: vec![BTreeMap::new(); TreeName::ALL.len()],
+            writes: vec![Pending::default(); TreeName::ALL.len()],
             before: None,
             first_seq: next_seq,
             next_seq,
@@ -507,7 +507,7 @@ impl Store {
         Batch {
             store: self,
             generation: before.generation.clone(),
-            writes: vec![BTreeMap::new(); TreeName::ALL.len()],
+            writes: vec![Pending::default(); TreeName::ALL.len()],
             before: (!before.is_empty()).then(|| before.writes.clone()),
             first_seq: before.next_seq,
             next_seq: before.next_seq,
@@ -569,7 +569,55 @@ impl Drop for ReadGate<'_> {
 }
 
 /// A batch's writes per tree: a value, or `None` for a removal.
-type Writes = Vec<BTreeMap<Vec<u8>, Option<Vec<u8>>>>;
+type Writes = Vec<Pending>;
+
+/// One tree's pending writes: key → value, `None` for a removal. Looked up by hash, as
+/// the batch reads its own writes for every event; put in key order only where order
+/// counts (a prefix scan, and writing them, which sled does fastest in key order).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Pending(HashMap<Vec<u8>, Option<Vec<u8>>, foldhash::fast::RandomState>);
+
+impl Pending {
+    fn get(&self, key: &[u8]) -> Option<&Option<Vec<u8>>> {
+        self.0.get(key)
+    }
+
+    fn insert(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        self.0.insert(key, value);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The writes under a prefix, in key order.
+    fn under(&self, prefix: &[u8]) -> Sorted<'_> {
+        let mut writes: Vec<_> = self
+            .0
+            .iter()
+            .filter(|(key, _)| key.starts_with(prefix))
+            .collect();
+        writes.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        writes
+    }
+
+    /// Every write, in key order.
+    fn sorted(&self) -> Sorted<'_> {
+        self.under(&[])
+    }
+}
+
+/// One tree's pending writes in key order.
+type Sorted<'a> = Vec<(&'a Vec<u8>, &'a Option<Vec<u8>>)>;
+
+/// Every tree's pending writes in key order, sorted once for all that writes them.
+fn in_order(writes: &Writes) -> Vec<Sorted<'_>> {
+    writes.iter().map(Pending::sorted).collect()
+}
 
 /// Pending writes of one batch, applied to sled in one transaction by [`Batch::commit`].
 pub struct Batch<'s> {
@@ -706,19 +754,14 @@ impl Batch<'_> {
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         // Oldest first: the batch this one follows, then this one.
-        let layers: Vec<&BTreeMap<Vec<u8>, Option<Vec<u8>>>> = self
+        let layers: Vec<Sorted<'_>> = self
             .before
             .iter()
             .map(|before| &before[tree.index()])
             .chain([&self.writes[tree.index()]])
+            .map(|pending| pending.under(prefix))
             .collect();
-        let in_range = || {
-            layers.iter().flat_map(|pending| {
-                pending
-                    .range(prefix.to_vec()..)
-                    .take_while(|(k, _)| k.starts_with(prefix))
-            })
-        };
+        let in_range = || layers.iter().flatten().copied();
         // Pending deletions may hide stored keys: read enough to still fill the limit.
         let hidden = in_range().filter(|(_, v)| v.is_none()).count();
         let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
@@ -807,7 +850,7 @@ pub struct Sealed {
 impl Sealed {
     /// Whether the batch writes anything.
     fn is_empty(&self) -> bool {
-        self.log.is_empty() && self.writes.iter().all(BTreeMap::is_empty)
+        self.log.is_empty() && self.writes.iter().all(Pending::is_empty)
     }
 
     /// The log segment of the batch's entries, with its key, if it has entries.
@@ -877,7 +920,7 @@ impl Sealed {
             .as_slice()
             .transaction(|views| {
                 for (view, &i) in views.iter().zip(&touched) {
-                    for (key, value) in &self.writes[i] {
+                    for (key, value) in self.writes[i].sorted() {
                         match value {
                             Some(value) => view.insert(key.as_slice(), value.as_slice())?,
                             None => view.remove(key.as_slice())?,
@@ -929,12 +972,11 @@ impl Sealed {
                 .insert(key.as_slice(), value.as_slice())?;
         }
         let ahead = |tree: usize, key: &[u8]| self.written_ahead(tree, key);
-        apply_writes(&self.generation, &self.writes, |tree, key| {
-            !ahead(tree, key)
-        })?;
+        let writes = in_order(&self.writes);
+        apply_writes(&self.generation, &writes, |tree, key| !ahead(tree, key))?;
         let meta = &self.generation.trees[TreeName::Meta.index()];
-        meta.insert(REDO, encode_redo(&self.writes, ahead))?;
-        apply_writes(&self.generation, &self.writes, ahead)?;
+        meta.insert(REDO, encode_redo(&writes, ahead))?;
+        apply_writes(&self.generation, &writes, ahead)?;
         meta.remove(REDO)?;
         self.written();
         Ok(())
@@ -970,20 +1012,20 @@ const APPLIED: &[u8] = b"applied";
 /// value's length and the value, or 0 for a removal; writes for which `left_out(tree,
 /// key)` holds are not in it. (Records written before the log segment was kept out of
 /// them hold it as one more write, to the log tree.)
-fn encode_redo(writes: &Writes, left_out: impl Fn(usize, &[u8]) -> bool) -> Vec<u8> {
-    let all = || {
-        writes
-            .iter()
-            .enumerate()
-            .flat_map(|(tree, pending)| pending.iter().map(move |(k, v)| (tree, k, v.as_ref())))
-            .filter(|(tree, k, _)| !left_out(*tree, k))
-    };
-    let size: usize = all()
+fn encode_redo(writes: &[Sorted<'_>], left_out: impl Fn(usize, &[u8]) -> bool) -> Vec<u8> {
+    let all: Vec<(usize, &Vec<u8>, Option<&Vec<u8>>)> = writes
+        .iter()
+        .enumerate()
+        .flat_map(|(tree, pending)| pending.iter().map(move |(k, v)| (tree, *k, v.as_ref())))
+        .filter(|(tree, k, _)| !left_out(*tree, k))
+        .collect();
+    let size: usize = all
+        .iter()
         .map(|(_, k, v)| 10 + k.len() + v.map_or(0, Vec::len))
         .sum();
     let mut out = Vec::with_capacity(8 + size);
-    out.extend_from_slice(&(all().count() as u64).to_le_bytes());
-    for (tree, key, value) in all() {
+    out.extend_from_slice(&(all.len() as u64).to_le_bytes());
+    for (tree, key, value) in all {
         out.push(tree as u8);
         out.extend_from_slice(&(key.len() as u32).to_le_bytes());
         out.extend_from_slice(key);
@@ -1004,7 +1046,7 @@ fn decode_redo(bytes: &[u8]) -> Result<Writes> {
         tree: "meta",
         reason: format!("redo record: {reason}"),
     };
-    let mut writes: Writes = vec![BTreeMap::new(); TreeName::ALL.len()];
+    let mut writes: Writes = vec![Pending::default(); TreeName::ALL.len()];
     let mut rest = bytes;
     let take = |n: usize, rest: &mut &[u8]| -> Result<Vec<u8>> {
         if rest.len() < n {
@@ -1047,11 +1089,11 @@ fn decode_redo(bytes: &[u8]) -> Result<Writes> {
 /// Writes every write but those for which `left_out(tree, key)` holds.
 fn apply_writes(
     generation: &Generation,
-    writes: &Writes,
+    writes: &[Sorted<'_>],
     left_out: impl Fn(usize, &[u8]) -> bool,
 ) -> Result<()> {
     for (at, (tree, pending)) in generation.trees.iter().zip(writes).enumerate() {
-        for (key, value) in pending.iter().filter(|(key, _)| !left_out(at, key)) {
+        for &(key, value) in pending.iter().filter(|(key, _)| !left_out(at, key)) {
             match value {
                 Some(value) => tree.insert(key.as_slice(), value.as_slice())?,
                 None => tree.remove(key.as_slice())?,
@@ -1067,9 +1109,9 @@ impl Generation {
         let meta = &self.trees[TreeName::Meta.index()];
         if let Some(redo) = meta.get(REDO)? {
             let writes = decode_redo(&redo)?;
-            apply_writes(self, &writes, |_, _| false)?;
+            apply_writes(self, &in_order(&writes), |_, _| false)?;
             tracing::warn!(
-                writes = writes.iter().map(BTreeMap::len).sum::<usize>(),
+                writes = writes.iter().map(Pending::len).sum::<usize>(),
                 "finished writing a batch the last process stopped in the middle of"
             );
             meta.remove(REDO)?;
@@ -1359,7 +1401,7 @@ mod tests {
             let (key, segment) = sealed.log_segment().unwrap().unwrap();
             store.tree(TreeName::Log).insert(key, segment).unwrap();
             let meta = store.tree(TreeName::Meta);
-            meta.insert(REDO, encode_redo(&sealed.writes, |_, _| false))
+            meta.insert(REDO, encode_redo(&in_order(&sealed.writes), |_, _| false))
                 .unwrap();
             store
                 .tree(TreeName::Records)
@@ -1441,7 +1483,7 @@ mod tests {
             let sealed = batch.seal();
             assert!(sealed.written_ahead(TreeName::Outbox.index(), &first.to_be_bytes()));
             // The entry is written ahead of the redo record, so the record leaves it out.
-            let redo = decode_redo(&encode_redo(&sealed.writes, |tree, key| {
+            let redo = decode_redo(&encode_redo(&in_order(&sealed.writes), |tree, key| {
                 sealed.written_ahead(tree, key)
             }))
             .unwrap();
@@ -1559,11 +1601,11 @@ mod tests {
 
     #[test]
     fn a_redo_record_reads_back_as_written_and_a_cut_one_is_refused() {
-        let mut writes: Writes = vec![BTreeMap::new(); TreeName::ALL.len()];
+        let mut writes: Writes = vec![Pending::default(); TreeName::ALL.len()];
         writes[TreeName::Records.index()].insert(b"k".to_vec(), Some(vec![0, 1, 2]));
         writes[TreeName::Records.index()].insert(b"gone".to_vec(), None);
         writes[TreeName::Erased.index()].insert(Vec::new(), Some(Vec::new()));
-        let bytes = encode_redo(&writes, |_, _| false);
+        let bytes = encode_redo(&in_order(&writes), |_, _| false);
         assert_eq!(decode_redo(&bytes).unwrap(), writes);
         for cut in 0..bytes.len() {
             assert!(decode_redo(&bytes[..cut]).is_err(), "cut at {cut}");
