@@ -95,13 +95,7 @@ impl<'s> Working<'s> {
             .get_with(TreeName::Records, key.encode().as_bytes(), Held::decode)?
         {
             Some(held) => {
-                self.records.insert(
-                    key.clone(),
-                    Worked {
-                        held,
-                        changed: false,
-                    },
-                );
+                self.records.insert(key.clone(), Worked::unchanged(held));
             }
             None => {
                 self.unstored.insert(key.clone());
@@ -123,13 +117,7 @@ impl<'s> Working<'s> {
         // Looked up before inserting: the entry API would copy the key every time.
         if !self.records.contains_key(key) {
             let held = Held::new(SourceRecord::new(key.clone()));
-            self.records.insert(
-                key.clone(),
-                Worked {
-                    held,
-                    changed: false,
-                },
-            );
+            self.records.insert(key.clone(), Worked::unchanged(held));
         }
         let worked = self.records.get_mut(key).expect("inserted above");
         worked.changed = true;
@@ -325,6 +313,15 @@ pub(crate) struct Worked {
     held: Held,
     /// Whether the batch changed it, so writes it when it ends.
     changed: bool,
+}
+
+impl Worked {
+    fn unchanged(held: Held) -> Self {
+        Worked {
+            held,
+            changed: false,
+        }
+    }
 }
 
 /// A finished batch's decoded source and golden records and the prepared forms it

@@ -572,8 +572,9 @@ impl Drop for ReadGate<'_> {
 type Writes = Vec<Pending>;
 
 /// One tree's pending writes: key → value, `None` for a removal. Looked up by hash, as
-/// the batch reads its own writes for every event; put in key order only where order
-/// counts (a prefix scan, and writing them, which sled does fastest in key order).
+/// the batch reads its own writes for every event; put in key order where a prefix scan
+/// needs it, and for writing them, once per batch (in the order the sorted map they
+/// replace wrote them in).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Pending(HashMap<Vec<u8>, Option<Vec<u8>>, foldhash::fast::RandomState>);
 
@@ -1013,7 +1014,7 @@ const APPLIED: &[u8] = b"applied";
 /// key)` holds are not in it. (Records written before the log segment was kept out of
 /// them hold it as one more write, to the log tree.)
 fn encode_redo(writes: &[Sorted<'_>], left_out: impl Fn(usize, &[u8]) -> bool) -> Vec<u8> {
-    let all: Vec<(usize, &Vec<u8>, Option<&Vec<u8>>)> = writes
+    let all: Vec<_> = writes
         .iter()
         .enumerate()
         .flat_map(|(tree, pending)| pending.iter().map(move |(k, v)| (tree, *k, v.as_ref())))
