@@ -74,6 +74,20 @@ impl SourceRecord {
         }
     }
 
+    /// Gives every stamp the sequence number `seq`: for a record built from its first
+    /// event before the event's number was known, whose stamps are all that event's.
+    pub fn renumber(&mut self, seq: u64) {
+        self.attributes.values_mut().for_each(|a| a.stamp.seq = seq);
+        self.consents.values_mut().for_each(|c| c.stamp.seq = seq);
+        self.preferences
+            .values_mut()
+            .for_each(|p| p.stamp.seq = seq);
+        self.contacts.iter_mut().for_each(|c| c.stamp.seq = seq);
+        if let Some(deleted) = &mut self.deleted {
+            deleted.seq = seq;
+        }
+    }
+
     /// Whether the record takes part in matching and golden records.
     pub fn is_active(&self) -> bool {
         self.deleted.is_none() && self.attributes.values().any(|a| a.value.is_some())

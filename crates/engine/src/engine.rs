@@ -15,7 +15,7 @@ use tracing::{debug, info};
 
 use crate::held::Parts;
 use crate::index::{Found, MatchIndex};
-use crate::projector::{Projector, Spent, Working, dedup_key, id_key};
+use crate::projector::{Built, Projector, Spent, Working, dedup_key, id_key};
 use crate::{EngineError, Result};
 
 /// Rules the engine applies; the same rules must be used to rebuild.
@@ -389,7 +389,7 @@ impl Engine {
                 .name("cmdm-prepare".into())
                 .spawn_scoped(scope, move || {
                     for event in events {
-                        if sender.send(ahead(matcher, event)).is_err() {
+                        if sender.send(Some(ahead(matcher, event))).is_err() {
                             break;
                         }
                     }
@@ -484,24 +484,24 @@ impl Engine {
                 key_ref,
             };
             let seq = work.batch().next_seq();
+            let (plain, fresh) = match ahead {
+                Some(a) => (a.plain, a.fresh),
+                None => (None, None),
+            };
             // What was worked out ahead holds only for a record the store does not hold.
-            let (ahead_prepared, ahead_rest) = match ahead {
-                Some(a) if work.source(&key)?.is_none() => {
-                    (Some(a.prepared), Some((a.keys, a.form)))
-                }
+            let (built, ahead_rest) = match fresh {
+                Some(f) if work.source(&key)?.is_none() => (Some(f.built), Some((f.keys, f.form))),
                 _ => (None, None),
             };
-            let (active, change, prepared) = projector.event(
-                &mut work,
-                &logged,
-                Some(&event.payload),
-                seq,
-                ahead_prepared,
-            )?;
+            let (active, change, prepared) =
+                projector.event(&mut work, &logged, Some(&event.payload), seq, built)?;
             let entry = SealOnWrite {
                 logged,
                 key: data_key,
-                payload: event.payload.clone(),
+                plain: match plain {
+                    Some(plain) => Plain::Encoded(plain),
+                    None => Plain::Payload(event.payload.clone()),
+                },
             };
             let logged_at = work.batch().append_log_with(move || entry.encode());
             debug_assert_eq!(logged_at, seq);
@@ -932,24 +932,35 @@ impl Engine {
 /// thread, while the batch is applied.
 const AHEAD_FROM: usize = 32;
 
-/// What the matcher makes of a profile event's record were the record new (its prepared
-/// form, blocking keys and compact form): worked out on another thread while the batch
-/// is applied, and used where the record is new, for then it is exactly what applying
-/// the event gives (a new record's values do not depend on the event's stamp).
 /// An event's log entry, its payload sealed with its data key as the entry is encoded:
 /// on the thread that writes the batch, when that is not the one applying it.
 struct SealOnWrite {
     /// The event as logged but for its sealed payload.
     logged: LoggedEvent,
     key: DataKey,
-    payload: cmdm_domain::Payload,
+    plain: Plain,
+}
+
+/// The payload a log entry seals.
+enum Plain {
+    /// Encoded already (JSON), ahead of the batch.
+    Encoded(Vec<u8>),
+    /// To be encoded with the entry.
+    Payload(cmdm_domain::Payload),
 }
 
 impl SealOnWrite {
     /// The entry in its stored form ([`LogEntry::to_stored`]).
     fn encode(&self) -> std::result::Result<Vec<u8>, String> {
-        let plain = serde_json::to_vec(&self.payload).map_err(|e| e.to_string())?;
-        let sealed = self.key.seal(&plain).map_err(|e| e.to_string())?;
+        let encoded;
+        let plain = match &self.plain {
+            Plain::Encoded(plain) => plain,
+            Plain::Payload(payload) => {
+                encoded = serde_json::to_vec(payload).map_err(|e| e.to_string())?;
+                &encoded
+            }
+        };
+        let sealed = self.key.seal(plain).map_err(|e| e.to_string())?;
         LogEntry::Event(LoggedEvent {
             sealed,
             ..self.logged.clone()
@@ -958,32 +969,50 @@ impl SealOnWrite {
     }
 }
 
+/// What can be worked out about an event before its batch is applied, on another
+/// thread while the batch is applied: the payload as its log entry seals it, and for a
+/// profile event what the event makes of its record were the record new.
 struct Ahead {
-    prepared: Prepared,
+    /// The payload encoded for its log entry; `None` if it would not encode (the entry
+    /// then encodes it again, and reports why).
+    plain: Option<Vec<u8>>,
+    fresh: Option<Fresh>,
+}
+
+/// A profile event's record were the record new: the record, its prepared form, blocking
+/// keys and compact form; used where the record is new, for then it is exactly what
+/// applying the event gives (but for the stamps' sequence number, set when it is used).
+struct Fresh {
+    built: Built,
     keys: Vec<BlockKey>,
     form: Option<Compact>,
 }
 
-fn ahead(matcher: &dyn Matcher, event: &InboundEvent) -> Option<Ahead> {
-    if !matches!(event.payload, cmdm_domain::Payload::Profile(_)) {
-        return None;
-    }
-    let mut record = SourceRecord::new(event.key());
-    record.apply(
-        &event.payload,
-        cmdm_domain::Stamp {
-            time: event.time,
-            seq: 0,
-        },
-    );
-    let prepared = matcher.prepare(&record);
-    let keys = matcher.block_keys(&prepared);
-    let form = (!prepared.values.is_empty()).then(|| matcher.compact(&prepared));
-    Some(Ahead {
-        prepared,
-        keys,
-        form,
-    })
+fn ahead(matcher: &dyn Matcher, event: &InboundEvent) -> Ahead {
+    let plain = serde_json::to_vec(&event.payload).ok();
+    let fresh = matches!(event.payload, cmdm_domain::Payload::Profile(_)).then(|| {
+        let mut record = SourceRecord::new(event.key());
+        let change = record.apply(
+            &event.payload,
+            cmdm_domain::Stamp {
+                time: event.time,
+                seq: 0,
+            },
+        );
+        let prepared = matcher.prepare(&record);
+        let keys = matcher.block_keys(&prepared);
+        let form = (!prepared.values.is_empty()).then(|| matcher.compact(&prepared));
+        Fresh {
+            built: Built {
+                record,
+                change,
+                prepared,
+            },
+            keys,
+            form,
+        }
+    });
+    Ahead { plain, fresh }
 }
 
 /// An entity with its members' compact forms borrowed from the index, in source key

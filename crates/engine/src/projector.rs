@@ -124,6 +124,16 @@ impl<'s> Working<'s> {
         Ok(&mut worked.held)
     }
 
+    /// Takes in a record neither the store nor the batch holds, built elsewhere; the
+    /// batch writes it when it ends.
+    fn adopt(&mut self, record: SourceRecord) {
+        let held = Worked {
+            held: Held::new(record),
+            changed: true,
+        };
+        self.records.insert(held.held.record.key.clone(), held);
+    }
+
     /// A source record, new if the store has none.
     fn record(&mut self, key: &SourceKey) -> Result<&mut SourceRecord> {
         Ok(&mut self.held(key)?.record)
@@ -308,6 +318,15 @@ impl<'s> Working<'s> {
     }
 }
 
+/// A record the store does not hold, built on another thread from its first event
+/// (every stamp with sequence number 0, for the event's number was not known yet): what
+/// applying the event to a new record gives, what it changed, and the prepared form.
+pub(crate) struct Built {
+    pub record: SourceRecord,
+    pub change: RecordChange,
+    pub prepared: Prepared,
+}
+
 /// A source record in a batch's working set.
 pub(crate) struct Worked {
     held: Held,
@@ -421,17 +440,17 @@ pub(crate) fn id_key(id: GoldenId) -> [u8; 8] {
 impl Projector<'_> {
     /// Applies a spoke event to its source record and its prepared form. `payload` is
     /// `None` when the record's data key was erased: the event then only counts for dedup.
-    /// `prepared` is the record's prepared form after the event where the caller has it
-    /// already (worked out ahead for a record the store does not hold yet). Returns
-    /// whether the record is active after the event, what the event changed, and the
-    /// prepared form when the profile changed.
+    /// `built` is the record the event makes where the caller has it already (worked out
+    /// ahead for a record the store does not hold yet). Returns whether the record is
+    /// active after the event, what the event changed, and the prepared form when the
+    /// profile changed.
     pub fn event(
         &self,
         work: &mut Working<'_>,
         event: &LoggedEvent,
         payload: Option<&Payload>,
         seq: u64,
-        prepared: Option<Prepared>,
+        built: Option<Built>,
     ) -> Result<(bool, RecordChange, Option<Prepared>)> {
         work.batch().put(
             TreeName::Dedup,
@@ -452,15 +471,25 @@ impl Projector<'_> {
         };
         // A record nobody held yet belongs to no entity: its membership is not looked up.
         let unheld = work.is_unheld(&key)?;
+        let (change, prepared) = match built {
+            Some(built) if unheld => {
+                let mut record = built.record;
+                record.note(seq);
+                record.renumber(seq);
+                work.adopt(record);
+                (built.change, Some(built.prepared))
+            }
+            _ => {
+                let record = work.record(&key)?;
+                record.note(seq);
+                let stamp = Stamp {
+                    time: event.time,
+                    seq,
+                };
+                (record.apply(payload, stamp), None)
+            }
+        };
         let record = work.record(&key)?;
-        record.note(seq);
-        let change = record.apply(
-            payload,
-            Stamp {
-                time: event.time,
-                seq,
-            },
-        );
         let active = record.is_active();
         let prepared = (change == RecordChange::Profile)
             .then(|| prepared.unwrap_or_else(|| self.matcher.prepare(record)));
