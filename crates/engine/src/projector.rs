@@ -251,7 +251,12 @@ impl<'s> Working<'s> {
     /// no member is removed.
     pub fn settle(&mut self) -> Result<()> {
         for (id, seq) in std::mem::take(&mut self.stale) {
-            let Some(members) = self.entity(id)?.map(|g| g.members.clone()) else {
+            // Taken out while its records are loaded, and put back below.
+            let Some(members) = self
+                .entity_slot(id)?
+                .as_mut()
+                .map(|g| std::mem::take(&mut g.members))
+            else {
                 continue;
             };
             if members.is_empty() {
@@ -267,6 +272,7 @@ impl<'s> Working<'s> {
             let survived = survive(records.clone(), self.rules);
             let contact_points = held_contact_points(self.matcher, records);
             let golden = self.entity_mut(id)?;
+            golden.members = members;
             golden.contact_points = contact_points;
             golden.attributes = survived.attributes;
             golden.consents = survived.consents;

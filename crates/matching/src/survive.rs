@@ -71,18 +71,18 @@ pub fn survive<'a>(
     members: impl IntoIterator<Item = &'a SourceRecord>,
     rules: &Survivorship,
 ) -> Survived {
-    let mut offered: BTreeMap<&str, Vec<(&str, &SourceKey, Stamp)>> = BTreeMap::new();
+    // Every set attribute of every record: (name, value, record, stamp).
+    let mut offered: Vec<Offered<'_>> = Vec::new();
     let mut preferences: BTreeMap<String, (GoldenValue, Stamp)> = BTreeMap::new();
     let mut consents: BTreeMap<String, (GoldenConsent, Stamp)> = BTreeMap::new();
     // A do-not-contact from any record holds for the whole entity, whatever is more recent.
     let mut dnc_held: BTreeMap<String, (GoldenValue, Stamp)> = BTreeMap::new();
     for record in members.into_iter().filter(|r| r.is_active()) {
-        for (name, value, stamp) in record.live_attributes() {
-            offered
-                .entry(name)
-                .or_default()
-                .push((value, &record.key, stamp));
-        }
+        offered.extend(
+            record
+                .live_attributes()
+                .map(|(name, value, stamp)| (name, value, &record.key, stamp)),
+        );
         for (item, value) in &record.preferences {
             offer(
                 &mut preferences,
@@ -129,11 +129,14 @@ pub fn survive<'a>(
     if let Some(dnc) = dnc_held.remove(DO_NOT_CONTACT) {
         preferences.insert(DO_NOT_CONTACT.to_owned(), dnc);
     }
+    // Grouped by attribute; which value an attribute gets does not depend on the order.
+    offered.sort_unstable_by(|a, b| a.0.cmp(b.0));
     let attributes = offered
-        .into_iter()
-        .filter_map(|(name, values)| {
+        .chunk_by(|a, b| a.0 == b.0)
+        .filter_map(|values| {
+            let name = values[0].0;
             let strategy = rules.attributes.get(name).copied().unwrap_or(rules.default);
-            choose(&values, strategy, rules).map(|(value, source, stamp)| {
+            choose(values, strategy, rules).map(|(_, value, source, stamp)| {
                 let golden = GoldenValue {
                     value: value.to_owned(),
                     source: source.clone(),
@@ -150,38 +153,41 @@ pub fn survive<'a>(
     }
 }
 
-/// Picks one offered value by the strategy; every tie falls to the most recent rule, so
-/// the choice never depends on the order of the records.
+/// An attribute's value offered by a record: (name, value, record, stamp).
+type Offered<'a> = (&'a str, &'a str, &'a SourceKey, Stamp);
+
+/// Picks one of an attribute's offered values by the strategy; every tie falls to the
+/// most recent rule, so the choice never depends on the order of the records.
 fn choose<'a>(
-    values: &[(&'a str, &'a SourceKey, Stamp)],
+    values: &[Offered<'a>],
     strategy: Strategy,
     rules: &Survivorship,
-) -> Option<(&'a str, &'a SourceKey, Stamp)> {
-    let recent = |a: &(&str, &SourceKey, Stamp), b: &(&str, &SourceKey, Stamp)| {
+) -> Option<Offered<'a>> {
+    let recent = |a: &Offered<'_>, b: &Offered<'_>| {
         rules
-            .prefer((a.1, a.2), (b.1, b.2))
-            .then_with(|| b.0.cmp(a.0))
+            .prefer((a.2, a.3), (b.2, b.3))
+            .then_with(|| b.1.cmp(a.1))
     };
     let folded = |v: &str| crate::normalise::fold(v);
     let frequency = |v: &str| {
         values
             .iter()
-            .filter(|(w, _, _)| folded(w) == folded(v))
+            .filter(|(_, w, _, _)| folded(w) == folded(v))
             .count()
     };
     values.iter().copied().max_by(|a, b| match strategy {
         Strategy::MostRecent => recent(a, b),
         Strategy::SourceTrust => rules
-            .trust_rank(&b.1.source)
-            .cmp(&rules.trust_rank(&a.1.source))
+            .trust_rank(&b.2.source)
+            .cmp(&rules.trust_rank(&a.2.source))
             .then_with(|| recent(a, b)),
-        Strategy::MostFrequent => frequency(a.0)
-            .cmp(&frequency(b.0))
+        Strategy::MostFrequent => frequency(a.1)
+            .cmp(&frequency(b.1))
             .then_with(|| recent(a, b)),
         Strategy::MostComplete => {
-            a.0.chars()
+            a.1.chars()
                 .count()
-                .cmp(&b.0.chars().count())
+                .cmp(&b.1.chars().count())
                 .then_with(|| recent(a, b))
         }
     })
