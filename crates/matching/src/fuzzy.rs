@@ -5,9 +5,9 @@ use cmdm_domain::{FieldWeight, GoldenId, MatchExplanation, SourceRecord};
 use serde::{Deserialize, Serialize};
 
 use crate::compact::Compact;
-use crate::model::{Model, Probe};
+use crate::model::{Model, Probe, ProbePlan};
 use crate::prepare::{PrepareConfig, Prepared, prepare};
-use crate::sketch::{Sketch, SketchLayout};
+use crate::sketch::Sketch;
 use crate::{BlockKey, EntityCandidate, MatchOutcome, Matcher, Member, PairVerdict, blocking};
 
 /// Matcher settings besides the model.
@@ -42,8 +42,8 @@ impl Default for MatcherConfig {
 pub struct FuzzyMatcher {
     model: Model,
     config: MatcherConfig,
-    /// The model's sketch layout, worked out once.
-    layout: SketchLayout,
+    /// What every probe needs of the model, worked out once.
+    plan: ProbePlan,
 }
 
 /// How a record fits one entity.
@@ -60,11 +60,11 @@ impl FuzzyMatcher {
     /// A matcher over a validated model.
     pub fn new(model: Model, config: MatcherConfig) -> Result<Self, String> {
         model.validate()?;
-        let layout = SketchLayout::of(&model);
+        let plan = ProbePlan::of(&model);
         Ok(FuzzyMatcher {
             model,
             config,
-            layout,
+            plan,
         })
     }
 
@@ -191,11 +191,11 @@ impl Matcher for FuzzyMatcher {
     }
 
     fn probe<'a>(&self, record: &'a Compact) -> Probe<'a> {
-        self.model.probe_with(record, &self.layout)
+        self.model.probe_with(record, &self.plan)
     }
 
     fn sketch(&self, record: &Compact) -> Sketch {
-        self.layout.sketch(record)
+        self.plan.layout().sketch(record)
     }
 
     fn decide(

@@ -294,6 +294,67 @@ pub struct Probe<'a> {
     prior: f64,
 }
 
+/// What every probe needs of a model, worked out once: the sketch layout, and each
+/// field's level weights, with an exact agreement's weight by value where the field has
+/// term frequencies (the same sums as the model's, so scores agree to the bit).
+#[derive(Debug, Clone)]
+pub struct ProbePlan {
+    layout: SketchLayout,
+    fields: Vec<FieldPlan>,
+}
+
+#[derive(Debug, Clone)]
+struct FieldPlan {
+    /// Each level's weight (a model has at most four levels; past them, never reached).
+    weights: [f64; 4],
+    levels: usize,
+    /// Whether the field is one of the thresholds' `conflict_fields`.
+    conflict: bool,
+    /// An exact agreement's weight by the value agreed on, and for a value not listed.
+    exact: Option<(foldhash::HashMap<String, f64>, f64)>,
+}
+
+impl ProbePlan {
+    /// The plan of a model.
+    pub fn of(model: &Model) -> Self {
+        let fields = model
+            .fields
+            .iter()
+            .map(|f| {
+                let mut weights = [f64::NEG_INFINITY; 4];
+                for (level, l) in f.levels.iter().enumerate().take(4) {
+                    weights[level] = l.weight();
+                }
+                let m = f.levels.first().map_or(0.0, |l| l.m).max(1e-12);
+                let exact_weight = |share: f64| (m / share.max(1e-12)).log2();
+                let exact = f.term_frequencies.as_ref().map(|tf| {
+                    let by_value = tf
+                        .values
+                        .iter()
+                        .map(|(value, &share)| (value.clone(), exact_weight(share)))
+                        .collect();
+                    (by_value, exact_weight(tf.unseen))
+                });
+                FieldPlan {
+                    weights,
+                    levels: f.levels.len().min(4),
+                    conflict: model.thresholds.conflict_fields.contains(&f.field),
+                    exact: exact.filter(|_| !f.levels.is_empty()),
+                }
+            })
+            .collect();
+        ProbePlan {
+            layout: SketchLayout::of(model),
+            fields,
+        }
+    }
+
+    /// The model's sketch layout.
+    pub fn layout(&self) -> &SketchLayout {
+        &self.layout
+    }
+}
+
 /// One field of a probe.
 #[derive(Debug, Clone)]
 struct Step<'a> {
@@ -544,35 +605,33 @@ impl Model {
 
     /// A record made ready to be compared with many others.
     pub fn probe<'a>(&self, record: &'a Compact) -> Probe<'a> {
-        self.probe_with(record, &SketchLayout::of(self))
+        self.probe_with(record, &ProbePlan::of(self))
     }
 
-    /// `probe` with the model's sketch layout worked out once by the caller.
-    pub fn probe_with<'a>(&self, record: &'a Compact, layout: &SketchLayout) -> Probe<'a> {
-        let conflict_fields = &self.thresholds.conflict_fields;
+    /// `probe` with what every probe needs of the model worked out once by the caller.
+    pub fn probe_with<'a>(&self, record: &'a Compact, plan: &ProbePlan) -> Probe<'a> {
         let steps: Vec<Step<'a>> = self
             .fields
             .iter()
+            .zip(&plan.fields)
             .enumerate()
-            .filter_map(|(i, f)| {
+            .filter_map(|(i, (f, planned))| {
                 let view = record.view(i)?;
-                let mut weights = [f64::NEG_INFINITY; 4];
-                for (level, l) in f.levels.iter().enumerate().take(4) {
-                    weights[level] = match (&f.term_frequencies, level) {
-                        (Some(tf), 0) => (l.m.max(1e-12) / tf.of(view.value).max(1e-12)).log2(),
-                        _ => l.weight(),
-                    };
+                let mut weights = planned.weights;
+                if let Some((by_value, unseen)) = &planned.exact {
+                    weights[0] = by_value.get(view.value).copied().unwrap_or(*unseen);
                 }
                 Some(Step {
                     field: i,
                     kind: f.kind,
                     view,
                     weights,
-                    conflict: conflict_fields.contains(&f.field),
-                    sketched: layout
+                    conflict: planned.conflict,
+                    sketched: plan
+                        .layout
                         .place(i)
                         .map(|place| (place, place.encode(f.kind, view))),
-                    levels: f.levels.len().min(4),
+                    levels: planned.levels,
                     best: weights.iter().copied().fold(0.0, f64::max),
                 })
             })
@@ -732,10 +791,10 @@ mod tests {
                     });
                 }
             }
-            let layout = SketchLayout::of(&model);
+            let plan = ProbePlan::of(&model);
             let (ca, cb) = (model.compact(&person(&a)), model.compact(&person(&b)));
-            let probe = model.probe_with(&ca, &layout);
-            let sketch = layout.sketch(&cb);
+            let probe = model.probe_with(&ca, &plan);
+            let sketch = plan.layout().sketch(&cb);
             prop_assert!(probe.sketch_bound(&sketch) >= probe.quick_score(&cb).0);
             if Model::may_reach(&probe, &cb, floor) {
                 prop_assert!(probe.sketch_may_reach(&sketch, floor));
