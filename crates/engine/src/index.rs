@@ -69,7 +69,10 @@ pub(crate) enum Found<'a> {
 /// Candidate lookup without touching the store.
 #[derive(Debug)]
 pub(crate) struct MatchIndex {
-    slots: FastMap<SourceKey, Slot>,
+    /// Each record's slot, found by its key's hash and compared with `records`, where
+    /// the key is kept once.
+    slots: hashbrown::HashTable<Slot>,
+    key_hasher: foldhash::fast::RandomState,
     records: Vec<Record>,
     /// Blocking keys by a 64-bit hash of their text: a collision can only add a
     /// candidate, which scoring then rejects.
@@ -95,7 +98,8 @@ fn block_hash(key: &str) -> u64 {
 impl MatchIndex {
     fn empty(generic_limit: usize) -> Self {
         MatchIndex {
-            slots: FastMap::default(),
+            slots: hashbrown::HashTable::new(),
+            key_hasher: foldhash::fast::RandomState::default(),
             records: Vec::new(),
             blocks: FastMap::default(),
             lists: Vec::new(),
@@ -155,7 +159,12 @@ impl MatchIndex {
     }
 
     fn slot(&mut self, key: &SourceKey) -> Slot {
-        if let Some(&slot) = self.slots.get(key) {
+        let hash = self.key_hasher.hash_one(key);
+        let records = &self.records;
+        if let Some(&slot) = self
+            .slots
+            .find(hash, |&slot| records[slot as usize].key == *key)
+        {
             return slot;
         }
         let slot = Slot::try_from(self.records.len())
@@ -169,7 +178,10 @@ impl MatchIndex {
             entity: NO_ENTITY,
             alone: false,
         });
-        self.slots.insert(key.clone(), slot);
+        let (records, hasher) = (&self.records, &self.key_hasher);
+        self.slots.insert_unique(hash, slot, |&slot| {
+            hasher.hash_one(&records[slot as usize].key)
+        });
         slot
     }
 
@@ -325,7 +337,10 @@ impl MatchIndex {
 
     /// The slot of a source record, if indexed.
     pub fn find(&self, key: &SourceKey) -> Option<Slot> {
-        self.slots.get(key).copied()
+        let hash = self.key_hasher.hash_one(key);
+        self.slots
+            .find(hash, |&slot| self.records[slot as usize].key == *key)
+            .copied()
     }
 
     /// A record's source key.
