@@ -106,8 +106,8 @@ pub(crate) fn record_view(record: &SourceRecord, entity: Option<GoldenId>) -> pb
 
 pub(crate) fn key_to_proto(key: &SourceKey) -> pb::SourceKey {
     pb::SourceKey {
-        source: key.source.clone(),
-        subject: key.subject.clone(),
+        source: key.source.to_string(),
+        subject: key.subject.to_string(),
     }
 }
 

@@ -211,8 +211,8 @@ impl Row {
         );
         Ok(InboundEvent {
             id: format!("csv-{}", self.subject),
-            source: key.source,
-            subject: key.subject,
+            source: key.source.to_string(),
+            subject: key.subject.to_string(),
             time,
             payload: Payload::Profile(patch),
         })

@@ -168,8 +168,8 @@ impl LoggedEvent {
     /// The spoke record the event is about.
     pub fn key(&self) -> SourceKey {
         SourceKey {
-            source: self.source.clone(),
-            subject: self.subject.clone(),
+            source: self.source.as_str().into(),
+            subject: self.subject.as_str().into(),
         }
     }
 }

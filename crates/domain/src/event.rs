@@ -327,8 +327,8 @@ impl InboundEvent {
     /// The spoke record this event is about.
     pub fn key(&self) -> SourceKey {
         SourceKey {
-            source: self.source.clone(),
-            subject: self.subject.clone(),
+            source: self.source.as_str().into(),
+            subject: self.subject.as_str().into(),
         }
     }
 

@@ -5,11 +5,13 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::DomainError;
 
-/// A spoke's own record: the spoke system (`pos`, `web`, …) and its record id.
+/// A spoke's own record: the spoke system (`pos`, `web`, …) and its record id. Both
+/// parts are shared text: a key is copied wherever its record is named (golden values'
+/// provenance, members, decisions), and a copy is two reference counts, not two strings.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct SourceKey {
-    pub source: String,
-    pub subject: String,
+    pub source: std::sync::Arc<str>,
+    pub subject: std::sync::Arc<str>,
 }
 
 impl SourceKey {
@@ -18,8 +20,8 @@ impl SourceKey {
         validate_source(source)?;
         validate_subject(subject)?;
         Ok(SourceKey {
-            source: source.to_owned(),
-            subject: subject.to_owned(),
+            source: source.into(),
+            subject: subject.into(),
         })
     }
 
@@ -140,8 +142,8 @@ mod tests {
     #[test]
     fn source_key_round_trips_and_keeps_slashes_in_subject() {
         let key: SourceKey = "crm/acct/42".parse().unwrap();
-        assert_eq!(key.source, "crm");
-        assert_eq!(key.subject, "acct/42");
+        assert_eq!(&*key.source, "crm");
+        assert_eq!(&*key.subject, "acct/42");
         assert_eq!(key.encode(), "crm/acct/42");
         assert!("CRM/1".parse::<SourceKey>().is_err());
         assert!("crm/".parse::<SourceKey>().is_err());

@@ -18,7 +18,7 @@ use criterion::{Criterion, criterion_group, criterion_main};
 fn source_record(i: usize, r: &SynthRecord) -> SourceRecord {
     let key = SourceKey {
         source: "bench".into(),
-        subject: i.to_string(),
+        subject: i.to_string().into(),
     };
     let mut record = SourceRecord::new(key);
     let patch = r

@@ -316,7 +316,7 @@ mod tests {
                 .enumerate()
                 .map(|(i, (t, s, n))| {
                     let mut r = record(sources[*s], *t, names[*n]);
-                    r.key.subject = i.to_string();
+                    r.key.subject = i.to_string().into();
                     r
                 })
                 .collect();
