@@ -206,7 +206,13 @@ pub struct Level {
 impl Level {
     /// The level's weight, log2(m/u).
     pub fn weight(&self) -> f64 {
-        (self.m.max(1e-12) / self.u.max(1e-12)).log2()
+        self.weight_against(self.u)
+    }
+
+    /// The weight of agreeing on a value that a share `share` of records hold:
+    /// log2(m/share), for the exact level of a field with term frequencies.
+    pub fn weight_against(&self, share: f64) -> f64 {
+        (self.m.max(1e-12) / share.max(1e-12)).log2()
     }
 }
 
@@ -325,21 +331,23 @@ impl ProbePlan {
                 for (level, l) in f.levels.iter().enumerate().take(4) {
                     weights[level] = l.weight();
                 }
-                let m = f.levels.first().map_or(0.0, |l| l.m).max(1e-12);
-                let exact_weight = |share: f64| (m / share.max(1e-12)).log2();
-                let exact = f.term_frequencies.as_ref().map(|tf| {
-                    let by_value = tf
-                        .values
-                        .iter()
-                        .map(|(value, &share)| (value.clone(), exact_weight(share)))
-                        .collect();
-                    (by_value, exact_weight(tf.unseen))
-                });
+                let exact = f
+                    .levels
+                    .first()
+                    .zip(f.term_frequencies.as_ref())
+                    .map(|(l, tf)| {
+                        let by_value = tf
+                            .values
+                            .iter()
+                            .map(|(value, &share)| (value.clone(), l.weight_against(share)))
+                            .collect();
+                        (by_value, l.weight_against(tf.unseen))
+                    });
                 FieldPlan {
                     weights,
                     levels: f.levels.len().min(4),
                     conflict: model.thresholds.conflict_fields.contains(&f.field),
-                    exact: exact.filter(|_| !f.levels.is_empty()),
+                    exact,
                 }
             })
             .collect();
@@ -567,7 +575,7 @@ impl Model {
             let level = f.kind.level_of(va, vb);
             let l = &f.levels[level];
             let w = match (&f.term_frequencies, level) {
-                (Some(tf), 0) => (l.m.max(1e-12) / tf.of(va.value).max(1e-12)).log2(),
+                (Some(tf), 0) => l.weight_against(tf.of(va.value)),
                 _ => l.weight(),
             };
             visit(f, level, w);
@@ -603,7 +611,8 @@ impl Model {
         PairScore { weight, fields }
     }
 
-    /// A record made ready to be compared with many others.
+    /// A record made ready to be compared with many others (the plan is worked out
+    /// for this call: a matcher keeps one and calls `probe_with`).
     pub fn probe<'a>(&self, record: &'a Compact) -> Probe<'a> {
         self.probe_with(record, &ProbePlan::of(self))
     }
