@@ -29,27 +29,29 @@ const GENERIC: u32 = u32::MAX;
 
 /// A record's entry. Screening a candidate reads the first cache line only (the sketch,
 /// the entity and whether the record is alone in it), and most candidates go no further:
-/// hence the fixed layout, and the alignment that keeps that line whole.
+/// hence the fixed layout, and the alignment that keeps that line whole. The form, read
+/// for the few whose sketch passes, starts the second line with the key.
 #[derive(Debug)]
 #[repr(C, align(64))]
 struct Record {
     /// The form's sketch, which rules out most candidates without reading the form;
     /// meaningless without a form.
     sketch: Sketch,
-    /// The form the matcher compares, present while the record has stored features (its
-    /// prepared form, which the index does not keep: readers take it from the store).
-    form: Option<Compact>,
     /// The record's entity's id, or `NO_ENTITY`: eight bytes where an `Option` takes 16,
-    /// so that the first line holds all of the above.
+    /// so that the first line holds it with the sketch.
     entity: u64,
     /// Whether the record is its entity's only member: most candidates are, and then
     /// screening the entity reads nothing but this record.
     alone: bool,
+    /// The form the matcher compares, present while the record has stored features (its
+    /// prepared form, which the index does not keep: readers take it from the store).
+    form: Option<Compact>,
     key: SourceKey,
 }
 
-// The screened fields fill the first line, the key starts the second.
-const _: () = assert!(std::mem::offset_of!(Record, key) == 64);
+// The screened fields fill the first line, the form starts the second.
+const _: () = assert!(std::mem::offset_of!(Record, form) == 64);
+const _: () = assert!(std::mem::size_of::<Record>() == 128);
 
 /// `Record::entity` of a record in no entity (golden ids are sequence numbers, far below).
 const NO_ENTITY: u64 = u64::MAX;

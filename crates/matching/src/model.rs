@@ -297,6 +297,11 @@ pub struct Probe<'a> {
     /// Screening order: cheap fields first, each with what it and the fields after it
     /// can add at most.
     screening: Vec<(usize, f64)>,
+    /// Sketch screening order: the sketched fields that can take away the most first,
+    /// each with what it and the sketched fields after it can add at most.
+    sketch_screening: Vec<(usize, f64)>,
+    /// The prior and the most the fields without a place in the sketch can add.
+    sketch_base: f64,
     prior: f64,
 }
 
@@ -307,6 +312,9 @@ pub struct Probe<'a> {
 pub struct ProbePlan {
     layout: SketchLayout,
     fields: Vec<FieldPlan>,
+    /// The sketched fields, those that can take away the most first (what a field proved
+    /// different takes away at most: its best weight less its worst).
+    sketch_order: Vec<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -318,12 +326,14 @@ struct FieldPlan {
     conflict: bool,
     /// An exact agreement's weight by the value agreed on, and for a value not listed.
     exact: Option<(foldhash::HashMap<String, f64>, f64)>,
+    /// The best weight of the other levels for each set of them a sketch may leave.
+    best_by_set: sketch::BestBySet,
 }
 
 impl ProbePlan {
     /// The plan of a model.
     pub fn of(model: &Model) -> Self {
-        let fields = model
+        let fields: Vec<FieldPlan> = model
             .fields
             .iter()
             .map(|f| {
@@ -343,17 +353,34 @@ impl ProbePlan {
                             .collect();
                         (by_value, l.weight_against(tf.unseen))
                     });
+                let levels = f.levels.len().min(4);
                 FieldPlan {
                     weights,
-                    levels: f.levels.len().min(4),
+                    levels,
                     conflict: model.thresholds.conflict_fields.contains(&f.field),
                     exact,
+                    best_by_set: sketch::best_by_set(&weights, levels),
                 }
             })
             .collect();
+        let layout = SketchLayout::of(model);
+        let loss = |f: &FieldPlan| {
+            let weights = &f.weights[..f.levels];
+            let best = weights.iter().copied().fold(0.0, f64::max);
+            best - weights.iter().copied().fold(f64::INFINITY, f64::min)
+        };
+        let mut sketch_order: Vec<usize> = (0..fields.len())
+            .filter(|&i| layout.place(i).is_some())
+            .collect();
+        sketch_order.sort_by(|&x, &y| {
+            loss(&fields[y])
+                .total_cmp(&loss(&fields[x]))
+                .then(x.cmp(&y))
+        });
         ProbePlan {
-            layout: SketchLayout::of(model),
+            layout,
             fields,
+            sketch_order,
         }
     }
 
@@ -376,6 +403,8 @@ struct Step<'a> {
     conflict: bool,
     /// Where the field lies in a sketch, with the probed value's part there.
     sketched: Option<(Place, u64)>,
+    /// The best weight for each set of levels a sketch may leave possible.
+    best_by_set: sketch::BestBySet,
     /// How many levels the field's kind has.
     levels: usize,
     /// The most the field can add: its best weight, or nothing (an absent value).
@@ -412,7 +441,9 @@ impl<'a> Probe<'a> {
         let mut bound = self.prior;
         for step in &self.steps {
             bound += match step.sketched {
-                Some((place, a)) => sketch::bound(place, a, b, &step.weights, step.levels),
+                Some((place, a)) => {
+                    sketch::bound(place, a, b, step.weights[0], &step.best_by_set, step.levels)
+                }
                 None => step.best,
             };
         }
@@ -420,10 +451,24 @@ impl<'a> Probe<'a> {
     }
 
     /// Whether a record with sketch `b` may score at least `floor`: false only where
-    /// `Model::may_reach` is false too, without reading the record's compact form.
+    /// `Model::may_reach` is false too, without reading the record's compact form. Sums
+    /// `sketch_bound`'s terms, the ones that can take away most first, and gives up as
+    /// soon as the rest cannot make up the gap.
     pub fn sketch_may_reach(&self, b: &Sketch, floor: f64) -> bool {
         // `may_reach` sums in another order and leaves 1e-6 for rounding: leave more.
-        self.sketch_bound(b) >= floor - 1e-5
+        let floor = floor - 1e-5;
+        let mut bound = self.sketch_base;
+        for &(s, headroom) in &self.sketch_screening {
+            if bound + headroom < floor {
+                return false;
+            }
+            let step = &self.steps[s];
+            if let Some((place, a)) = step.sketched {
+                bound +=
+                    sketch::bound(place, a, b, step.weights[0], &step.best_by_set, step.levels);
+            }
+        }
+        bound >= floor
     }
 }
 
@@ -640,6 +685,7 @@ impl Model {
                         .layout
                         .place(i)
                         .map(|place| (place, place.encode(f.kind, view))),
+                    best_by_set: planned.best_by_set,
                     levels: planned.levels,
                     best: weights.iter().copied().fold(0.0, f64::max),
                 })
@@ -652,11 +698,32 @@ impl Model {
             after += steps[*s].weights.iter().copied().fold(0.0, f64::max);
             *headroom = after;
         }
+        // The plan's order, of the fields the record has (steps are in field order).
+        let mut sketch_screening: Vec<(usize, f64)> = plan
+            .sketch_order
+            .iter()
+            .filter_map(|field| steps.binary_search_by_key(field, |step| step.field).ok())
+            .map(|s| (s, 0.0))
+            .collect();
+        let mut after = 0.0;
+        for (s, headroom) in sketch_screening.iter_mut().rev() {
+            after += steps[*s].best;
+            *headroom = after;
+        }
+        let prior = self.prior_weight();
+        let sketch_base = prior
+            + steps
+                .iter()
+                .filter(|step| step.sketched.is_none())
+                .map(|step| step.best)
+                .sum::<f64>();
         Probe {
             form: record,
             steps,
             screening,
-            prior: self.prior_weight(),
+            sketch_screening,
+            sketch_base,
+            prior,
         }
     }
 
