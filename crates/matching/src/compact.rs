@@ -44,7 +44,8 @@ impl Compact {
     /// Lays out `prepared` for `model`'s fields.
     pub fn new(model: &Model, prepared: &Prepared) -> Self {
         let n = model.fields.len().min(MAX);
-        let mut text = String::new();
+        // Most records' pieces fit without growing it.
+        let mut text = String::with_capacity(128);
         let mut ends: Vec<usize> = Vec::with_capacity(n * 3);
         let mut full = false;
         for field in model.fields.iter().take(n) {

@@ -215,11 +215,18 @@ const NICKNAMES: &[(&str, &str)] = &[
 
 /// The formal form of a folded given name if it is a known diminutive, else itself.
 pub fn formal_given_name(folded: &str) -> &str {
-    NICKNAMES
-        .iter()
-        .find(|(nick, _)| *nick == folded)
-        .map_or(folded, |(_, formal)| formal)
+    FORMAL_NAMES.get(folded).copied().unwrap_or(folded)
 }
+
+/// `NICKNAMES` by nickname, the first listed where one is listed twice.
+static FORMAL_NAMES: std::sync::LazyLock<foldhash::HashMap<&'static str, &'static str>> =
+    std::sync::LazyLock::new(|| {
+        let mut formal = foldhash::HashMap::default();
+        for &(nick, name) in NICKNAMES {
+            formal.entry(nick).or_insert(name);
+        }
+        formal
+    });
 
 /// Whether a date order is day-first or month-first for ambiguous `01/02/2000`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
