@@ -456,20 +456,37 @@ impl<'a> Probe<'a> {
     /// soon as the rest cannot make up the gap.
     pub fn sketch_may_reach(&self, b: &Sketch, floor: f64) -> bool {
         // `may_reach` sums in another order and leaves 1e-6 for rounding: leave more.
-        let floor = floor - 1e-5;
-        let mut bound = self.sketch_base;
-        for &(s, headroom) in &self.sketch_screening {
-            if bound + headroom < floor {
-                return false;
-            }
-            let step = &self.steps[s];
-            if let Some((place, a)) = step.sketched {
-                bound +=
-                    sketch::bound(place, a, b, step.weights[0], &step.best_by_set, step.levels);
-            }
-        }
-        bound >= floor
+        may_sum_to(
+            self.sketch_base,
+            &self.sketch_screening,
+            floor - 1e-5,
+            |s| {
+                let step = &self.steps[s];
+                step.sketched.map_or(0.0, |(place, a)| {
+                    sketch::bound(place, a, b, step.weights[0], &step.best_by_set, step.levels)
+                })
+            },
+        )
     }
+}
+
+/// Whether `start` and the terms of the steps in `order` may sum to `floor`: each step
+/// comes with what it and the steps after it can add at most, so the sum is given up as
+/// soon as that cannot make up the gap.
+fn may_sum_to(
+    start: f64,
+    order: &[(usize, f64)],
+    floor: f64,
+    mut term: impl FnMut(usize) -> f64,
+) -> bool {
+    let mut sum = start;
+    for &(s, headroom) in order {
+        if sum + headroom < floor {
+            return false;
+        }
+        sum += term(s);
+    }
+    sum >= floor
 }
 
 /// A pair's score with its explanation.
@@ -732,18 +749,11 @@ impl Model {
     /// false for a pair whose `quick_score` reaches `floor`.
     pub fn may_reach(probe: &Probe<'_>, b: &Compact, floor: f64) -> bool {
         // Sums run in another order than `quick_score`'s: leave room for rounding.
-        let floor = floor - 1e-6;
-        let mut weight = probe.prior;
-        for &(s, headroom) in &probe.screening {
-            if weight + headroom < floor {
-                return false;
-            }
+        may_sum_to(probe.prior, &probe.screening, floor - 1e-6, |s| {
             let step = &probe.steps[s];
-            if let Some(vb) = b.view(step.field) {
-                weight += step.weights[step.kind.level_of(step.view, vb)];
-            }
-        }
-        weight >= floor
+            b.view(step.field)
+                .map_or(0.0, |vb| step.weights[step.kind.level_of(step.view, vb)])
+        })
     }
 
     /// Checks the file's shape: format, levels matching their kinds, probabilities.
