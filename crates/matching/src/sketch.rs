@@ -171,8 +171,9 @@ impl Place {
                     Some(bound) if bound < 0.8 - 1e-9 => 1 << 3,
                     Some(bound) if bound < 0.92 - 1e-9 => 1 << 2 | 1 << 3,
                     _ => not_exact,
-                };
-                possible & all
+                } & all;
+                // A model whose text field has fewer levels than its kind: nothing proved.
+                if possible == 0 { not_exact } else { possible }
             }
         }
     }
