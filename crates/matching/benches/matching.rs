@@ -6,8 +6,7 @@ use std::collections::HashMap;
 use std::hint::black_box;
 use std::time::Instant;
 
-use cmdm_domain::event::ProfilePatch;
-use cmdm_domain::{GoldenId, Payload, SourceKey, SourceRecord, Stamp, Timestamp};
+use cmdm_domain::{GoldenId, SourceKey, SourceRecord};
 use cmdm_matching::synth::{SynthRecord, generate};
 use cmdm_matching::{
     Compact, EntityCandidate, FuzzyMatcher, MatchOutcome, Matcher, MatcherConfig, Member, Model,
@@ -16,24 +15,10 @@ use cmdm_matching::{
 use criterion::{Criterion, criterion_group, criterion_main};
 
 fn source_record(i: usize, r: &SynthRecord) -> SourceRecord {
-    let key = SourceKey {
+    r.source_record(SourceKey {
         source: "bench".into(),
         subject: i.to_string().into(),
-    };
-    let mut record = SourceRecord::new(key);
-    let patch = r
-        .attributes
-        .iter()
-        .map(|(k, v)| (k.clone(), Some(v.clone())))
-        .collect();
-    record.apply(
-        &Payload::Profile(ProfilePatch(patch)),
-        Stamp {
-            time: Timestamp(0),
-            seq: 1,
-        },
-    );
-    record
+    })
 }
 
 struct Population {

@@ -7,8 +7,7 @@
 //! `cargo run --release -p cmdm-matching --example screening -- [PEOPLE]`
 use std::collections::{HashMap, HashSet};
 
-use cmdm_domain::event::ProfilePatch;
-use cmdm_domain::{Payload, SourceKey, SourceRecord, Stamp, Timestamp};
+use cmdm_domain::SourceKey;
 use cmdm_matching::synth::generate;
 use cmdm_matching::{FuzzyMatcher, Matcher, MatcherConfig, Model};
 
@@ -23,23 +22,10 @@ fn main() {
         .iter()
         .enumerate()
         .map(|(i, r)| {
-            let mut rec = SourceRecord::new(SourceKey {
+            matcher.prepare(&r.source_record(SourceKey {
                 source: "b".into(),
                 subject: i.to_string().into(),
-            });
-            let patch = r
-                .attributes
-                .iter()
-                .map(|(k, v)| (k.clone(), Some(v.clone())))
-                .collect();
-            rec.apply(
-                &Payload::Profile(ProfilePatch(patch)),
-                Stamp {
-                    time: Timestamp(0),
-                    seq: 1,
-                },
-            );
-            matcher.prepare(&rec)
+            }))
         })
         .collect();
     let forms: Vec<_> = prepared.iter().map(|p| matcher.compact(p)).collect();

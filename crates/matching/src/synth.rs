@@ -4,6 +4,9 @@
 
 use std::collections::BTreeMap;
 
+use cmdm_domain::event::ProfilePatch;
+use cmdm_domain::{Payload, SourceKey, SourceRecord, Stamp, Timestamp};
+
 /// A small deterministic generator (SplitMix64), so generated data is repeatable.
 #[derive(Debug, Clone)]
 pub struct SplitMix(pub u64);
@@ -603,6 +606,26 @@ const NICKNAMES: &[(&str, &str)] = &[
 pub struct SynthRecord {
     pub person: usize,
     pub attributes: BTreeMap<String, String>,
+}
+
+impl SynthRecord {
+    /// The source record `key` holds with these attributes, set by one event at time 0.
+    pub fn source_record(&self, key: SourceKey) -> SourceRecord {
+        let mut record = SourceRecord::new(key);
+        let patch = self
+            .attributes
+            .iter()
+            .map(|(k, v)| (k.clone(), Some(v.clone())))
+            .collect();
+        record.apply(
+            &Payload::Profile(ProfilePatch(patch)),
+            Stamp {
+                time: Timestamp(0),
+                seq: 1,
+            },
+        );
+        record
+    }
 }
 
 /// The column order of generated files.
