@@ -162,11 +162,7 @@ impl MatchIndex {
 
     fn slot(&mut self, key: &SourceKey) -> Slot {
         let hash = self.key_hasher.hash_one(key);
-        let records = &self.records;
-        if let Some(&slot) = self
-            .slots
-            .find(hash, |&slot| records[slot as usize].key == *key)
-        {
+        if let Some(slot) = self.find_hashed(hash, key) {
             return slot;
         }
         let slot = Slot::try_from(self.records.len())
@@ -339,7 +335,11 @@ impl MatchIndex {
 
     /// The slot of a source record, if indexed.
     pub fn find(&self, key: &SourceKey) -> Option<Slot> {
-        let hash = self.key_hasher.hash_one(key);
+        self.find_hashed(self.key_hasher.hash_one(key), key)
+    }
+
+    /// `find` with the key's hash worked out already.
+    fn find_hashed(&self, hash: u64, key: &SourceKey) -> Option<Slot> {
         self.slots
             .find(hash, |&slot| self.records[slot as usize].key == *key)
             .copied()

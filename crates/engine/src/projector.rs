@@ -477,13 +477,15 @@ impl Projector<'_> {
         };
         // A record nobody held yet belongs to no entity: its membership is not looked up.
         let unheld = work.is_unheld(&key)?;
-        let (change, prepared) = match built {
+        let (change, prepared, active) = match built {
             Some(built) if unheld => {
                 let mut record = built.record;
                 record.note(seq);
                 record.renumber(seq);
+                let active = record.is_active();
                 work.adopt(record);
-                (built.change, Some(built.prepared))
+                let prepared = (built.change == RecordChange::Profile).then_some(built.prepared);
+                (built.change, prepared, active)
             }
             _ => {
                 let record = work.record(&key)?;
@@ -492,13 +494,12 @@ impl Projector<'_> {
                     time: event.time,
                     seq,
                 };
-                (record.apply(payload, stamp), None)
+                let change = record.apply(payload, stamp);
+                let prepared =
+                    (change == RecordChange::Profile).then(|| self.matcher.prepare(record));
+                (change, prepared, record.is_active())
             }
         };
-        let record = work.record(&key)?;
-        let active = record.is_active();
-        let prepared = (change == RecordChange::Profile)
-            .then(|| prepared.unwrap_or_else(|| self.matcher.prepare(record)));
         if change == RecordChange::None {
             return Ok((active, change, None));
         }
