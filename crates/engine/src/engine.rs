@@ -110,16 +110,65 @@ struct Writer {
     /// The in-memory match index, loaded on first use and dropped when a batch fails
     /// (it may then hold the failed batch's changes).
     index: Option<MatchIndex>,
-    /// The last batch applied by [`Engine::apply_behind`], being written on its own thread.
-    in_flight: Option<InFlight>,
+    /// The last batch applied by [`Engine::apply_behind`], being written on the writing
+    /// thread.
+    in_flight: Option<Arc<Sealed>>,
+    /// The thread that writes batches behind, started on first use and kept for all of
+    /// them: a thread started per batch began each time with no memory of its own, and
+    /// left what it had allocated to be reclaimed by other threads.
+    thread: Option<WriteThread>,
     /// Why a batch written behind failed: no batch is applied after it until a restart,
     /// which finishes or drops it ([`Store::open`] replays its redo record).
     failed: Option<String>,
 }
 
-struct InFlight {
+/// A batch for the writing thread: written through, flushed if `durable`; the working set
+/// it leaves is dropped there too.
+struct WriteJob {
     sealed: Arc<Sealed>,
-    thread: JoinHandle<cmdm_store::Result<()>>,
+    spent: Spent,
+    durable: bool,
+}
+
+/// The writing thread, its queue (one batch at a time) and its answers.
+struct WriteThread {
+    jobs: std::sync::mpsc::SyncSender<WriteJob>,
+    written: std::sync::mpsc::Receiver<cmdm_store::Result<()>>,
+    handle: JoinHandle<()>,
+}
+
+impl WriteThread {
+    fn start() -> Result<Self> {
+        let (jobs, queue) = std::sync::mpsc::sync_channel::<WriteJob>(1);
+        let (answer, written) = std::sync::mpsc::sync_channel(1);
+        let handle = std::thread::Builder::new()
+            .name("cmdm-write".into())
+            .spawn(move || {
+                for job in queue {
+                    drop(job.spent);
+                    let mut result = job.sealed.write_through();
+                    if result.is_ok() && job.durable {
+                        result = job.sealed.flush();
+                    }
+                    drop(job.sealed);
+                    if answer.send(result).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| EngineError::Inconsistent(format!("cannot start writing batches: {e}")))?;
+        Ok(WriteThread {
+            jobs,
+            written,
+            handle,
+        })
+    }
+
+    /// Stops the thread once its queue is empty.
+    fn stop(self) {
+        drop(self.jobs);
+        let _ = self.handle.join();
+    }
 }
 
 impl Writer {
@@ -130,15 +179,44 @@ impl Writer {
         }
     }
 
+    /// Hands a batch to the writing thread (started if need be); [`Writer::settle`]
+    /// waits for it.
+    fn write_behind(&mut self, sealed: Arc<Sealed>, spent: Spent, durable: bool) -> Result<()> {
+        let thread = match &mut self.thread {
+            Some(thread) => thread,
+            None => self.thread.insert(WriteThread::start()?),
+        };
+        let job = WriteJob {
+            sealed: sealed.clone(),
+            spent,
+            durable,
+        };
+        if thread.jobs.send(job).is_err() {
+            // The thread is gone (it panicked): the batch was not handed over.
+            self.thread = None;
+            return Err(EngineError::Inconsistent(
+                "the thread writing batches stopped".into(),
+            ));
+        }
+        self.in_flight = Some(sealed);
+        Ok(())
+    }
+
     /// Waits until the batch being written behind is written.
     fn settle(&mut self) -> Result<()> {
         self.refuse_after_failure()?;
-        let Some(in_flight) = self.in_flight.take() else {
+        if self.in_flight.take().is_none() {
             return Ok(());
-        };
-        let written = match in_flight.thread.join() {
-            Ok(written) => written.map_err(EngineError::from),
-            Err(_) => Err(EngineError::Inconsistent("writing a batch panicked".into())),
+        }
+        let answer = self.thread.as_ref().map(|thread| thread.written.recv());
+        let written = match answer {
+            Some(Ok(written)) => written.map_err(EngineError::from),
+            Some(Err(_)) | None => {
+                if let Some(thread) = self.thread.take() {
+                    thread.stop();
+                }
+                Err(EngineError::Inconsistent("writing a batch panicked".into()))
+            }
         };
         if let Err(e) = &written {
             // The index has followed the batch; the store may hold part of it.
@@ -176,6 +254,9 @@ impl Drop for Engine {
         if let Err(e) = writer.settle() {
             tracing::error!(error = %e, "the last batch could not be written");
         }
+        if let Some(thread) = writer.thread.take() {
+            thread.stop();
+        }
     }
 }
 
@@ -189,6 +270,7 @@ impl Engine {
             writer: Mutex::new(Writer {
                 index: None,
                 in_flight: None,
+                thread: None,
                 failed: None,
             }),
         }
@@ -263,7 +345,7 @@ impl Engine {
             }
         };
         let batch = match &writer.in_flight {
-            Some(before) => self.store.begin_after(&before.sealed),
+            Some(before) => self.store.begin_after(before),
             None => self.store.begin()?,
         };
         let applied = self.apply_to(&mut index, batch, events, offsets);
@@ -274,20 +356,7 @@ impl Engine {
             // The index has followed a batch that will not be written.
             (Err(e), _) | (_, Err(e)) => return Err(e),
         };
-        let sealed = Arc::new(sealed);
-        let behind = sealed.clone();
-        let thread = std::thread::Builder::new()
-            .name("cmdm-write".into())
-            .spawn(move || {
-                drop(spent);
-                behind.write_through()?;
-                if durable {
-                    behind.flush()?;
-                }
-                Ok(())
-            })
-            .map_err(|e| EngineError::Inconsistent(format!("cannot start writing a batch: {e}")))?;
-        writer.in_flight = Some(InFlight { sealed, thread });
+        writer.write_behind(Arc::new(sealed), spent, durable)?;
         writer.index = Some(index);
         Ok(report)
     }
