@@ -4,8 +4,9 @@
 //! in step by the write path; it is never written to disk itself.
 
 use std::hash::BuildHasher;
+use std::sync::Arc;
 
-use crate::FastMap;
+use crate::{FastMap, FastSet};
 
 use cmdm_domain::{Decision, GoldenId, ReviewStatus, ReviewTask, SourceKey};
 use cmdm_matching::{BlockKey, Compact, Matcher, Prepared, Sketch};
@@ -17,11 +18,14 @@ use crate::{EngineError, Result};
 /// A record's place in the index.
 type Slot = u32;
 
-/// The records under one blocking key, in four bytes: one record's slot; or, with the top
-/// bit set, the position of a list of slots in `MatchIndex::lists`; or `GENERIC`.
-type Postings = u32;
+/// Records in four bytes: one record's slot; or, with the top bit set, the position of a
+/// list of slots in a `Lists`. Most blocking keys and most entities have one record.
+type Held = u32;
 
-/// Marks a list position in `Postings`.
+/// The records under one blocking key: `Held`, or `GENERIC`.
+type Postings = Held;
+
+/// Marks a list position in `Held`.
 const LIST: u32 = 1 << 31;
 
 /// A key shared by more records than the generic limit: never a candidate.
@@ -62,6 +66,80 @@ impl Record {
     }
 }
 
+/// Lists of slots, for the keys and entities that hold more than one record, by position;
+/// the positions of lists given back are reused.
+#[derive(Debug, Default)]
+struct Lists {
+    lists: Vec<Vec<Slot>>,
+    free: Vec<u32>,
+}
+
+impl Lists {
+    /// Keeps `slots` in a list: the `Held` that names it.
+    fn hold(&mut self, slots: Vec<Slot>) -> Held {
+        let at = match self.free.pop() {
+            Some(at) => {
+                self.lists[at as usize] = slots;
+                at
+            }
+            None => {
+                self.lists.push(slots);
+                u32::try_from(self.lists.len() - 1)
+                    .ok()
+                    .filter(|at| at | LIST != GENERIC)
+                    .expect("fewer than 2^31 - 1 lists")
+            }
+        };
+        at | LIST
+    }
+
+    /// The slots `held` names (itself, or its list).
+    fn slots<'a>(&'a self, held: &'a Held) -> &'a [Slot] {
+        if held & LIST == 0 {
+            std::slice::from_ref(held)
+        } else {
+            &self.lists[(held & !LIST) as usize]
+        }
+    }
+
+    fn get_mut(&mut self, list: Held) -> &mut Vec<Slot> {
+        &mut self.lists[(list & !LIST) as usize]
+    }
+
+    /// Gives a list back, returning what it held.
+    fn release(&mut self, list: Held) -> Vec<Slot> {
+        let at = list & !LIST;
+        self.free.push(at);
+        std::mem::take(&mut self.lists[at as usize])
+    }
+
+    /// Lists in use.
+    fn len(&self) -> usize {
+        self.lists.len() - self.free.len()
+    }
+}
+
+/// A blocking key's entry: its hash (in two halves, so that the entry takes 12 bytes
+/// rather than 16) and its postings.
+#[derive(Debug, Clone, Copy)]
+struct Block {
+    hash: [u32; 2],
+    postings: Postings,
+}
+
+impl Block {
+    fn new(hash: u64, postings: Postings) -> Self {
+        Block {
+            hash: [(hash >> 32) as u32, hash as u32],
+            postings,
+        }
+    }
+
+    fn hash(&self) -> u64 {
+        u64::from(self.hash[0]) << 32 | u64::from(self.hash[1])
+    }
+}
+
 /// What a lookup of one blocking key found.
 pub(crate) enum Found<'a> {
     Records(&'a [Slot]),
@@ -76,14 +154,17 @@ pub(crate) struct MatchIndex {
     slots: hashbrown::HashTable<Slot>,
     key_hasher: foldhash::fast::RandomState,
     records: Vec<Record>,
-    /// Blocking keys by a 64-bit hash of their text: a collision can only add a
-    /// candidate, which scoring then rejects.
-    blocks: FastMap<u64, Postings>,
+    /// Each source's name once, shared by the keys of all its records.
+    sources: FastSet<Arc<str>>,
+    /// Blocking keys by a 64-bit hash of their text, found by that hash itself: a
+    /// collision can only add a candidate, which scoring then rejects.
+    blocks: hashbrown::HashTable<Block>,
     /// The slots of keys shared by several records (most keys have one).
-    lists: Vec<Vec<Slot>>,
-    /// Positions in `lists` free for reuse.
-    free_lists: Vec<u32>,
-    entities: FastMap<GoldenId, Vec<Slot>>,
+    lists: Lists,
+    /// Each entity's members, in slot order.
+    entities: FastMap<GoldenId, Held>,
+    /// The members of entities with more than one (most have one).
+    groups: Lists,
     /// Records a steward declared different people from each record (both directions).
     apart: FastMap<Slot, Vec<Slot>>,
     /// Open review tasks by (record, proposed entity), so a pair is reviewed once.
@@ -103,10 +184,11 @@ impl MatchIndex {
             slots: hashbrown::HashTable::new(),
             key_hasher: foldhash::fast::RandomState::default(),
             records: Vec::new(),
-            blocks: FastMap::default(),
-            lists: Vec::new(),
-            free_lists: Vec::new(),
+            sources: FastSet::default(),
+            blocks: hashbrown::HashTable::new(),
+            lists: Lists::default(),
             entities: FastMap::default(),
+            groups: Lists::default(),
             apart: FastMap::default(),
             open_reviews: FastMap::default(),
             open_tasks: FastMap::default(),
@@ -157,7 +239,7 @@ impl MatchIndex {
 
     /// Number of blocking keys, and of those shared by several records.
     pub fn keys(&self) -> (usize, usize) {
-        (self.blocks.len(), self.lists.len() - self.free_lists.len())
+        (self.blocks.len(), self.lists.len())
     }
 
     fn slot(&mut self, key: &SourceKey) -> Slot {
@@ -169,8 +251,18 @@ impl MatchIndex {
             .ok()
             .filter(|slot| slot & LIST == 0)
             .expect("fewer than 2^31 source records");
+        let source = match self.sources.get(&*key.source) {
+            Some(source) => source.clone(),
+            None => {
+                self.sources.insert(key.source.clone());
+                key.source.clone()
+            }
+        };
         self.records.push(Record {
-            key: key.clone(),
+            key: SourceKey {
+                source,
+                subject: key.subject.clone(),
+            },
             form: None,
             sketch: Sketch::default(),
             entity: NO_ENTITY,
@@ -230,68 +322,71 @@ impl MatchIndex {
         }
     }
 
+    fn block(&self, hash: u64) -> Option<Postings> {
+        self.blocks
+            .find(hash, |block| block.hash() == hash)
+            .map(|block| block.postings)
+    }
+
+    fn set_block(&mut self, hash: u64, postings: Postings) {
+        match self
+            .blocks
+            .entry(hash, |block| block.hash() == hash, Block::hash)
+        {
+            hashbrown::hash_table::Entry::Occupied(mut entry) => {
+                entry.get_mut().postings = postings
+            }
+            hashbrown::hash_table::Entry::Vacant(entry) => {
+                entry.insert(Block::new(hash, postings));
+            }
+        }
+    }
+
+    fn remove_block(&mut self, hash: u64) {
+        if let Ok(entry) = self.blocks.find_entry(hash, |block| block.hash() == hash) {
+            entry.remove();
+        }
+    }
+
     fn add_posting(&mut self, hash: u64, slot: Slot, limit: usize) {
-        let postings = match self.blocks.get(&hash).copied() {
+        let postings = match self.block(hash) {
             None => slot,
             Some(GENERIC) => return,
             Some(_) if limit < 2 => GENERIC,
-            Some(first) if first & LIST == 0 => self.new_list(vec![first, slot]),
+            Some(first) if first & LIST == 0 => self.lists.hold(vec![first, slot]),
             Some(list) => {
-                let slots = &mut self.lists[(list & !LIST) as usize];
+                let slots = self.lists.get_mut(list);
                 slots.push(slot);
                 if slots.len() <= limit {
                     return;
                 }
-                self.free_list(list);
+                self.lists.release(list);
                 GENERIC
             }
         };
-        self.blocks.insert(hash, postings);
-    }
-
-    fn new_list(&mut self, slots: Vec<Slot>) -> Postings {
-        let at = match self.free_lists.pop() {
-            Some(at) => {
-                self.lists[at as usize] = slots;
-                at
-            }
-            None => {
-                self.lists.push(slots);
-                u32::try_from(self.lists.len() - 1)
-                    .ok()
-                    .filter(|at| at | LIST != GENERIC)
-                    .expect("fewer than 2^31 - 1 shared blocking keys")
-            }
-        };
-        at | LIST
-    }
-
-    fn free_list(&mut self, list: Postings) {
-        let at = list & !LIST;
-        self.lists[at as usize] = Vec::new();
-        self.free_lists.push(at);
+        self.set_block(hash, postings);
     }
 
     fn remove_posting(&mut self, hash: u64, slot: Slot) {
-        match self.blocks.get(&hash).copied() {
+        match self.block(hash) {
             // A key once found generic stays generic while the process runs.
             None | Some(GENERIC) => {}
             Some(only) if only & LIST == 0 => {
                 if only == slot {
-                    self.blocks.remove(&hash);
+                    self.remove_block(hash);
                 }
             }
             Some(list) => {
-                let slots = &mut self.lists[(list & !LIST) as usize];
+                let slots = self.lists.get_mut(list);
                 slots.retain(|s| *s != slot);
                 match *slots.as_slice() {
                     [] => {
-                        self.free_list(list);
-                        self.blocks.remove(&hash);
+                        self.lists.release(list);
+                        self.remove_block(hash);
                     }
                     [last] => {
-                        self.free_list(list);
-                        self.blocks.insert(hash, last);
+                        self.lists.release(list);
+                        self.set_block(hash, last);
                     }
                     _ => {}
                 }
@@ -320,11 +415,12 @@ impl MatchIndex {
     }
 
     fn lookup_hash(&self, hash: u64) -> Found<'_> {
-        match self.blocks.get(&hash) {
+        match self.blocks.find(hash, |block| block.hash() == hash) {
             None => Found::Records(&[]),
-            Some(&GENERIC) => Found::Generic,
-            Some(only) if only & LIST == 0 => Found::Records(std::slice::from_ref(only)),
-            Some(list) => Found::Records(&self.lists[(list & !LIST) as usize]),
+            Some(Block {
+                postings: GENERIC, ..
+            }) => Found::Generic,
+            Some(block) => Found::Records(self.lists.slots(&block.postings)),
         }
     }
 
@@ -357,7 +453,9 @@ impl MatchIndex {
 
     /// An entity's members.
     pub fn members(&self, entity: GoldenId) -> &[Slot] {
-        self.entities.get(&entity).map_or(&[], Vec::as_slice)
+        self.entities
+            .get(&entity)
+            .map_or(&[], |held| self.groups.slots(held))
     }
 
     /// Reads the entries `any_member` reads besides each record's own (those of its
@@ -435,7 +533,7 @@ impl MatchIndex {
             | Decision::StewardMerged {
                 survivor, merged, ..
             } => {
-                for slot in self.entities.remove(merged).unwrap_or_default() {
+                for slot in self.take_members(*merged) {
                     self.join(slot, *survivor);
                 }
             }
@@ -533,17 +631,30 @@ impl MatchIndex {
     fn join(&mut self, slot: Slot, entity: GoldenId) {
         assert_ne!(entity.0, NO_ENTITY, "a golden id below 2^64 - 1");
         self.records[slot as usize].entity = entity.0;
-        let members = self.entities.entry(entity).or_default();
-        if let Err(at) = members.binary_search(&slot) {
-            members.insert(at, slot);
-        }
-        // The record joining, and the one it keeps company if that one was alone.
-        self.records[slot as usize].alone = members.len() == 1;
-        if members.len() == 2 {
-            for &member in members.iter() {
-                self.records[member as usize].alone = false;
+        let held = match self.entities.get(&entity).copied() {
+            None => {
+                self.records[slot as usize].alone = true;
+                slot
             }
-        }
+            Some(only) if only & LIST == 0 => {
+                if only == slot {
+                    return;
+                }
+                // The record joining, and the one it keeps company that was alone.
+                self.records[only as usize].alone = false;
+                self.records[slot as usize].alone = false;
+                self.groups.hold(vec![only.min(slot), only.max(slot)])
+            }
+            Some(list) => {
+                let members = self.groups.get_mut(list);
+                if let Err(at) = members.binary_search(&slot) {
+                    members.insert(at, slot);
+                }
+                self.records[slot as usize].alone = false;
+                return;
+            }
+        };
+        self.entities.insert(entity, held);
     }
 
     fn leave(&mut self, slot: Slot) {
@@ -553,15 +664,30 @@ impl MatchIndex {
             return;
         };
         record.entity = NO_ENTITY;
-        if let Some(members) = self.entities.get_mut(&entity) {
-            members.retain(|s| *s != slot);
-            match members.as_slice() {
-                [] => {
-                    self.entities.remove(&entity);
-                }
-                &[last] => self.records[last as usize].alone = true,
-                _ => {}
+        match self.entities.get(&entity).copied() {
+            Some(only) if only == slot => {
+                self.entities.remove(&entity);
             }
+            None => {}
+            Some(other) if other & LIST == 0 => {}
+            Some(list) => {
+                let members = self.groups.get_mut(list);
+                members.retain(|s| *s != slot);
+                if let &[last] = members.as_slice() {
+                    self.groups.release(list);
+                    self.records[last as usize].alone = true;
+                    self.entities.insert(entity, last);
+                }
+            }
+        }
+    }
+
+    /// Removes an entity, returning its members.
+    fn take_members(&mut self, entity: GoldenId) -> Vec<Slot> {
+        match self.entities.remove(&entity) {
+            None => Vec::new(),
+            Some(only) if only & LIST == 0 => vec![only],
+            Some(list) => self.groups.release(list),
         }
     }
 }
@@ -614,6 +740,15 @@ mod tests {
                 assert!(index.members(entity).contains(&(slot as Slot)));
             }
         }
+        // Members in slot order, inline while one, in a list while several, and no list
+        // held for an entity that has none.
+        for (&entity, held) in &index.entities {
+            let members = index.members(entity);
+            assert!(members.windows(2).all(|w| w[0] < w[1]), "{members:?}");
+            assert_eq!(held & LIST != 0, members.len() > 1, "{members:?}");
+        }
+        let lists = index.entities.values().filter(|h| **h & LIST != 0).count();
+        assert_eq!(index.groups.len(), lists);
     }
 
     fn found(index: &MatchIndex, hash: u64) -> Option<Vec<Slot>> {
@@ -641,13 +776,13 @@ mod tests {
         index.remove_posting(a, 2);
         index.remove_posting(a, 3);
         assert_eq!(found(&index, a), Some(vec![1]));
-        assert_eq!(index.free_lists.len(), 1);
+        assert_eq!(index.lists.free.len(), 1);
         index.remove_posting(a, 1);
         assert_eq!(found(&index, a), Some(vec![]));
         assert!(index.blocks.is_empty());
         index.add_posting(b, 5, 3);
         index.add_posting(b, 6, 3);
-        assert!(index.free_lists.is_empty(), "reused");
+        assert!(index.lists.free.is_empty(), "reused");
         // Past the limit: generic, and generic it stays.
         index.add_posting(b, 7, 3);
         index.add_posting(b, 8, 3);
