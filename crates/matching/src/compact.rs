@@ -10,12 +10,14 @@ use crate::prepare::Prepared;
 /// A prepared record's values in the order of one model's fields.
 ///
 /// One allocation, so that reading a candidate costs as few cache misses as possible: the
-/// number of fields, then three cumulative byte offsets into the text per field (the ends
-/// of the value, of its phonetic code and of its formal name), then the text. Each number
-/// is two ASCII bytes of seven bits, so the whole is one `str` whose pieces are sliced
-/// without checking their UTF-8 again. An empty value is an absent one (prepared values
-/// are never empty). A record whose values exceed 16 KiB in all is compared on the fields
-/// that fit.
+/// number of fields (two bytes), whether the offsets that follow take one byte or two
+/// (one byte, `0` or `1`), then three cumulative byte offsets into the text per field (the
+/// ends of the value, of its phonetic code and of its formal name), then the text. Every
+/// header byte is ASCII (seven bits), so the whole is one `str` whose pieces are sliced
+/// without checking their UTF-8 again; most records' text is under 128 bytes, so their
+/// offsets take one byte each, which halves the header of a million records held in
+/// memory. An empty value is an absent one (prepared values are never empty). A record
+/// whose values exceed 16 KiB in all is compared on the fields that fit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Compact {
     text: Box<str>,
@@ -23,6 +25,12 @@ pub struct Compact {
 
 /// The largest number a header entry holds (two bytes of seven bits).
 const MAX: usize = 0x3FFF;
+
+/// The largest offset one byte holds.
+const NARROW: usize = 0x7F;
+
+/// Where the offsets start.
+const ENDS: usize = 3;
 
 fn push_number(header: &mut String, n: usize) {
     debug_assert!(n <= MAX);
@@ -72,10 +80,17 @@ impl Compact {
             }
             ends.push(text.len());
         }
-        let mut whole = String::with_capacity(2 + ends.len() * 2 + text.len());
+        let wide = text.len() > NARROW;
+        let width = if wide { 2 } else { 1 };
+        let mut whole = String::with_capacity(ENDS + ends.len() * width + text.len());
         push_number(&mut whole, n);
+        whole.push(char::from(u8::from(wide)));
         for end in ends {
-            push_number(&mut whole, end);
+            if wide {
+                push_number(&mut whole, end);
+            } else {
+                whole.push(char::from(end as u8));
+            }
         }
         whole.push_str(&text);
         Compact {
@@ -96,14 +111,24 @@ impl Compact {
         if i >= n {
             return None;
         }
-        let end = |k: usize| self.number(2 + 2 * k);
+        let wide = self.text.as_bytes()[ENDS - 1] == 1;
+        let end = |k: usize| {
+            if wide {
+                self.number(ENDS + 2 * k)
+            } else {
+                usize::from(self.text.as_bytes()[ENDS + k])
+            }
+        };
         let start = if i == 0 { 0 } else { end(3 * i - 1) };
         let value_end = end(3 * i);
         if value_end == start {
             return None;
         }
         let (phonetic_end, formal_end) = (end(3 * i + 1), end(3 * i + 2));
-        let text = self.text.get(2 + 6 * n..).unwrap_or("");
+        let text = self
+            .text
+            .get(ENDS + 3 * n * if wide { 2 } else { 1 }..)
+            .unwrap_or("");
         // Every piece was written from a `&str`, so every end is a character boundary.
         let piece = |a: usize, b: usize| text.get(a..b).unwrap_or("");
         let value = piece(start, value_end);
@@ -184,5 +209,48 @@ mod tests {
         assert_eq!(c.view(at("family_name")).unwrap().value, "núñez-東京");
         // The city does not fit: compared as absent, the fields before it intact.
         assert_eq!(c.view(at("city")), None);
+    }
+
+    proptest::proptest! {
+        /// Any values on any of the model's fields (and on fields it did not know), short
+        /// or long enough for two-byte offsets, with or without phonetic codes, read back
+        /// as prepared; a field past the model's reads as absent.
+        #[test]
+        fn any_values_read_back(
+            values in proptest::collection::vec(
+                (proptest::option::of("[a-zé東 -]{1,40}"), proptest::option::of("[A-Z0-9]{1,6}")),
+                16,
+            ),
+        ) {
+            let mut model = Model::default_person();
+            model.ensure_field("loyalty_tier");
+            model.ensure_field("employer");
+            let mut p = prepare(&record("1", &[]), &PrepareConfig::default());
+            for (field, (value, phonetic)) in model.fields.iter().zip(&values) {
+                if let Some(value) = value {
+                    p.values.insert(field.field.clone(), value.clone());
+                    if let Some(code) = phonetic {
+                        p.phonetic.insert(field.field.clone(), code.clone());
+                    }
+                }
+            }
+            let c = Compact::new(&model, &p);
+            for (i, f) in model.fields.iter().enumerate() {
+                let view = c.view(i);
+                proptest::prop_assert_eq!(view.map(|v| v.value), p.get(&f.field), "{}", f.field);
+                proptest::prop_assert_eq!(
+                    view.and_then(|v| v.phonetic),
+                    p.phonetic.get(&f.field).map(String::as_str)
+                );
+                if let Some(view) = view {
+                    let formal = match f.kind {
+                        Kind::GivenName => formal_given_name(view.value),
+                        _ => view.value,
+                    };
+                    proptest::prop_assert_eq!(view.formal, formal);
+                }
+            }
+            proptest::prop_assert_eq!(c.view(model.fields.len()), None);
+        }
     }
 }
