@@ -322,10 +322,12 @@ impl MatchIndex {
         }
     }
 
+    fn find_block(&self, hash: u64) -> Option<&Block> {
+        self.blocks.find(hash, |block| block.hash() == hash)
+    }
+
     fn block(&self, hash: u64) -> Option<Postings> {
-        self.blocks
-            .find(hash, |block| block.hash() == hash)
-            .map(|block| block.postings)
+        self.find_block(hash).map(|block| block.postings)
     }
 
     fn set_block(&mut self, hash: u64, postings: Postings) {
@@ -415,7 +417,7 @@ impl MatchIndex {
     }
 
     fn lookup_hash(&self, hash: u64) -> Found<'_> {
-        match self.blocks.find(hash, |block| block.hash() == hash) {
+        match self.find_block(hash) {
             None => Found::Records(&[]),
             Some(Block {
                 postings: GENERIC, ..
