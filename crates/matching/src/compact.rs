@@ -32,6 +32,11 @@ const NARROW: usize = 0x7F;
 /// Where the offsets start.
 const ENDS: usize = 3;
 
+/// The bytes each offset takes.
+fn width(wide: bool) -> usize {
+    if wide { 2 } else { 1 }
+}
+
 fn push_number(header: &mut String, n: usize) {
     debug_assert!(n <= MAX);
     header.push(char::from((n >> 7) as u8 & 0x7F));
@@ -81,8 +86,7 @@ impl Compact {
             ends.push(text.len());
         }
         let wide = text.len() > NARROW;
-        let width = if wide { 2 } else { 1 };
-        let mut whole = String::with_capacity(ENDS + ends.len() * width + text.len());
+        let mut whole = String::with_capacity(ENDS + ends.len() * width(wide) + text.len());
         push_number(&mut whole, n);
         whole.push(char::from(u8::from(wide)));
         for end in ends {
@@ -125,10 +129,7 @@ impl Compact {
             return None;
         }
         let (phonetic_end, formal_end) = (end(3 * i + 1), end(3 * i + 2));
-        let text = self
-            .text
-            .get(ENDS + 3 * n * if wide { 2 } else { 1 }..)
-            .unwrap_or("");
+        let text = self.text.get(ENDS + 3 * n * width(wide)..).unwrap_or("");
         // Every piece was written from a `&str`, so every end is a character boundary.
         let piece = |a: usize, b: usize| text.get(a..b).unwrap_or("");
         let value = piece(start, value_end);
