@@ -422,9 +422,26 @@ impl Engine {
         }
     }
 
+    /// Loads the match index, and builds the store's key filters beside it on a second
+    /// thread (once: [`Store::build_filters`]).
     pub(crate) fn load_index(&self) -> Result<MatchIndex> {
         let started = std::time::Instant::now();
-        let index = MatchIndex::load(&self.store, self.matcher.as_ref())?;
+        let (index, filters) = std::thread::scope(|scope| {
+            let filters = std::thread::Builder::new()
+                .name("cmdm-filters".into())
+                .spawn_scoped(scope, || self.store.build_filters());
+            let index = MatchIndex::load(&self.store, self.matcher.as_ref());
+            let filters = match filters {
+                Ok(thread) => thread
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                // No second thread: built here.
+                Err(_) => self.store.build_filters(),
+            };
+            (index, filters)
+        });
+        let index = index?;
+        filters?;
         let (keys, shared_keys) = index.keys();
         info!(
             records = index.len(),

@@ -187,13 +187,7 @@ pub fn rebuild_in_place(engine: &Engine) -> Result<u64> {
     let rebuilt = Store::temporary()?;
     let entries = replay(engine, &rebuilt)?;
     for tree in TreeName::PROJECTIONS {
-        let live = engine.store().tree(tree);
-        live.clear().map_err(cmdm_store::StoreError::from)?;
-        for item in rebuilt.tree(tree).iter() {
-            let (key, value) = item.map_err(cmdm_store::StoreError::from)?;
-            live.insert(key, value)
-                .map_err(cmdm_store::StoreError::from)?;
-        }
+        engine.store().refill(tree, &rebuilt)?;
     }
     engine.store().flush_blocking()?;
     engine.forget_index()?;

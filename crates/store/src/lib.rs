@@ -5,16 +5,19 @@
 //! never see part of a batch.
 
 pub mod crypto;
+mod filter;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sled::Transactional;
 use thiserror::Error;
+
+use filter::KeyFilter;
 
 /// Errors of the storage layer.
 #[derive(Debug, Error)]
@@ -107,6 +110,16 @@ impl TreeName {
         TreeName::Erased,
     ];
 
+    /// The trees a batch mostly asks for keys they do not hold (a new event's dedup key,
+    /// a new record's key and data key, whether it was erased): a filter in memory of
+    /// the keys each may hold answers those reads without sled ([`Store::build_filters`]).
+    pub const FILTERED: [TreeName; 4] = [
+        TreeName::Dedup,
+        TreeName::Keys,
+        TreeName::Records,
+        TreeName::Erased,
+    ];
+
     /// The tree's name in sled.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -164,6 +177,8 @@ struct Shared {
     /// `None` for a temporary store.
     root: Option<PathBuf>,
     cache_bytes: u64,
+    /// By tree position: the filter of the keys a tree in [`TreeName::FILTERED`] may hold.
+    filters: Vec<Option<Mutex<KeyFilter>>>,
 }
 
 struct Generation {
@@ -239,6 +254,7 @@ impl Store {
                 durable_before: AtomicU64::new(0),
                 root: Some(dir.to_path_buf()),
                 cache_bytes,
+                filters: new_filters(),
             }),
         };
         store.count_all_durable()?;
@@ -262,6 +278,7 @@ impl Store {
                 durable_before: AtomicU64::new(0),
                 root: None,
                 cache_bytes: DEFAULT_CACHE_BYTES,
+                filters: new_filters(),
             }),
         };
         store.count_all_durable()?;
@@ -277,8 +294,65 @@ impl Store {
     }
 
     /// The raw sled tree (a shared handle); for scans by readers and for verification.
+    /// Keys are written through batches or [`Store::refill`] only: the filters of
+    /// [`TreeName::FILTERED`] learn them there.
     pub fn tree(&self, name: TreeName) -> sled::Tree {
         self.generation().trees[name.index()].clone()
+    }
+
+    /// Replaces a tree's content with another store's, key by key (not atomically).
+    pub fn refill(&self, name: TreeName, from: &Store) -> Result<()> {
+        let live = self.tree(name);
+        live.clear()?;
+        for item in from.tree(name).iter() {
+            let (key, value) = item?;
+            self.learn(name, &key);
+            live.insert(key, value)?;
+        }
+        Ok(())
+    }
+
+    fn filter(&self, tree: TreeName) -> Option<std::sync::MutexGuard<'_, KeyFilter>> {
+        self.shared.filters[tree.index()].as_ref().map(|filter| {
+            filter
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+        })
+    }
+
+    /// Notes that a tree may hold a key from now on.
+    fn learn(&self, tree: TreeName, key: &[u8]) {
+        if let Some(mut filter) = self.filter(tree) {
+            filter.insert(filter::hash(key));
+        }
+    }
+
+    /// Whether the tree surely holds no such key, by its filter (built, and filtered).
+    fn surely_absent(&self, tree: TreeName, key: &[u8]) -> bool {
+        self.filter(tree)
+            .is_some_and(|filter| filter.surely_absent(filter::hash(key)))
+    }
+
+    /// Builds the filters of the keys the trees in [`TreeName::FILTERED`] may hold, from
+    /// one scan of each tree's keys (a second call scans nothing). Until then batches
+    /// read every key from sled. Batches may be written meanwhile: the filters learn
+    /// what they put from the moment the store opens.
+    pub fn build_filters(&self) -> Result<()> {
+        for tree in TreeName::FILTERED {
+            if !self.filter(tree).is_some_and(|f| f.is_recording()) {
+                continue;
+            }
+            let stored = self
+                .tree(tree)
+                .iter()
+                .keys()
+                .map(|key| key.map(|key| filter::hash(&key)))
+                .collect::<Result<Vec<u64>, _>>()?;
+            if let Some(mut filter) = self.filter(tree) {
+                filter.build(&stored);
+            }
+        }
+        Ok(())
     }
 
     /// What a store holds when it opens is on disk.
@@ -653,13 +727,20 @@ impl Batch<'_> {
         })
     }
 
+    /// The value stored under a key, before this batch and the one it follows: not
+    /// looked for in sled when the tree's filter tells it holds no such key.
+    fn stored(&self, tree: TreeName, key: &[u8]) -> Result<Option<sled::IVec>> {
+        if self.store.surely_absent(tree, key) {
+            return Ok(None);
+        }
+        Ok(self.generation.trees[tree.index()].get(key)?)
+    }
+
     /// Reads a value as the batch would leave it.
     pub fn get(&self, tree: TreeName, key: &[u8]) -> Result<Option<Vec<u8>>> {
         match self.pending(tree, key) {
             Some(pending) => Ok(pending.clone()),
-            None => Ok(self.generation.trees[tree.index()]
-                .get(key)?
-                .map(|v| v.to_vec())),
+            None => Ok(self.stored(tree, key)?.map(|v| v.to_vec())),
         }
     }
 
@@ -674,10 +755,7 @@ impl Batch<'_> {
         match self.pending(tree, key) {
             Some(Some(bytes)) => decode(bytes).map(Some),
             Some(None) => Ok(None),
-            None => match self.generation.trees[tree.index()]
-                .get(key)
-                .map_err(StoreError::from)?
-            {
+            None => match self.stored(tree, key)? {
                 Some(bytes) => decode(&bytes).map(Some),
                 None => Ok(None),
             },
@@ -701,8 +779,8 @@ impl Batch<'_> {
         match self.pending(tree, key) {
             Some(Some(bytes)) => decode_bin(tree, bytes).map(Some),
             Some(None) => Ok(None),
-            None => self.generation.trees[tree.index()]
-                .get(key)?
+            None => self
+                .stored(tree, key)?
                 .map(|v| decode_bin(tree, &v))
                 .transpose(),
         }
@@ -710,7 +788,9 @@ impl Batch<'_> {
 
     /// Writes a raw value.
     pub fn put(&mut self, tree: TreeName, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
-        self.writes[tree.index()].insert(key.into(), Some(value.into()));
+        let key = key.into();
+        self.store.learn(tree, &key);
+        self.writes[tree.index()].insert(key, Some(value.into()));
     }
 
     /// Writes a value in the compact binary encoding (for values read on the hot path).
@@ -1195,6 +1275,14 @@ impl Generation {
     }
 }
 
+/// An empty filter for each tree in [`TreeName::FILTERED`], by tree position.
+fn new_filters() -> Vec<Option<Mutex<KeyFilter>>> {
+    TreeName::ALL
+        .iter()
+        .map(|tree| TreeName::FILTERED.contains(tree).then(Mutex::default))
+        .collect()
+}
+
 fn generation_path(root: &Path, name: Option<&str>) -> PathBuf {
     match name {
         Some(name) => root.join(name),
@@ -1611,6 +1699,68 @@ mod tests {
         for cut in 0..bytes.len() {
             assert!(decode_redo(&bytes[..cut]).is_err(), "cut at {cut}");
         }
+    }
+
+    #[test]
+    fn a_batch_finds_every_key_stored_before_or_while_the_filters_were_built() {
+        let dir = tempfile::tempdir().unwrap();
+        fn keys(prefix: &str) -> impl Iterator<Item = Vec<u8>> + '_ {
+            (0..200).map(move |i| format!("{prefix}{i}").into_bytes())
+        }
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let mut batch = store.begin().unwrap();
+            batch.append_log("before the store opened");
+            for key in keys("opened/") {
+                batch.put(TreeName::Dedup, key, b"1".to_vec());
+            }
+            batch.commit().unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        // Put before the build, written through after it, while the next batch reads.
+        let mut first = store.begin().unwrap();
+        first.append_log("first");
+        for key in keys("first/") {
+            first.put(TreeName::Dedup, key, b"2".to_vec());
+        }
+        let first = first.seal();
+        store.build_filters().unwrap();
+        let mut second = store.begin_after(&first);
+        first.write_through().unwrap();
+        second.append_log("second");
+        for key in keys("second/") {
+            second.put(TreeName::Dedup, key, b"3".to_vec());
+        }
+        second.seal().write_through().unwrap();
+        let third = store.begin().unwrap();
+        for key in keys("opened/").chain(keys("first/")).chain(keys("second/")) {
+            assert!(third.get(TreeName::Dedup, &key).unwrap().is_some());
+        }
+        let missing = keys("never/")
+            .filter(|key| third.get(TreeName::Dedup, key).unwrap().is_none())
+            .count();
+        assert_eq!(missing, 200);
+
+        // The filter answers for keys no batch wrote, without sled: a key written around
+        // the batches (which only a test does) is not seen in a filtered tree.
+        store.tree(TreeName::Dedup).insert(b"around", b"4").unwrap();
+        store
+            .tree(TreeName::Entities)
+            .insert(b"around", b"4")
+            .unwrap();
+        let fourth = store.begin().unwrap();
+        assert_eq!(fourth.get(TreeName::Dedup, b"around").unwrap(), None);
+        assert!(fourth.get(TreeName::Entities, b"around").unwrap().is_some());
+        // Refilling learns the keys it copies.
+        let other = Store::temporary().unwrap();
+        other
+            .tree(TreeName::Dedup)
+            .insert(b"refilled", b"5")
+            .unwrap();
+        store.refill(TreeName::Dedup, &other).unwrap();
+        let fifth = store.begin().unwrap();
+        assert!(fifth.get(TreeName::Dedup, b"refilled").unwrap().is_some());
+        assert_eq!(fifth.get(TreeName::Dedup, b"opened/1").unwrap(), None);
     }
 
     #[test]
