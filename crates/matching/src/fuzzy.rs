@@ -170,11 +170,14 @@ impl Matcher for FuzzyMatcher {
     }
 
     fn contact_point(&self, raw: &str) -> Option<String> {
+        let code = &self.config.prepare.default_country_code;
+        let mut out = String::with_capacity(7 + raw.len() + code.len());
         if raw.contains('@') {
-            crate::normalise::email(raw).map(|e| format!("email:{e}"))
+            out.push_str("email:");
+            crate::normalise::email_onto(raw, out)
         } else {
-            crate::normalise::phone(raw, &self.config.prepare.default_country_code)
-                .map(|p| format!("phone:{p}"))
+            out.push_str("phone:");
+            crate::normalise::phone_onto(raw, code, out)
         }
     }
 

@@ -5,7 +5,20 @@ use rphonetic::{DoubleMetaphone, Encoder};
 
 /// Lowercased, trimmed e-mail address; `None` if it is not one.
 pub fn email(raw: &str) -> Option<String> {
-    let email = raw.trim().to_lowercase();
+    email_onto(raw, String::new())
+}
+
+/// [`email`] written onto the end of `out` (a prefix such as `email:`), so that a
+/// prefixed form costs one allocation.
+pub fn email_onto(raw: &str, mut out: String) -> Option<String> {
+    let trimmed = raw.trim();
+    let start = out.len();
+    if trimmed.is_ascii() {
+        out.extend(trimmed.chars().map(|c| c.to_ascii_lowercase()));
+    } else {
+        out.push_str(&trimmed.to_lowercase());
+    }
+    let email = &out[start..];
     let (local, domain) = email.split_once('@')?;
     let valid = !local.is_empty()
         && domain.contains('.')
@@ -13,29 +26,35 @@ pub fn email(raw: &str) -> Option<String> {
         && !domain.ends_with('.')
         && !domain.contains('@')
         && !email.chars().any(char::is_whitespace);
-    valid.then_some(email)
+    valid.then_some(out)
 }
 
 /// The phone number in E.164 form (`+441632960001`), given the country calling code to
 /// assume for national numbers; `None` if it cannot be one.
 pub fn phone(raw: &str, default_country_code: &str) -> Option<String> {
+    phone_onto(raw, default_country_code, String::new())
+}
+
+/// [`phone`] written onto the end of `out` (a prefix such as `phone:`), so that a
+/// prefixed form costs one allocation.
+pub fn phone_onto(raw: &str, default_country_code: &str, mut out: String) -> Option<String> {
     let trimmed = raw.trim();
     if trimmed.chars().any(|c| c.is_alphabetic()) {
         return None;
     }
-    let digits: String = trimmed.chars().filter(char::is_ascii_digit).collect();
-    let international = if trimmed.starts_with('+') {
-        digits
-    } else if let Some(rest) = digits.strip_prefix("00") {
-        rest.to_owned()
-    } else if let Some(rest) = digits.strip_prefix('0') {
-        format!("{default_country_code}{rest}")
-    } else {
-        format!("{default_country_code}{digits}")
-    };
-    (8..=15)
-        .contains(&international.len())
-        .then(|| format!("+{international}"))
+    out.push('+');
+    let start = out.len();
+    out.extend(trimmed.chars().filter(char::is_ascii_digit));
+    if !trimmed.starts_with('+') {
+        if out[start..].starts_with("00") {
+            out.replace_range(start..start + 2, "");
+        } else if out[start..].starts_with('0') {
+            out.replace_range(start..start + 1, default_country_code);
+        } else {
+            out.insert_str(start, default_country_code);
+        }
+    }
+    (8..=15).contains(&(out.len() - start)).then_some(out)
 }
 
 /// Folds any script to lowercase ASCII words separated by single spaces; punctuation
@@ -445,6 +464,45 @@ mod tests {
             if let Some(d) = date(&s, DateOrder::Dmy) { prop_assert_eq!(date(&d, DateOrder::Dmy), Some(d.clone())); }
             let f = fold(&s);
             prop_assert_eq!(fold(&f), f);
+        }
+
+        #[test]
+        fn prefixed_contact_points_are_the_plain_forms_prefixed(
+            s in "[ +0-9()a-zA-ZΣσ.@-]{0,24}",
+            code in "[1-9][0-9]{0,2}",
+        ) {
+            // What the two did before they wrote onto a given prefix.
+            let email_before = {
+                let email = s.trim().to_lowercase();
+                email.split_once('@').and_then(|(local, domain)| {
+                    (!local.is_empty()
+                        && domain.contains('.')
+                        && !domain.starts_with('.')
+                        && !domain.ends_with('.')
+                        && !domain.contains('@')
+                        && !email.chars().any(char::is_whitespace))
+                    .then(|| email.clone())
+                })
+            };
+            let phone_before = {
+                let trimmed = s.trim();
+                let digits: String = trimmed.chars().filter(char::is_ascii_digit).collect();
+                let international = if trimmed.starts_with('+') {
+                    digits
+                } else if let Some(rest) = digits.strip_prefix("00") {
+                    rest.to_owned()
+                } else if let Some(rest) = digits.strip_prefix('0') {
+                    format!("{code}{rest}")
+                } else {
+                    format!("{code}{digits}")
+                };
+                (!trimmed.chars().any(char::is_alphabetic) && (8..=15).contains(&international.len()))
+                    .then(|| format!("+{international}"))
+            };
+            prop_assert_eq!(email(&s), email_before.clone());
+            prop_assert_eq!(email_onto(&s, "email:".into()), email_before.map(|e| format!("email:{e}")));
+            prop_assert_eq!(phone(&s, &code), phone_before.clone());
+            prop_assert_eq!(phone_onto(&s, &code, "phone:".into()), phone_before.map(|p| format!("phone:{p}")));
         }
 
         #[test]
