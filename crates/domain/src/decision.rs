@@ -213,26 +213,33 @@ struct EventIn {
     key_ref: Option<String>,
 }
 
+impl LoggedEvent {
+    /// The event as the store keeps it in the log ([`LogEntry::to_stored`]), with
+    /// `sealed` for its sealed payload: the entry is written without copying the event.
+    pub fn to_stored_with(&self, sealed: &[u8]) -> Result<Vec<u8>, String> {
+        let mut out = Vec::with_capacity(64 + sealed.len());
+        out.push(STORED_EVENT);
+        let event = EventOut {
+            id: &self.id,
+            source: &self.source,
+            subject: &self.subject,
+            event_type: self.event_type,
+            time: self.time,
+            received_at: self.received_at,
+            sealed,
+            key_ref: self.key_ref.as_deref(),
+        };
+        postcard::to_io(&event, &mut out).map_err(|e| e.to_string())?;
+        Ok(out)
+    }
+}
+
 impl LogEntry {
     /// The entry as the store keeps it: an event in binary, about half its JSON (the
     /// bulk of the log, and the bulk of what a batch writes), a decision as JSON.
     pub fn to_stored(&self) -> Result<Vec<u8>, String> {
         match self {
-            LogEntry::Event(e) => {
-                let mut out = vec![STORED_EVENT];
-                let event = EventOut {
-                    id: &e.id,
-                    source: &e.source,
-                    subject: &e.subject,
-                    event_type: e.event_type,
-                    time: e.time,
-                    received_at: e.received_at,
-                    sealed: &e.sealed,
-                    key_ref: e.key_ref.as_deref(),
-                };
-                postcard::to_io(&event, &mut out).map_err(|e| e.to_string())?;
-                Ok(out)
-            }
+            LogEntry::Event(e) => e.to_stored_with(&e.sealed),
             LogEntry::Decision(_) => serde_json::to_vec(self).map_err(|e| e.to_string()),
         }
     }

@@ -1047,11 +1047,7 @@ impl SealOnWrite {
             }
         };
         let sealed = self.key.seal(plain).map_err(|e| e.to_string())?;
-        LogEntry::Event(LoggedEvent {
-            sealed,
-            ..self.logged.clone()
-        })
-        .to_stored()
+        self.logged.to_stored_with(&sealed)
     }
 }
 

@@ -4,13 +4,15 @@
 use std::cell::RefCell;
 
 use chacha20poly1305::aead::rand_core::SeedableRng;
-use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng};
+use chacha20poly1305::aead::{Aead, AeadCore, AeadInPlace, KeyInit, OsRng};
 use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
 use rand_chacha::ChaCha20Rng;
 
 use crate::StoreError;
 
 const NONCE_LEN: usize = 24;
+/// Poly1305's tag, after the ciphertext.
+const TAG_LEN: usize = 16;
 
 thread_local! {
     /// Keys and nonces come from a ChaCha20 generator seeded from the operating system once
@@ -51,14 +53,17 @@ impl DataKey {
         Ok(DataKey(*Key::from_slice(bytes)))
     }
 
-    /// Encrypts and authenticates; the output is nonce ‖ ciphertext.
+    /// Encrypts and authenticates; the output is nonce ‖ ciphertext (with its tag), built
+    /// in one buffer.
     pub fn seal(&self, plaintext: &[u8]) -> Result<Vec<u8>, StoreError> {
         let nonce = RNG.with(|rng| XChaCha20Poly1305::generate_nonce(&mut *rng.borrow_mut()));
-        let ciphertext = XChaCha20Poly1305::new(&self.0)
-            .encrypt(&nonce, plaintext)
+        let mut sealed = Vec::with_capacity(NONCE_LEN + plaintext.len() + TAG_LEN);
+        sealed.extend_from_slice(&nonce);
+        sealed.extend_from_slice(plaintext);
+        let tag = XChaCha20Poly1305::new(&self.0)
+            .encrypt_in_place_detached(&nonce, b"", &mut sealed[NONCE_LEN..])
             .map_err(|e| StoreError::Crypto(e.to_string()))?;
-        let mut sealed = nonce.to_vec();
-        sealed.extend_from_slice(&ciphertext);
+        sealed.extend_from_slice(&tag);
         Ok(sealed)
     }
 
@@ -97,5 +102,13 @@ mod tests {
         );
         let restored = DataKey::from_bytes(key.as_bytes()).unwrap();
         assert_eq!(restored.open(&sealed).unwrap(), b"ann.lee@example.org");
+        // Nonce, then exactly what the cipher's own `encrypt` gives for it.
+        let (nonce, rest) = sealed.split_at(NONCE_LEN);
+        let encrypted = XChaCha20Poly1305::new(&key.0)
+            .encrypt(XNonce::from_slice(nonce), &b"ann.lee@example.org"[..])
+            .unwrap();
+        assert_eq!(rest, encrypted.as_slice());
+        assert_eq!(sealed.len(), NONCE_LEN + 19 + TAG_LEN);
+        assert_eq!(key.open(&key.seal(b"").unwrap()).unwrap(), b"");
     }
 }
