@@ -197,6 +197,7 @@ struct EventOut<'a> {
     event_type: EventType,
     time: Timestamp,
     received_at: Timestamp,
+    #[serde(serialize_with = "bytes_out")]
     sealed: &'a [u8],
     key_ref: Option<&'a str>,
 }
@@ -209,8 +210,45 @@ struct EventIn {
     event_type: EventType,
     time: Timestamp,
     received_at: Timestamp,
+    #[serde(deserialize_with = "bytes_in")]
     sealed: Vec<u8>,
     key_ref: Option<String>,
+}
+
+/// The sealed payload written as one byte string. In postcard that is exactly a sequence
+/// of bytes (its length, then the bytes), as entries were first written, without a call
+/// per byte.
+fn bytes_out<S: serde::Serializer>(bytes: &&[u8], serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_bytes(bytes)
+}
+
+/// Reads what [`bytes_out`] wrote, taking the bytes whole.
+fn bytes_in<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
+    struct Bytes;
+    impl<'de> serde::de::Visitor<'de> for Bytes {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a byte string")
+        }
+
+        fn visit_bytes<E>(self, bytes: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(bytes.to_vec())
+        }
+
+        fn visit_byte_buf<E>(self, bytes: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(bytes)
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            let mut bytes = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+            while let Some(byte) = seq.next_element()? {
+                bytes.push(byte);
+            }
+            Ok(bytes)
+        }
+    }
+    deserializer.deserialize_byte_buf(Bytes)
 }
 
 impl LoggedEvent {
@@ -355,6 +393,31 @@ mod tests {
             stored.len()
         );
         assert_eq!(decision.to_stored().unwrap()[0], b'{');
+        // The sealed payload as one byte string is what it was as a sequence of bytes.
+        #[derive(Serialize)]
+        struct AsFirstWritten<'a> {
+            id: &'a str,
+            source: &'a str,
+            subject: &'a str,
+            event_type: EventType,
+            time: Timestamp,
+            received_at: Timestamp,
+            sealed: Vec<u8>,
+            key_ref: Option<&'a str>,
+        }
+        let first = AsFirstWritten {
+            id: "e-1",
+            source: "pos",
+            subject: "1",
+            event_type: EventType::ConsentChanged,
+            time: Timestamp(-5),
+            received_at: Timestamp(1_700_000_000_000),
+            sealed: (0..=255).collect(),
+            key_ref: None,
+        };
+        let mut as_first = vec![STORED_EVENT];
+        as_first.extend(postcard::to_allocvec(&first).unwrap());
+        assert_eq!(stored, as_first);
         // Cut short, or of no known format: refused, never misread.
         assert!(LogEntry::from_stored(&stored[..stored.len() - 1]).is_err());
         assert!(LogEntry::from_stored(&[7, 1, 2]).is_err());
