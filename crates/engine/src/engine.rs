@@ -422,21 +422,23 @@ impl Engine {
         }
     }
 
-    /// Loads the match index, and builds the store's key filters beside it on a second
-    /// thread (once: [`Store::build_filters`]).
+    /// Loads the match index, which builds the store's filter of the records tree from
+    /// the keys it reads, and the store's other key filters beside it on a second thread
+    /// (once: [`Store::build_filters`]).
     pub(crate) fn load_index(&self) -> Result<MatchIndex> {
         let started = std::time::Instant::now();
+        let others = || self.store.build_filters(&[TreeName::Records]);
         let (index, filters) = std::thread::scope(|scope| {
             let filters = std::thread::Builder::new()
                 .name("cmdm-filters".into())
-                .spawn_scoped(scope, || self.store.build_filters());
+                .spawn_scoped(scope, others);
             let index = MatchIndex::load(&self.store, self.matcher.as_ref());
             let filters = match filters {
                 Ok(thread) => thread
                     .join()
                     .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
                 // No second thread: built here.
-                Err(_) => self.store.build_filters(),
+                Err(_) => others(),
             };
             (index, filters)
         });

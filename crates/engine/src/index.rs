@@ -199,8 +199,11 @@ impl MatchIndex {
     /// Loads the index from the store's projections.
     pub fn load(store: &Store, matcher: &dyn Matcher) -> Result<Self> {
         let mut index = MatchIndex::empty(matcher.generic_limit());
+        // Every record's key, for the store's filter of the records tree: read here anyway.
+        let mut stored = Vec::new();
         for item in store.tree(TreeName::Records).iter() {
             let (key, value) = item.map_err(cmdm_store::StoreError::from)?;
+            stored.push(cmdm_store::filter_hash(&key));
             let parts = Parts::of(&value)?;
             let prepared = parts.prepared()?;
             if prepared.is_none() && parts.entity.is_none() {
@@ -215,6 +218,8 @@ impl MatchIndex {
                 index.join(slot, entity);
             }
         }
+        store.build_filter(TreeName::Records, &stored);
+        drop(stored);
         for item in store.tree(TreeName::Apart).iter() {
             let (key, _) = item.map_err(cmdm_store::StoreError::from)?;
             let (a, b) = parse_pair(&key)?;

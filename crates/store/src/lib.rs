@@ -333,13 +333,15 @@ impl Store {
             .is_some_and(|filter| filter.surely_absent(filter::hash(key)))
     }
 
-    /// Builds the filters of the keys the trees in [`TreeName::FILTERED`] may hold, from
-    /// one scan of each tree's keys (a second call scans nothing). Until then batches
-    /// read every key from sled. Batches may be written meanwhile: the filters learn
-    /// what they put from the moment the store opens.
-    pub fn build_filters(&self) -> Result<()> {
+    /// Builds the filters of the keys the trees in [`TreeName::FILTERED`] but `except`
+    /// may hold, from one scan of each tree's keys (a tree's filter is built once; later
+    /// calls scan nothing for it). Until then batches read every key from sled. Batches
+    /// may be written meanwhile: the filters learn what they put from the moment the
+    /// store opens. A caller that reads a tree's keys anyway builds its filter with
+    /// [`Store::build_filter`] instead.
+    pub fn build_filters(&self, except: &[TreeName]) -> Result<()> {
         for tree in TreeName::FILTERED {
-            if !self.filter(tree).is_some_and(|f| f.is_recording()) {
+            if except.contains(&tree) || !self.filter(tree).is_some_and(|f| f.is_recording()) {
                 continue;
             }
             let stored = self
@@ -348,11 +350,17 @@ impl Store {
                 .keys()
                 .map(|key| key.map(|key| filter::hash(&key)))
                 .collect::<Result<Vec<u64>, _>>()?;
-            if let Some(mut filter) = self.filter(tree) {
-                filter.build(&stored);
-            }
+            self.build_filter(tree, &stored);
         }
         Ok(())
+    }
+
+    /// Builds a tree's filter from the hashes ([`filter_hash`]) of every key the tree
+    /// held when it was read, after the store opened (nothing if it is built already).
+    pub fn build_filter(&self, tree: TreeName, stored: &[u64]) {
+        if let Some(mut filter) = self.filter(tree) {
+            filter.build(stored);
+        }
     }
 
     /// What a store holds when it opens is on disk.
@@ -1275,6 +1283,11 @@ impl Generation {
     }
 }
 
+/// The hash a key filter keeps of a key ([`Store::build_filter`]).
+pub fn filter_hash(key: &[u8]) -> u64 {
+    filter::hash(key)
+}
+
 /// An empty filter for each tree in [`TreeName::FILTERED`], by tree position.
 fn new_filters() -> Vec<Option<Mutex<KeyFilter>>> {
     TreeName::ALL
@@ -1724,7 +1737,7 @@ mod tests {
             first.put(TreeName::Dedup, key, b"2".to_vec());
         }
         let first = first.seal();
-        store.build_filters().unwrap();
+        store.build_filters(&[]).unwrap();
         let mut second = store.begin_after(&first);
         first.write_through().unwrap();
         second.append_log("second");
