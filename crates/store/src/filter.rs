@@ -5,7 +5,8 @@
 //! A filter never forgets a key. It learns every key a batch puts from the moment the
 //! store opens, and the keys stored before from one scan of the tree ([`KeyFilter::build`]);
 //! it answers only once built. So "absent" is always right, and "may hold" is wrong for
-//! about one key in a hundred that no tree holds (and for deleted keys): sled is asked then.
+//! about one key in a hundred that no tree holds for each layer the filter has grown to
+//! ([`Layers`]), and for deleted keys: sled is asked then.
 
 use std::hash::BuildHasher;
 
