@@ -21,7 +21,7 @@ use tonic::{Request, Response, Status};
 
 // The allocator of the hub's binary, so the hub's path is measured as it runs.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// The bare service: a fixed answer, no store, no conversion, no roles.
 #[derive(Clone)]

@@ -23,7 +23,7 @@ use cmdm_store::TreeName;
 
 // The allocator of the hub's binary, so the hub's path is measured as it runs.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 const CAMPAIGN: usize = 100_000;
 

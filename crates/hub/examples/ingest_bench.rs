@@ -35,7 +35,7 @@ const EVENTS: &str = "cmdm.events.v1";
 
 // The allocator of the hub's binary, so the hub's path is measured as it runs.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 /// Events applied so far: the offsets stored with the batches (every event of the bench
 /// is valid, so none goes to the dead letter topic). Counting the dedup tree instead

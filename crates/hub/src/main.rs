@@ -34,9 +34,10 @@ enum Command {
     Config,
 }
 
-// The write path allocates and frees many small values; mimalloc does that faster than glibc.
+// The write path allocates and frees many small values, much of it freed on another thread
+// than the one that allocated it: jemalloc does that with less CPU than mimalloc and glibc.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
