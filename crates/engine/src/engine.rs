@@ -1075,26 +1075,10 @@ struct Fresh {
 fn ahead(matcher: &dyn Matcher, event: &InboundEvent) -> Ahead {
     let plain = serde_json::to_vec(&event.payload).ok();
     let fresh = matches!(event.payload, cmdm_domain::Payload::Profile(_)).then(|| {
-        let mut record = SourceRecord::new(event.key());
-        let change = record.apply(
-            &event.payload,
-            cmdm_domain::Stamp {
-                time: event.time,
-                seq: 0,
-            },
-        );
-        let prepared = matcher.prepare(&record);
-        let keys = matcher.block_keys(&prepared);
-        let form = (!prepared.values.is_empty()).then(|| matcher.compact(&prepared));
-        Fresh {
-            built: Built {
-                record,
-                change,
-                prepared,
-            },
-            keys,
-            form,
-        }
+        let built = Built::new(matcher, event.key(), &event.payload, event.time);
+        let keys = matcher.block_keys(&built.prepared);
+        let form = (!built.prepared.values.is_empty()).then(|| matcher.compact(&built.prepared));
+        Fresh { built, keys, form }
     });
     Ahead { plain, fresh }
 }

@@ -9,7 +9,7 @@ use crate::{FastMap, FastSet};
 use cmdm_domain::record::RecordChange;
 use cmdm_domain::{
     ContactPointState, Decision, GoldenId, GoldenRecord, LoggedEvent, Payload, Resolution,
-    ReviewStatus, ReviewTask, SourceKey, SourceRecord, Stamp, StewardNote,
+    ReviewStatus, ReviewTask, SourceKey, SourceRecord, Stamp, StewardNote, Timestamp,
 };
 use cmdm_matching::{BlockKey, Matcher, Prepared, Survivorship, survive};
 use cmdm_store::{Batch, TreeName};
@@ -173,6 +173,12 @@ impl<'s> Working<'s> {
         Ok(())
     }
 
+    /// Replaces a source record's prepared form with one encoded already.
+    fn set_encoded_features(&mut self, key: &SourceKey, features: Vec<u8>) -> Result<()> {
+        self.held(key)?.features = Some(features);
+        Ok(())
+    }
+
     /// Drops a source record and its projections (an erasure).
     fn forget_record(&mut self, key: &SourceKey) {
         self.records.remove(key);
@@ -331,6 +337,27 @@ pub(crate) struct Built {
     pub record: SourceRecord,
     pub change: RecordChange,
     pub prepared: Prepared,
+    /// The prepared form in the store's encoding, where it has values to match on (and
+    /// encoded: otherwise the batch encodes it again, and reports why).
+    pub features: Option<Vec<u8>>,
+}
+
+impl Built {
+    /// What applying `payload` at `time` makes of a record the store does not hold.
+    pub fn new(matcher: &dyn Matcher, key: SourceKey, payload: &Payload, time: Timestamp) -> Self {
+        let mut record = SourceRecord::new(key);
+        let change = record.apply(payload, Stamp { time, seq: 0 });
+        let prepared = matcher.prepare(&record);
+        let features = (!prepared.values.is_empty())
+            .then(|| encode_features(&prepared).ok())
+            .flatten();
+        Built {
+            record,
+            change,
+            prepared,
+            features,
+        }
+    }
 }
 
 /// A source record in a batch's working set.
@@ -477,7 +504,7 @@ impl Projector<'_> {
         };
         // A record nobody held yet belongs to no entity: its membership is not looked up.
         let unheld = work.is_unheld(&key)?;
-        let (change, prepared, active) = match built {
+        let (change, prepared, active, encoded) = match built {
             Some(built) if unheld => {
                 let mut record = built.record;
                 record.note(seq);
@@ -485,7 +512,7 @@ impl Projector<'_> {
                 let active = record.is_active();
                 work.adopt(record);
                 let prepared = (built.change == RecordChange::Profile).then_some(built.prepared);
-                (built.change, prepared, active)
+                (built.change, prepared, active, built.features)
             }
             _ => {
                 let record = work.record(&key)?;
@@ -497,7 +524,7 @@ impl Projector<'_> {
                 let change = record.apply(payload, stamp);
                 let prepared =
                     (change == RecordChange::Profile).then(|| self.matcher.prepare(record));
-                (change, prepared, record.is_active())
+                (change, prepared, record.is_active(), None)
             }
         };
         if change == RecordChange::None {
@@ -505,8 +532,14 @@ impl Projector<'_> {
         }
         let prepared = if let Some(prepared) = prepared {
             work.touched.findings += prepared.findings.len();
-            let kept = (!prepared.values.is_empty()).then_some(&prepared);
-            work.set_features(&key, kept)?;
+            match encoded {
+                // Encoded ahead from this very form.
+                Some(features) => work.set_encoded_features(&key, features)?,
+                None => {
+                    let kept = (!prepared.values.is_empty()).then_some(&prepared);
+                    work.set_features(&key, kept)?;
+                }
+            }
             Some(prepared)
         } else {
             None
