@@ -1436,8 +1436,9 @@ pub fn decode_bin<T: DeserializeOwned>(tree: TreeName, bytes: &[u8]) -> Result<T
 
 /// The compact binary encoding of a value.
 pub fn encode_bin<T: Serialize>(tree: TreeName, value: &T) -> Result<Vec<u8>> {
-    // Room for a typical record up front, rather than growing the buffer field by field.
-    postcard::to_extend(value, Vec::with_capacity(256)).map_err(|e| StoreError::Encode {
+    // Room for a typical record up front (a golden record of the synthetic people takes
+    // about 440 bytes), rather than growing the buffer field by field.
+    postcard::to_extend(value, Vec::with_capacity(512)).map_err(|e| StoreError::Encode {
         tree: tree.as_str(),
         reason: e.to_string(),
     })
