@@ -1128,7 +1128,7 @@ fn new_key_ref() -> String {
 /// record sharing a single key held by more than `weak_limit` records is left out.
 pub(crate) fn shared_keys(mut found: Vec<(u32, u32)>, weak_limit: usize) -> Vec<(u32, usize)> {
     found.sort_unstable();
-    // At most one a record found: sized once rather than grown as the runs are counted.
+    // At most one entry per record found: sized once rather than grown as runs are counted.
     let mut shared = Vec::with_capacity(found.len());
     shared.extend(
         found

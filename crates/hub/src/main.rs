@@ -35,7 +35,8 @@ enum Command {
 }
 
 // The write path allocates and frees many small values, much of it freed on another thread
-// than the one that allocated it: jemalloc does that with less CPU than mimalloc and glibc.
+// than the one that allocated it: jemalloc does that with less CPU than mimalloc, which was
+// faster than glibc's (BENCHMARKS.md).
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
