@@ -810,8 +810,9 @@ impl Engine {
             }
         };
         // Two candidates may each fit the record yet have been kept apart from each other.
-        let mut joined: Vec<u32> = Vec::with_capacity(index.members(base).len() + 1);
-        joined.extend_from_slice(index.members(base));
+        let members = index.members(base);
+        let mut joined: Vec<u32> = Vec::with_capacity(members.len() + 1);
+        joined.extend_from_slice(members);
         joined.extend(index.find(record));
         let mut merge = Vec::new();
         for (entity, explanation) in &outcome.merge {
