@@ -139,12 +139,11 @@ pub async fn scrape(addr: std::net::SocketAddr, path: &str) -> (String, String) 
     (status, body.to_owned())
 }
 
-/// Events applied so far (one dedup entry each). Read under the store's read gate, so a
-/// batch being written counts whole or not at all: once its events count, every other
-/// write of it (golden records, outbox) has landed too.
+/// Events applied so far ([`cmdm_engine::Engine::events_applied`]), counted under the
+/// store's read gate: a batch being written counts whole or not at all, so once its
+/// events count, every other write of it (golden records, outbox) has landed too.
 pub fn applied(hub: &RunningHub) -> usize {
-    let _gate = hub.engine().store().read_gate();
-    hub.engine().store().tree(TreeName::Dedup).len()
+    hub.engine().events_applied().expect("events applied") as usize
 }
 
 /// A plain channel to the hub, for the standard services' generated clients.

@@ -15,6 +15,7 @@ use tracing::{debug, info};
 
 use crate::held::Parts;
 use crate::index::{Found, MatchIndex};
+use crate::keys::KeyEntry;
 use crate::projector::{Built, Projector, Spent, Working, dedup_key, id_key};
 use crate::{EngineError, Result};
 
@@ -510,7 +511,16 @@ impl Engine {
                 report.duplicates += 1;
                 continue;
             }
+            // A record's first event counts for dedup with the record's data key instead.
+            if self.made_a_key(work.view(), index, event)? {
+                report.duplicates += 1;
+                continue;
+            }
             let key = event.key();
+            // The number the event's log entry gets.
+            let seq = work.batch().next_seq();
+            // Whether the event made its record's data key, and so counts for dedup with it.
+            let mut counted = false;
             let (data_key, key_ref) = match event.payload.contact_point() {
                 Some(raw) => {
                     let Some(point) = self.matcher.contact_point(raw) else {
@@ -544,7 +554,22 @@ impl Engine {
                         ));
                         continue;
                     }
-                    (self.data_key(work.batch(), &key.encode())?, None)
+                    let name = key.encode();
+                    match self.key_entry(work.batch(), &name)? {
+                        // The record's first event, applied already.
+                        Some(entry) if entry.made_by(&event.id) => {
+                            report.duplicates += 1;
+                            continue;
+                        }
+                        Some(entry) => (entry.key, None),
+                        None => {
+                            let entry = KeyEntry::first(seq, &event.id);
+                            work.batch().put(TreeName::Keys, name, entry.encode());
+                            index.note_first_event(&event.id, &key);
+                            counted = true;
+                            (entry.key, None)
+                        }
+                    }
                 }
             };
             // The stored prepared form this event may replace, whose blocking keys the
@@ -571,7 +596,7 @@ impl Engine {
                 sealed: Vec::new(),
                 key_ref,
             };
-            let seq = work.batch().next_seq();
+            debug_assert_eq!(work.batch().next_seq(), seq);
             let (plain, fresh) = match ahead {
                 Some(a) => (a.plain, a.fresh),
                 None => (None, None),
@@ -581,8 +606,14 @@ impl Engine {
                 Some(f) if work.source(&key)?.is_none() => (Some(f.built), Some((f.keys, f.form))),
                 _ => (None, None),
             };
-            let (active, change, prepared) =
-                projector.event(&mut work, &logged, Some(&event.payload), seq, built)?;
+            let (active, change, prepared) = projector.event(
+                &mut work,
+                &logged,
+                Some(&event.payload),
+                seq,
+                counted,
+                built,
+            )?;
             let entry = SealOnWrite {
                 logged,
                 key: data_key,
@@ -715,15 +746,42 @@ impl Engine {
         Ok(total)
     }
 
-    /// The data key named `name` (a source key, or a contact point's key reference),
-    /// made on first use.
+    /// The data key named `name` (a contact point's key reference), made on first use.
     fn data_key(&self, batch: &mut Batch<'_>, name: &str) -> Result<DataKey> {
-        if let Some(bytes) = batch.get(TreeName::Keys, name.as_bytes())? {
-            return Ok(DataKey::from_bytes(&bytes)?);
+        if let Some(entry) = self.key_entry(batch, name)? {
+            return Ok(entry.key);
         }
-        let key = DataKey::generate();
-        batch.put(TreeName::Keys, name.to_owned(), key.as_bytes());
-        Ok(key)
+        let entry = KeyEntry::alone();
+        batch.put(TreeName::Keys, name.to_owned(), entry.encode());
+        Ok(entry.key)
+    }
+
+    /// Whether `event` is the first event of a record, counted for dedup with the
+    /// record's data key: an event with the same source and id, whatever its subject.
+    fn made_a_key(
+        &self,
+        batch: &Batch<'_>,
+        index: &MatchIndex,
+        event: &InboundEvent,
+    ) -> Result<bool> {
+        for holder in index.first_event_holders(&event.source, &event.id) {
+            if *holder.source == *event.source
+                && self
+                    .key_entry(batch, &holder.encode())?
+                    .is_some_and(|entry| entry.made_by(&event.id))
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// What the keys tree holds under `name`, if anything.
+    fn key_entry(&self, batch: &Batch<'_>, name: &str) -> Result<Option<KeyEntry>> {
+        batch
+            .get(TreeName::Keys, name.as_bytes())?
+            .map(|bytes| KeyEntry::decode(&bytes))
+            .transpose()
     }
 
     /// Decides where a record whose profile changed belongs (`active`: not deleted at

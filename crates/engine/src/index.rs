@@ -13,6 +13,7 @@ use cmdm_matching::{BlockKey, Compact, Matcher, Prepared, Sketch};
 use cmdm_store::{Store, TreeName};
 
 use crate::held::Parts;
+use crate::keys::KeyEntry;
 use crate::{EngineError, Result};
 
 /// A record's place in the index.
@@ -170,7 +171,17 @@ pub(crate) struct MatchIndex {
     /// Open review tasks by (record, proposed entity), so a pair is reviewed once.
     open_reviews: FastMap<(Slot, GoldenId), u64>,
     open_tasks: FastMap<u64, (Slot, GoldenId)>,
+    /// Records whose first event counts for dedup with their data key ([`crate::keys`]),
+    /// by a 64-bit hash of that event's source and id: how a redelivery of such an event,
+    /// which has no entry in the dedup tree, is told apart. Two events sharing a hash
+    /// only make the check read both records' keys.
+    first_events: hashbrown::HashTable<(u64, Slot)>,
     generic_limit: usize,
+}
+
+/// The hash of a spoke's event id in `first_events`.
+fn first_event_hash(source: &str, id: &str) -> u64 {
+    foldhash::fast::FixedState::with_seed(0x6576_6e74).hash_one((source, id))
 }
 
 fn block_hash(key: &str) -> u64 {
@@ -192,6 +203,7 @@ impl MatchIndex {
             apart: FastMap::default(),
             open_reviews: FastMap::default(),
             open_tasks: FastMap::default(),
+            first_events: hashbrown::HashTable::new(),
             generic_limit,
         }
     }
@@ -234,7 +246,37 @@ impl MatchIndex {
                 index.open_review(task.id, slot, task.entity);
             }
         }
+        for item in store.tree(TreeName::Keys).iter() {
+            let (name, value) = item.map_err(cmdm_store::StoreError::from)?;
+            // Only records' keys carry a first event; contact points' names do not parse.
+            if let Some((_, id)) = KeyEntry::decode(&value)?.first {
+                let record = parse_key(&name)?;
+                index.note_first_event(&id, &record);
+            }
+        }
         Ok(index)
+    }
+
+    /// Notes that `record`'s first event, `id` of the record's source, counts for dedup
+    /// with its data key.
+    pub fn note_first_event(&mut self, id: &str, record: &SourceKey) {
+        let hash = first_event_hash(&record.source, id);
+        let slot = self.slot(record);
+        self.first_events
+            .insert_unique(hash, (hash, slot), |&(hash, _)| hash);
+    }
+
+    /// The records whose first event may be `source`'s event `id` (their keys tell).
+    pub fn first_event_holders<'a>(
+        &'a self,
+        source: &str,
+        id: &str,
+    ) -> impl Iterator<Item = &'a SourceKey> + 'a {
+        let hash = first_event_hash(source, id);
+        self.first_events
+            .iter_hash(hash)
+            .filter(move |&&(h, _)| h == hash)
+            .map(|&(_, slot)| self.key(slot))
     }
 
     /// Number of records indexed.

@@ -6,6 +6,7 @@ mod contact;
 mod engine;
 pub mod held;
 mod index;
+mod keys;
 mod outbox;
 mod privacy;
 mod projector;

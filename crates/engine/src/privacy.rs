@@ -8,12 +8,12 @@ use cmdm_domain::{
     Timestamp,
 };
 use cmdm_matching::Prepared;
-use cmdm_store::crypto::DataKey;
 use cmdm_store::{PurgeReport, Store, TreeName};
 use serde::Serialize;
 use tracing::info;
 
-use crate::projector::Working;
+use crate::keys::KeyEntry;
+use crate::projector::{Working, dedup_key};
 use crate::{Engine, EngineError, Result};
 
 /// What happens to an event about a source record whose person was erased.
@@ -58,6 +58,38 @@ pub struct SubjectExport {
     pub review_tasks: Vec<cmdm_domain::ReviewTask>,
 }
 
+impl Engine {
+    /// How many spoke events the store has applied: one entry each in the dedup tree, or
+    /// for a record's first event beside the record's data key ([`crate::keys`]). Walks
+    /// both trees, under the read gate (a batch being written counts whole or not at all).
+    pub fn events_applied(&self) -> Result<u64> {
+        let store = self.store();
+        let _gate = store.read_gate();
+        let mut applied = store.tree(TreeName::Dedup).len() as u64;
+        for item in store.tree(TreeName::Keys).iter() {
+            let (_, value) = item.map_err(cmdm_store::StoreError::from)?;
+            if KeyEntry::decode(&value)?.first.is_some() {
+                applied += 1;
+            }
+        }
+        Ok(applied)
+    }
+}
+
+/// Whether a logged event (numbered `seq`) made its record's data key, which counts it for
+/// dedup in its stead ([`crate::keys`]).
+pub(crate) fn counted_with_key(store: &Store, event: &LoggedEvent, seq: u64) -> Result<bool> {
+    if event.key_ref.is_some() {
+        return Ok(false);
+    }
+    let Some(bytes) = store.get(TreeName::Keys, event.key().encode().as_bytes())? else {
+        return Ok(false);
+    };
+    Ok(KeyEntry::decode(&bytes)?
+        .first
+        .is_some_and(|(first, id)| first == seq && id == event.id))
+}
+
 /// The payload of a logged event, or `None` when its data key was erased (crypto-shredded).
 pub(crate) fn open_payload(
     store: &Store,
@@ -71,7 +103,7 @@ pub(crate) fn open_payload(
     let Some(bytes) = store.get(TreeName::Keys, key_name.as_bytes())? else {
         return Ok(None);
     };
-    match DataKey::from_bytes(&bytes)?.open(&event.sealed) {
+    match KeyEntry::decode(&bytes)?.key.open(&event.sealed) {
         Ok(plain) => Ok(Some(serde_json::from_slice(&plain)?)),
         // The record was erased after this event and has since started again under a
         // new key: this older event belongs to the erased person.
@@ -190,6 +222,20 @@ impl Engine {
             .batch()
             .append_log(LogEntry::Decision(decision.clone()));
         self.projector().decision(&mut work, &decision, seq)?;
+        // A record's first event was counted for dedup with its key: it moves to the
+        // dedup tree, so that a redelivery of it still changes nothing.
+        for member in &golden.members {
+            let name = member.encode();
+            if let Some(bytes) = work.batch().get(TreeName::Keys, name.as_bytes())?
+                && let Some((first, id)) = KeyEntry::decode(&bytes)?.first
+            {
+                work.batch().put(
+                    TreeName::Dedup,
+                    dedup_key(&member.source, &id),
+                    first.to_be_bytes(),
+                );
+            }
+        }
         for name in golden
             .members
             .iter()

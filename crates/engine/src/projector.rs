@@ -473,23 +473,27 @@ pub(crate) fn id_key(id: GoldenId) -> [u8; 8] {
 impl Projector<'_> {
     /// Applies a spoke event to its source record and its prepared form. `payload` is
     /// `None` when the record's data key was erased: the event then only counts for dedup.
-    /// `built` is the record the event makes where the caller has it already (worked out
-    /// ahead for a record the store does not hold yet). Returns whether the record is
-    /// active after the event, what the event changed, and the prepared form when the
-    /// profile changed.
+    /// `counted`: the event made its record's data key and counts for dedup there
+    /// ([`crate::keys`]), so it has no entry in the dedup tree. `built` is the record the
+    /// event makes where the caller has it already (worked out ahead for a record the
+    /// store does not hold yet). Returns whether the record is active after the event,
+    /// what the event changed, and the prepared form when the profile changed.
     pub fn event(
         &self,
         work: &mut Working<'_>,
         event: &LoggedEvent,
         payload: Option<&Payload>,
         seq: u64,
+        counted: bool,
         built: Option<Built>,
     ) -> Result<(bool, RecordChange, Option<Prepared>)> {
-        work.batch().put(
-            TreeName::Dedup,
-            dedup_key(&event.source, &event.id),
-            seq.to_be_bytes(),
-        );
+        if !counted {
+            work.batch().put(
+                TreeName::Dedup,
+                dedup_key(&event.source, &event.id),
+                seq.to_be_bytes(),
+            );
+        }
         let key = event.key();
         if event.key_ref.is_some() {
             self.contact_point_event(work, event, payload, seq)?;

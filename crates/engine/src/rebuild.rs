@@ -71,7 +71,8 @@ pub fn replay(engine: &Engine, target: &Store) -> Result<u64> {
         match &entry {
             LogEntry::Event(event) => {
                 let payload = crate::privacy::open_payload(live, event, seq)?;
-                projector.event(&mut work, event, payload.as_ref(), seq, None)?;
+                let counted = crate::privacy::counted_with_key(live, event, seq)?;
+                projector.event(&mut work, event, payload.as_ref(), seq, counted, None)?;
             }
             LogEntry::Decision(decision) => {
                 projector.decision(&mut work, decision, seq)?;

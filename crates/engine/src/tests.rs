@@ -222,6 +222,61 @@ fn redelivered_events_change_nothing() {
     assert_eq!(dump(engine.store()), before);
 }
 
+/// A record's first event counts for dedup with the record's data key, not in the dedup
+/// tree; an event with the same source and id is a duplicate all the same, whatever its
+/// subject, in the same batch, in a later one, after a restart and after an erasure.
+#[test]
+fn a_records_first_event_counts_for_dedup_with_its_key() {
+    let dedup = |store: &Store, id: &str| {
+        store
+            .get(TreeName::Dedup, format!("web\0{id}").as_bytes())
+            .unwrap()
+    };
+    let ann = |id: &str, subject: &str| {
+        profile(
+            id,
+            "web",
+            subject,
+            "2026-01-01T10:00:00Z",
+            json!({"given_name": "Ann", "family_name": "Lee", "email": format!("{subject}@example.org")}),
+        )
+    };
+    let store = Store::temporary().unwrap();
+    let first = engine(store.clone());
+    let report = first
+        .apply_batch(&[ann("1", "w1"), ann("1", "w1"), ann("1", "w2")], &[])
+        .unwrap();
+    assert_eq!((report.applied, report.duplicates), (1, 2));
+    assert_eq!(dedup(&store, "1"), None, "counted with the key instead");
+    assert!(store.get(TreeName::Keys, b"web/w1").unwrap().unwrap().len() > 32);
+    let report = first
+        .apply_batch(&[ann("1", "w3"), ann("2", "w1")], &[])
+        .unwrap();
+    assert_eq!((report.applied, report.duplicates), (1, 1));
+    assert!(
+        dedup(&store, "2").is_some(),
+        "a later event has its own entry"
+    );
+    assert!(verify(&first).unwrap().is_identical());
+    drop(first);
+
+    // A restarted engine tells them from the keys.
+    let restarted = engine(store.clone());
+    let report = restarted.apply_batch(&[ann("1", "w4")], &[]).unwrap();
+    assert_eq!((report.applied, report.duplicates), (0, 1));
+
+    // The erasure deletes the key: the first event moves to the dedup tree.
+    let entity = restarted.lookup(&key("web/w1")).unwrap().unwrap().id;
+    restarted.erase(entity, "dpo", "request 1").unwrap();
+    assert!(store.get(TreeName::Keys, b"web/w1").unwrap().is_none());
+    assert!(dedup(&store, "1").is_some());
+    let report = restarted
+        .apply_batch(&[ann("1", "w1"), ann("1", "w5")], &[])
+        .unwrap();
+    assert_eq!((report.applied, report.duplicates), (0, 2));
+    assert!(verify(&restarted).unwrap().is_identical());
+}
+
 #[test]
 fn declarations_and_late_events_follow_event_time() {
     let engine = engine(Store::temporary().unwrap());
