@@ -15,7 +15,7 @@ use tracing::{debug, info};
 
 use crate::held::Parts;
 use crate::index::{Found, MatchIndex};
-use crate::keys::KeyEntry;
+use crate::keys::{KeyEntry, first_event_hash};
 use crate::projector::{Built, Projector, Spent, Working, dedup_key, id_key};
 use crate::{EngineError, Result};
 
@@ -565,7 +565,7 @@ impl Engine {
                         None => {
                             let entry = KeyEntry::first(seq, &event.id);
                             work.batch().put(TreeName::Keys, name, entry.encode());
-                            index.note_first_event(&event.id, &key);
+                            index.note_first_event(first_event_hash(&key.source, &event.id), &key);
                             counted = true;
                             (entry.key, None)
                         }

@@ -5,7 +5,10 @@
 //!
 //! The value: a version byte, then 1 and the golden id (u64 BE) or 0 for no entity,
 //! then the length (u32 LE) of the prepared form in the store's binary encoding and the
-//! form (length 0: none), then the source record in the binary encoding.
+//! form (length 0: none), then the source record in the binary encoding. Version 2 puts,
+//! right after the version byte, the hash (u64 BE) of the record's first event where
+//! that event counts for dedup with the record's data key ([`crate::keys`]): the match
+//! index is loaded with it. A record without one is written in version 1.
 
 use cmdm_domain::{GoldenId, SourceRecord};
 use cmdm_matching::Prepared;
@@ -13,8 +16,9 @@ use cmdm_store::{StoreError, TreeName, decode_bin, encode_bin, encode_bin_onto};
 
 use crate::Result;
 
-/// The first byte of a stored record.
+/// The first byte of a stored record, without and with its first event's hash.
 const VERSION: u8 = 1;
+const VERSION_FIRST: u8 = 2;
 
 /// A source record as the store holds it, with what is kept beside it.
 #[derive(Debug, Clone)]
@@ -25,6 +29,9 @@ pub struct Held {
     pub entity: Option<GoldenId>,
     /// The prepared form in the store's binary encoding, decoded only where it is read.
     pub features: Option<Vec<u8>>,
+    /// The hash of the record's first event ([`crate::keys::first_event_hash`]) where
+    /// that event counts for dedup with the record's data key.
+    pub first_event: Option<u64>,
 }
 
 impl Held {
@@ -34,6 +41,7 @@ impl Held {
             record,
             entity: None,
             features: None,
+            first_event: None,
         }
     }
 
@@ -43,8 +51,14 @@ impl Held {
         // The record is encoded onto the end: room for one a little longer than its
         // prepared form (on the synthetic people, 277 bytes against 217), so that it
         // seldom grows the buffer.
-        let mut out = Vec::with_capacity(1 + 9 + 4 + 2 * features.len() + 256);
-        out.push(VERSION);
+        let mut out = Vec::with_capacity(1 + 8 + 9 + 4 + 2 * features.len() + 256);
+        match self.first_event {
+            Some(hash) => {
+                out.push(VERSION_FIRST);
+                out.extend_from_slice(&hash.to_be_bytes());
+            }
+            None => out.push(VERSION),
+        }
         match self.entity {
             Some(id) => {
                 out.push(1);
@@ -64,6 +78,7 @@ impl Held {
             record: parts.record()?,
             entity: parts.entity,
             features: parts.features.map(<[u8]>::to_vec),
+            first_event: parts.first_event,
         })
     }
 
@@ -77,6 +92,8 @@ impl Held {
 pub struct Parts<'a> {
     /// The entity the record belongs to.
     pub entity: Option<GoldenId>,
+    /// The hash of the record's first event, where it counts for dedup with the key.
+    pub first_event: Option<u64>,
     /// The prepared form in the store's binary encoding.
     pub features: Option<&'a [u8]>,
     record: &'a [u8],
@@ -90,9 +107,16 @@ impl<'a> Parts<'a> {
             reason: reason.to_owned(),
         };
         let (&version, rest) = bytes.split_first().ok_or_else(|| corrupt("empty value"))?;
-        if version != VERSION {
-            return Err(corrupt(&format!("stored record version {version}")).into());
-        }
+        let (first_event, rest) = match version {
+            VERSION => (None, rest),
+            VERSION_FIRST if rest.len() >= 8 => {
+                let (hash, rest) = rest.split_at(8);
+                let hash = u64::from_be_bytes(hash.try_into().expect("eight bytes"));
+                (Some(hash), rest)
+            }
+            VERSION_FIRST => return Err(corrupt("cut short").into()),
+            _ => return Err(corrupt(&format!("stored record version {version}")).into()),
+        };
         let (entity, rest) = match rest.split_first() {
             Some((0, rest)) => (None, rest),
             Some((1, rest)) if rest.len() >= 8 => {
@@ -113,6 +137,7 @@ impl<'a> Parts<'a> {
         let (features, record) = rest.split_at(length);
         Ok(Parts {
             entity,
+            first_event,
             features: (length > 0).then_some(features),
             record,
         })
@@ -154,23 +179,32 @@ mod tests {
             phonetic: Default::default(),
             findings: Vec::new(),
         };
-        for (entity, features) in [
-            (None, None),
-            (Some(GoldenId(7)), None),
+        for (entity, features, first_event) in [
+            (None, None, None),
+            (Some(GoldenId(7)), None, Some(42)),
             (
                 Some(GoldenId(u64::MAX)),
                 Some(encode_features(&prepared).unwrap()),
+                None,
+            ),
+            (
+                Some(GoldenId(3)),
+                Some(encode_features(&prepared).unwrap()),
+                Some(u64::MAX),
             ),
         ] {
             let held = Held {
                 record: SourceRecord::new(key.clone()),
                 entity,
                 features,
+                first_event,
             };
             let bytes = held.encode().unwrap();
+            assert_eq!(bytes[0], if first_event.is_some() { 2 } else { 1 });
             let back = Held::decode(&bytes).unwrap();
             assert_eq!(back.entity, held.entity);
             assert_eq!(back.features, held.features);
+            assert_eq!(back.first_event, held.first_event);
             assert_eq!(back.record, held.record);
             for cut in 0..bytes.len() {
                 assert!(Held::decode(&bytes[..cut]).is_err(), "cut at {cut}");

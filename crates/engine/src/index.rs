@@ -13,7 +13,7 @@ use cmdm_matching::{BlockKey, Compact, Matcher, Prepared, Sketch};
 use cmdm_store::{Store, TreeName};
 
 use crate::held::Parts;
-use crate::keys::KeyEntry;
+use crate::keys::first_event_hash;
 use crate::{EngineError, Result};
 
 /// A record's place in the index.
@@ -179,11 +179,6 @@ pub(crate) struct MatchIndex {
     generic_limit: usize,
 }
 
-/// The hash of a spoke's event id in `first_events`.
-fn first_event_hash(source: &str, id: &str) -> u64 {
-    foldhash::fast::FixedState::with_seed(0x6576_6e74).hash_one((source, id))
-}
-
 fn block_hash(key: &str) -> u64 {
     // A fixed seed: the same text hashes the same in every process.
     foldhash::fast::FixedState::with_seed(0x636d_646d).hash_one(key)
@@ -218,10 +213,13 @@ impl MatchIndex {
             stored.push(cmdm_store::filter_hash(&key));
             let parts = Parts::of(&value)?;
             let prepared = parts.prepared()?;
-            if prepared.is_none() && parts.entity.is_none() {
+            if prepared.is_none() && parts.entity.is_none() && parts.first_event.is_none() {
                 continue;
             }
             let slot = index.slot(&parse_key(&key)?);
+            if let Some(hash) = parts.first_event {
+                index.note_first_event_at(hash, slot);
+            }
             if let Some(prepared) = prepared {
                 index.add_blocks(slot, &matcher.block_keys(&prepared));
                 index.set_form(slot, Some(matcher.compact(&prepared)), matcher);
@@ -246,22 +244,17 @@ impl MatchIndex {
                 index.open_review(task.id, slot, task.entity);
             }
         }
-        for item in store.tree(TreeName::Keys).iter() {
-            let (name, value) = item.map_err(cmdm_store::StoreError::from)?;
-            // Only records' keys carry a first event; contact points' names do not parse.
-            if let Some((_, id)) = KeyEntry::decode(&value)?.first {
-                let record = parse_key(&name)?;
-                index.note_first_event(&id, &record);
-            }
-        }
         Ok(index)
     }
 
-    /// Notes that `record`'s first event, `id` of the record's source, counts for dedup
-    /// with its data key.
-    pub fn note_first_event(&mut self, id: &str, record: &SourceKey) {
-        let hash = first_event_hash(&record.source, id);
+    /// Notes that `record`'s first event, whose source and id have `hash`
+    /// ([`first_event_hash`]), counts for dedup with its data key.
+    pub fn note_first_event(&mut self, hash: u64, record: &SourceKey) {
         let slot = self.slot(record);
+        self.note_first_event_at(hash, slot);
+    }
+
+    fn note_first_event_at(&mut self, hash: u64, slot: Slot) {
         self.first_events
             .insert_unique(hash, (hash, slot), |&(hash, _)| hash);
     }

@@ -7,7 +7,10 @@
 //! about the same whatever its size, and a new record made four). Every later event of
 //! the record, and every event about a contact point, has its dedup entry as before. An
 //! erasure, which deletes the key, moves the first event into the dedup tree, so that a
-//! redelivery of it still changes nothing.
+//! redelivery of it still changes nothing. Dedup stays on the event's source and id
+//! whatever its subject: the match index keeps a hash of each such first event's source
+//! and id (loaded from the records' stored values, which carry it), and an event with a
+//! hash it holds is a duplicate where the holding record's key names its id.
 //!
 //! The value: the key's 32 bytes, then for a record's first event its sequence number
 //! (u64 BE) and its id (the rest). A value of 32 bytes is a key alone: a contact point's,
@@ -18,6 +21,13 @@ use cmdm_store::crypto::DataKey;
 use cmdm_store::{StoreError, TreeName};
 
 use crate::Result;
+
+/// The hash of a spoke event's source and id by which the match index finds the record
+/// whose first event it may be: the same in every process.
+pub(crate) fn first_event_hash(source: &str, id: &str) -> u64 {
+    use std::hash::BuildHasher;
+    foldhash::fast::FixedState::with_seed(0x6576_6e74).hash_one((source, id))
+}
 
 /// The length of a data key.
 const KEY_LEN: usize = 32;

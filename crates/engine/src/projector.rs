@@ -16,6 +16,7 @@ use cmdm_store::{Batch, TreeName};
 
 use crate::Result;
 use crate::held::{Held, encode_features};
+use crate::keys::first_event_hash;
 
 /// The rule projection depends on besides survivorship: the matcher's preparation.
 pub(crate) struct Projector<'a> {
@@ -531,6 +532,10 @@ impl Projector<'_> {
                 (change, prepared, record.is_active(), None)
             }
         };
+        if counted {
+            // Kept beside the record too, for the match index to be loaded with.
+            work.held(&key)?.first_event = Some(first_event_hash(&event.source, &event.id));
+        }
         if change == RecordChange::None {
             return Ok((active, change, None));
         }
