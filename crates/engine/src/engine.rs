@@ -512,15 +512,17 @@ impl Engine {
                 continue;
             }
             // A record's first event counts for dedup with the record's data key instead.
-            if self.made_a_key(work.view(), index, event)? {
+            let first_hash = first_event_hash(&event.source, &event.id);
+            if self.made_a_key(work.view(), index, first_hash, event)? {
                 report.duplicates += 1;
                 continue;
             }
             let key = event.key();
             // The number the event's log entry gets.
             let seq = work.batch().next_seq();
-            // Whether the event made its record's data key, and so counts for dedup with it.
-            let mut counted = false;
+            // Where the event makes its record's data key, and so counts for dedup with it:
+            // its hash.
+            let mut counted = None;
             let (data_key, key_ref) = match event.payload.contact_point() {
                 Some(raw) => {
                     let Some(point) = self.matcher.contact_point(raw) else {
@@ -556,17 +558,12 @@ impl Engine {
                     }
                     let name = key.encode();
                     match self.key_entry(work.batch(), &name)? {
-                        // The record's first event, applied already.
-                        Some(entry) if entry.made_by(&event.id) => {
-                            report.duplicates += 1;
-                            continue;
-                        }
                         Some(entry) => (entry.key, None),
                         None => {
                             let entry = KeyEntry::first(seq, &event.id);
                             work.batch().put(TreeName::Keys, name, entry.encode());
-                            index.note_first_event(first_event_hash(&key.source, &event.id), &key);
-                            counted = true;
+                            index.note_first_event(first_hash, &key);
+                            counted = Some(first_hash);
                             (entry.key, None)
                         }
                     }
@@ -756,15 +753,17 @@ impl Engine {
         Ok(entry.key)
     }
 
-    /// Whether `event` is the first event of a record, counted for dedup with the
-    /// record's data key: an event with the same source and id, whatever its subject.
+    /// Whether `event`, whose source and id hash to `hash`, is the first event of a
+    /// record, counted for dedup with the record's data key: an event with the same
+    /// source and id, whatever its subject.
     fn made_a_key(
         &self,
         batch: &Batch<'_>,
         index: &MatchIndex,
+        hash: u64,
         event: &InboundEvent,
     ) -> Result<bool> {
-        for holder in index.first_event_holders(&event.source, &event.id) {
+        for holder in index.first_event_holders(hash) {
             if *holder.source == *event.source
                 && self
                     .key_entry(batch, &holder.encode())?

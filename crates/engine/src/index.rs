@@ -13,7 +13,6 @@ use cmdm_matching::{BlockKey, Compact, Matcher, Prepared, Sketch};
 use cmdm_store::{Store, TreeName};
 
 use crate::held::Parts;
-use crate::keys::first_event_hash;
 use crate::{EngineError, Result};
 
 /// A record's place in the index.
@@ -248,7 +247,7 @@ impl MatchIndex {
     }
 
     /// Notes that `record`'s first event, whose source and id have `hash`
-    /// ([`first_event_hash`]), counts for dedup with its data key.
+    /// ([`crate::keys::first_event_hash`]), counts for dedup with its data key.
     pub fn note_first_event(&mut self, hash: u64, record: &SourceKey) {
         let slot = self.slot(record);
         self.note_first_event_at(hash, slot);
@@ -259,13 +258,9 @@ impl MatchIndex {
             .insert_unique(hash, (hash, slot), |&(hash, _)| hash);
     }
 
-    /// The records whose first event may be `source`'s event `id` (their keys tell).
-    pub fn first_event_holders<'a>(
-        &'a self,
-        source: &str,
-        id: &str,
-    ) -> impl Iterator<Item = &'a SourceKey> + 'a {
-        let hash = first_event_hash(source, id);
+    /// The records whose first event's source and id may hash to `hash` (their keys
+    /// tell).
+    pub fn first_event_holders(&self, hash: u64) -> impl Iterator<Item = &SourceKey> + '_ {
         self.first_events
             .iter_hash(hash)
             .filter(move |&&(h, _)| h == hash)

@@ -16,7 +16,6 @@ use cmdm_store::{Batch, TreeName};
 
 use crate::Result;
 use crate::held::{Held, encode_features};
-use crate::keys::first_event_hash;
 
 /// The rule projection depends on besides survivorship: the matcher's preparation.
 pub(crate) struct Projector<'a> {
@@ -474,8 +473,9 @@ pub(crate) fn id_key(id: GoldenId) -> [u8; 8] {
 impl Projector<'_> {
     /// Applies a spoke event to its source record and its prepared form. `payload` is
     /// `None` when the record's data key was erased: the event then only counts for dedup.
-    /// `counted`: the event made its record's data key and counts for dedup there
-    /// ([`crate::keys`]), so it has no entry in the dedup tree. `built` is the record the
+    /// `counted`: where the event made its record's data key and counts for dedup there
+    /// ([`crate::keys`]), so it has no entry in the dedup tree, the hash of its source
+    /// and id, kept with the record. `built` is the record the
     /// event makes where the caller has it already (worked out ahead for a record the
     /// store does not hold yet). Returns whether the record is active after the event,
     /// what the event changed, and the prepared form when the profile changed.
@@ -485,10 +485,10 @@ impl Projector<'_> {
         event: &LoggedEvent,
         payload: Option<&Payload>,
         seq: u64,
-        counted: bool,
+        counted: Option<u64>,
         built: Option<Built>,
     ) -> Result<(bool, RecordChange, Option<Prepared>)> {
-        if !counted {
+        if counted.is_none() {
             work.batch().put(
                 TreeName::Dedup,
                 dedup_key(&event.source, &event.id),
@@ -532,9 +532,9 @@ impl Projector<'_> {
                 (change, prepared, record.is_active(), None)
             }
         };
-        if counted {
+        if counted.is_some() {
             // Kept beside the record too, for the match index to be loaded with.
-            work.held(&key)?.first_event = Some(first_event_hash(&event.source, &event.id));
+            work.held(&key)?.first_event = counted;
         }
         if change == RecordChange::None {
             return Ok((active, change, None));

@@ -71,7 +71,8 @@ pub fn replay(engine: &Engine, target: &Store) -> Result<u64> {
         match &entry {
             LogEntry::Event(event) => {
                 let payload = crate::privacy::open_payload(live, event, seq)?;
-                let counted = crate::privacy::counted_with_key(live, event, seq)?;
+                let counted = crate::privacy::counted_with_key(live, event, seq)?
+                    .then(|| crate::keys::first_event_hash(&event.source, &event.id));
                 projector.event(&mut work, event, payload.as_ref(), seq, counted, None)?;
             }
             LogEntry::Decision(decision) => {
