@@ -473,12 +473,12 @@ pub(crate) fn id_key(id: GoldenId) -> [u8; 8] {
 impl Projector<'_> {
     /// Applies a spoke event to its source record and its prepared form. `payload` is
     /// `None` when the record's data key was erased: the event then only counts for dedup.
-    /// `counted`: where the event made its record's data key and counts for dedup there
-    /// ([`crate::keys`]), so it has no entry in the dedup tree, the hash of its source
-    /// and id, kept with the record. `built` is the record the
-    /// event makes where the caller has it already (worked out ahead for a record the
-    /// store does not hold yet). Returns whether the record is active after the event,
-    /// what the event changed, and the prepared form when the profile changed.
+    /// `counted` is the hash of the event's source and id where the event made its
+    /// record's data key and counts for dedup there ([`crate::keys`]): it then has no
+    /// entry in the dedup tree, and the hash is kept with the record. `built` is the
+    /// record the event makes where the caller has it already (worked out ahead for a
+    /// record the store does not hold yet). Returns whether the record is active after
+    /// the event, what the event changed, and the prepared form when the profile changed.
     pub fn event(
         &self,
         work: &mut Working<'_>,
