@@ -76,18 +76,40 @@ impl Engine {
     }
 }
 
-/// Whether a logged event (numbered `seq`) made its record's data key, which counts it for
-/// dedup in its stead ([`crate::keys`]).
-pub(crate) fn counted_with_key(store: &Store, event: &LoggedEvent, seq: u64) -> Result<bool> {
-    if event.key_ref.is_some() {
-        return Ok(false);
-    }
-    let Some(bytes) = store.get(TreeName::Keys, event.key().encode().as_bytes())? else {
-        return Ok(false);
+/// A logged event opened with its data key: its payload, or `None` when the key was
+/// erased (crypto-shredded), and whether the event made its record's key, which counts
+/// it for dedup in its stead ([`crate::keys`]).
+pub(crate) struct Opened {
+    pub payload: Option<Payload>,
+    pub counted: bool,
+}
+
+/// Opens a logged event (numbered `seq`), reading its key entry once.
+pub(crate) fn open_event(store: &Store, event: &LoggedEvent, seq: u64) -> Result<Opened> {
+    let key_name = event
+        .key_ref
+        .clone()
+        .unwrap_or_else(|| event.key().encode());
+    let Some(bytes) = store.get(TreeName::Keys, key_name.as_bytes())? else {
+        return Ok(Opened {
+            payload: None,
+            counted: false,
+        });
     };
-    Ok(KeyEntry::decode(&bytes)?
-        .first
-        .is_some_and(|(first, id)| first == seq && id == event.id))
+    let entry = KeyEntry::decode(&bytes)?;
+    let counted = event.key_ref.is_none()
+        && entry
+            .first
+            .as_ref()
+            .is_some_and(|(first, id)| *first == seq && *id == event.id);
+    let payload = match entry.key.open(&event.sealed) {
+        Ok(plain) => Some(serde_json::from_slice(&plain)?),
+        // The record was erased after this event and has since started again under a
+        // new key: this older event belongs to the erased person.
+        Err(_) if event.key_ref.is_none() && erased_after(store, &key_name, seq)? => None,
+        Err(e) => return Err(e.into()),
+    };
+    Ok(Opened { payload, counted })
 }
 
 /// The payload of a logged event, or `None` when its data key was erased (crypto-shredded).
@@ -96,20 +118,7 @@ pub(crate) fn open_payload(
     event: &LoggedEvent,
     seq: u64,
 ) -> Result<Option<Payload>> {
-    let key_name = event
-        .key_ref
-        .clone()
-        .unwrap_or_else(|| event.key().encode());
-    let Some(bytes) = store.get(TreeName::Keys, key_name.as_bytes())? else {
-        return Ok(None);
-    };
-    match KeyEntry::decode(&bytes)?.key.open(&event.sealed) {
-        Ok(plain) => Ok(Some(serde_json::from_slice(&plain)?)),
-        // The record was erased after this event and has since started again under a
-        // new key: this older event belongs to the erased person.
-        Err(_) if event.key_ref.is_none() && erased_after(store, &key_name, seq)? => Ok(None),
-        Err(e) => Err(e.into()),
-    }
+    Ok(open_event(store, event, seq)?.payload)
 }
 
 fn erased_after(store: &Store, record: &str, seq: u64) -> Result<bool> {

@@ -70,10 +70,18 @@ pub fn replay(engine: &Engine, target: &Store) -> Result<u64> {
         let entry = crate::decode_log(&value)?;
         match &entry {
             LogEntry::Event(event) => {
-                let payload = crate::privacy::open_payload(live, event, seq)?;
-                let counted = crate::privacy::counted_with_key(live, event, seq)?
+                let opened = crate::privacy::open_event(live, event, seq)?;
+                let counted = opened
+                    .counted
                     .then(|| crate::keys::first_event_hash(&event.source, &event.id));
-                projector.event(&mut work, event, payload.as_ref(), seq, counted, None)?;
+                projector.event(
+                    &mut work,
+                    event,
+                    opened.payload.as_ref(),
+                    seq,
+                    counted,
+                    None,
+                )?;
             }
             LogEntry::Decision(decision) => {
                 projector.decision(&mut work, decision, seq)?;
