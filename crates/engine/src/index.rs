@@ -171,11 +171,25 @@ pub(crate) struct MatchIndex {
     open_reviews: FastMap<(Slot, GoldenId), u64>,
     open_tasks: FastMap<u64, (Slot, GoldenId)>,
     /// Records whose first event counts for dedup with their data key ([`crate::keys`]),
-    /// by a 64-bit hash of that event's source and id: how a redelivery of such an event,
-    /// which has no entry in the dedup tree, is told apart. Two events sharing a hash
-    /// only make the check read both records' keys.
-    first_events: hashbrown::HashTable<(u64, Slot)>,
+    /// by 32 bits of a hash of that event's source and id ([`first_event_tag`]): how a
+    /// redelivery of such an event, which has no entry in the dedup tree, is told apart.
+    /// Eight bytes an entry. Two events sharing the 32 bits only make the check read both
+    /// records' keys (one new event in about 4,000 with a million records held).
+    first_events: hashbrown::HashTable<(u32, Slot)>,
     generic_limit: usize,
+}
+
+/// The part of a first event's hash ([`crate::keys::first_event_hash`]) the match index
+/// keeps.
+fn first_event_tag(hash: u64) -> u32 {
+    (hash >> 32) as u32
+}
+
+/// Where a first event's entry goes in its table: worked out from the entry alone (the
+/// table moves entries by it when it grows), and spread over all 64 bits, whose top bits
+/// the table compares before the entry.
+fn tag_hash(tag: u32) -> u64 {
+    u64::from(tag).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
 fn block_hash(key: &str) -> u64 {
@@ -254,16 +268,18 @@ impl MatchIndex {
     }
 
     fn note_first_event_at(&mut self, hash: u64, slot: Slot) {
+        let tag = first_event_tag(hash);
         self.first_events
-            .insert_unique(hash, (hash, slot), |&(hash, _)| hash);
+            .insert_unique(tag_hash(tag), (tag, slot), |&(tag, _)| tag_hash(tag));
     }
 
     /// The records whose first event's source and id may hash to `hash` (their keys
     /// tell).
     pub fn first_event_holders(&self, hash: u64) -> impl Iterator<Item = &SourceKey> + '_ {
+        let tag = first_event_tag(hash);
         self.first_events
-            .iter_hash(hash)
-            .filter(move |&&(h, _)| h == hash)
+            .iter_hash(tag_hash(tag))
+            .filter(move |&&(t, _)| t == tag)
             .map(|&(_, slot)| self.key(slot))
     }
 
@@ -907,5 +923,36 @@ mod tests {
         assert!(!seen[3].1);
         assert!(seen[5].1);
         assert_eq!(seen[7], (false, false, false));
+    }
+
+    #[test]
+    fn first_events_are_found_by_their_hash_and_a_shared_tag_names_both_holders() {
+        let mut index = MatchIndex::empty(100);
+        // 10 and 11 share the upper 32 bits their tag is made of, 12 does not.
+        let (a, b, c) = (
+            0x0123_4567_0000_0001,
+            0x0123_4567_0000_0002,
+            0x7654_3210_0000_0001,
+        );
+        index.note_first_event(a, &key(10));
+        index.note_first_event(b, &key(11));
+        index.note_first_event(c, &key(12));
+        // Enough more to make the table grow and move its entries.
+        for n in 0..10_000u32 {
+            index.note_first_event(u64::from(n) << 40 | 0xff, &key(100 + n));
+        }
+        let holders = |hash| {
+            let mut found: Vec<String> = index
+                .first_event_holders(hash)
+                .map(|k| k.to_string())
+                .collect();
+            found.sort();
+            found
+        };
+        assert_eq!(holders(a), ["crm/r10", "crm/r11"]);
+        assert_eq!(holders(b), ["crm/r10", "crm/r11"]);
+        assert_eq!(holders(c), ["crm/r12"]);
+        assert_eq!(holders(5u64 << 40 | 0xff), ["crm/r105"]);
+        assert!(holders(0x1111_2222_3333_4444).is_empty());
     }
 }
