@@ -187,6 +187,348 @@ pub enum LogEntry {
 /// with `{` is JSON: decisions, and every entry logged before events were binary.
 const STORED_EVENT: u8 = 2;
 
+/// First byte of a decision's log entry as the store keeps it: then the decision in
+/// postcard ([`StoredDecision`]). Decisions logged before were JSON.
+const STORED_DECISION: u8 = 3;
+
+/// How a [`StoredDecision`] holds what is not a plain number: borrowed from the decision
+/// being written ([`Borrowed`]), owned when read back ([`Owned`]).
+trait Holding {
+    type Key;
+    type Explanation;
+    type Text;
+    type Ids;
+    type Keys;
+    type Texts;
+}
+
+/// What a decision being written lends its stored form.
+struct Borrowed<'a>(std::marker::PhantomData<&'a ()>);
+
+impl<'a> Holding for Borrowed<'a> {
+    type Key = &'a SourceKey;
+    type Explanation = &'a MatchExplanation;
+    type Text = &'a str;
+    type Ids = &'a [GoldenId];
+    type Keys = &'a [SourceKey];
+    type Texts = &'a [String];
+}
+
+/// What a stored decision read back owns.
+struct Owned;
+
+impl Holding for Owned {
+    type Key = SourceKey;
+    type Explanation = MatchExplanation;
+    type Text = String;
+    type Ids = Vec<GoldenId>;
+    type Keys = Vec<SourceKey>;
+    type Texts = Vec<String>;
+}
+
+/// A decision's stored form, variant by variant and field by field as [`Decision`]
+/// (whose own serde form, tagged inside, postcard cannot read back). postcard is
+/// positional: variants are numbered in this order, which must never change (a new
+/// decision goes last), and no field is ever skipped.
+#[derive(Serialize, Deserialize)]
+#[serde(bound(
+    serialize = "H::Key: Serialize, H::Explanation: Serialize, H::Text: Serialize, \
+                 H::Ids: Serialize, H::Keys: Serialize, H::Texts: Serialize",
+    deserialize = "H::Key: Deserialize<'de>, H::Explanation: Deserialize<'de>, \
+                   H::Text: Deserialize<'de>, H::Ids: Deserialize<'de>, \
+                   H::Keys: Deserialize<'de>, H::Texts: Deserialize<'de>"
+))]
+enum StoredDecision<H: Holding> {
+    EntityCreated {
+        entity: GoldenId,
+        record: H::Key,
+    },
+    RecordLinked {
+        entity: GoldenId,
+        record: H::Key,
+        explanation: H::Explanation,
+    },
+    EntitiesMerged {
+        survivor: GoldenId,
+        merged: GoldenId,
+        explanation: H::Explanation,
+    },
+    RecordUnlinked {
+        entity: GoldenId,
+        record: H::Key,
+        reason: H::Text,
+    },
+    ReviewOpened {
+        task: u64,
+        record: H::Key,
+        entity: GoldenId,
+        explanation: H::Explanation,
+    },
+    StewardMerged {
+        survivor: GoldenId,
+        merged: GoldenId,
+        note: StoredNote<H::Text>,
+    },
+    KeptApart {
+        entity: GoldenId,
+        other: GoldenId,
+        note: StoredNote<H::Text>,
+    },
+    RecordSplit {
+        record: H::Key,
+        from: GoldenId,
+        to: GoldenId,
+        revived: bool,
+        note: StoredNote<H::Text>,
+    },
+    StewardLinked {
+        record: H::Key,
+        entity: GoldenId,
+        note: StoredNote<H::Text>,
+    },
+    Erased {
+        entity: GoldenId,
+        merged_ids: H::Ids,
+        records: H::Keys,
+        contact_keys: H::Texts,
+        note: StoredNote<H::Text>,
+    },
+}
+
+impl<'a> From<&'a Decision> for StoredDecision<Borrowed<'a>> {
+    fn from(decision: &'a Decision) -> Self {
+        match decision {
+            Decision::EntityCreated { entity, record } => StoredDecision::EntityCreated {
+                entity: *entity,
+                record,
+            },
+            Decision::RecordLinked {
+                entity,
+                record,
+                explanation,
+            } => StoredDecision::RecordLinked {
+                entity: *entity,
+                record,
+                explanation,
+            },
+            Decision::EntitiesMerged {
+                survivor,
+                merged,
+                explanation,
+            } => StoredDecision::EntitiesMerged {
+                survivor: *survivor,
+                merged: *merged,
+                explanation,
+            },
+            Decision::RecordUnlinked {
+                entity,
+                record,
+                reason,
+            } => StoredDecision::RecordUnlinked {
+                entity: *entity,
+                record,
+                reason,
+            },
+            Decision::ReviewOpened {
+                task,
+                record,
+                entity,
+                explanation,
+            } => StoredDecision::ReviewOpened {
+                task: *task,
+                record,
+                entity: *entity,
+                explanation,
+            },
+            Decision::StewardMerged {
+                survivor,
+                merged,
+                note,
+            } => StoredDecision::StewardMerged {
+                survivor: *survivor,
+                merged: *merged,
+                note: note.into(),
+            },
+            Decision::KeptApart {
+                entity,
+                other,
+                note,
+            } => StoredDecision::KeptApart {
+                entity: *entity,
+                other: *other,
+                note: note.into(),
+            },
+            Decision::RecordSplit {
+                record,
+                from,
+                to,
+                revived,
+                note,
+            } => StoredDecision::RecordSplit {
+                record,
+                from: *from,
+                to: *to,
+                revived: *revived,
+                note: note.into(),
+            },
+            Decision::StewardLinked {
+                record,
+                entity,
+                note,
+            } => StoredDecision::StewardLinked {
+                record,
+                entity: *entity,
+                note: note.into(),
+            },
+            Decision::Erased {
+                entity,
+                merged_ids,
+                records,
+                contact_keys,
+                note,
+            } => StoredDecision::Erased {
+                entity: *entity,
+                merged_ids,
+                records,
+                contact_keys,
+                note: note.into(),
+            },
+        }
+    }
+}
+
+impl From<StoredDecision<Owned>> for Decision {
+    fn from(stored: StoredDecision<Owned>) -> Self {
+        match stored {
+            StoredDecision::EntityCreated { entity, record } => {
+                Decision::EntityCreated { entity, record }
+            }
+            StoredDecision::RecordLinked {
+                entity,
+                record,
+                explanation,
+            } => Decision::RecordLinked {
+                entity,
+                record,
+                explanation,
+            },
+            StoredDecision::EntitiesMerged {
+                survivor,
+                merged,
+                explanation,
+            } => Decision::EntitiesMerged {
+                survivor,
+                merged,
+                explanation,
+            },
+            StoredDecision::RecordUnlinked {
+                entity,
+                record,
+                reason,
+            } => Decision::RecordUnlinked {
+                entity,
+                record,
+                reason,
+            },
+            StoredDecision::ReviewOpened {
+                task,
+                record,
+                entity,
+                explanation,
+            } => Decision::ReviewOpened {
+                task,
+                record,
+                entity,
+                explanation,
+            },
+            StoredDecision::StewardMerged {
+                survivor,
+                merged,
+                note,
+            } => Decision::StewardMerged {
+                survivor,
+                merged,
+                note: note.into(),
+            },
+            StoredDecision::KeptApart {
+                entity,
+                other,
+                note,
+            } => Decision::KeptApart {
+                entity,
+                other,
+                note: note.into(),
+            },
+            StoredDecision::RecordSplit {
+                record,
+                from,
+                to,
+                revived,
+                note,
+            } => Decision::RecordSplit {
+                record,
+                from,
+                to,
+                revived,
+                note: note.into(),
+            },
+            StoredDecision::StewardLinked {
+                record,
+                entity,
+                note,
+            } => Decision::StewardLinked {
+                record,
+                entity,
+                note: note.into(),
+            },
+            StoredDecision::Erased {
+                entity,
+                merged_ids,
+                records,
+                contact_keys,
+                note,
+            } => Decision::Erased {
+                entity,
+                merged_ids,
+                records,
+                contact_keys,
+                note: note.into(),
+            },
+        }
+    }
+}
+
+/// A [`StewardNote`] field by field, its task always written.
+#[derive(Serialize, Deserialize)]
+struct StoredNote<T> {
+    by: T,
+    comment: T,
+    at: Timestamp,
+    task: Option<u64>,
+}
+
+impl<'a> From<&'a StewardNote> for StoredNote<&'a str> {
+    fn from(note: &'a StewardNote) -> Self {
+        StoredNote {
+            by: &note.by,
+            comment: &note.comment,
+            at: note.at,
+            task: note.task,
+        }
+    }
+}
+
+impl From<StoredNote<String>> for StewardNote {
+    fn from(note: StoredNote<String>) -> Self {
+        StewardNote {
+            by: note.by,
+            comment: note.comment,
+            at: note.at,
+            task: note.task,
+        }
+    }
+}
+
 /// An event's stored form, field by field as [`LoggedEvent`] (postcard is positional:
 /// no field is ever skipped).
 #[derive(Serialize)]
@@ -272,13 +614,23 @@ impl LoggedEvent {
     }
 }
 
+impl Decision {
+    /// The decision as the store keeps it in the log ([`LogEntry::to_stored`]).
+    pub fn to_stored(&self) -> Result<Vec<u8>, String> {
+        let mut out = Vec::with_capacity(64);
+        out.push(STORED_DECISION);
+        postcard::to_io(&StoredDecision::from(self), &mut out).map_err(|e| e.to_string())?;
+        Ok(out)
+    }
+}
+
 impl LogEntry {
-    /// The entry as the store keeps it: an event in binary, about half its JSON (the
-    /// bulk of the log, and the bulk of what a batch writes), a decision as JSON.
+    /// The entry as the store keeps it, in binary: an event in about half its JSON, a
+    /// decision in about a third.
     pub fn to_stored(&self) -> Result<Vec<u8>, String> {
         match self {
             LogEntry::Event(e) => e.to_stored_with(&e.sealed),
-            LogEntry::Decision(_) => serde_json::to_vec(self).map_err(|e| e.to_string()),
+            LogEntry::Decision(d) => d.to_stored(),
         }
     }
 
@@ -297,6 +649,11 @@ impl LogEntry {
                     sealed: e.sealed,
                     key_ref: e.key_ref,
                 }))
+            }
+            Some(&STORED_DECISION) => {
+                let d: StoredDecision<Owned> =
+                    postcard::from_bytes(&bytes[1..]).map_err(|e| e.to_string())?;
+                Ok(LogEntry::Decision(d.into()))
             }
             Some(b'{') => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
             Some(other) => Err(format!("unknown log entry format {other:#04x}")),
@@ -392,7 +749,7 @@ mod tests {
             "binary: {} bytes",
             stored.len()
         );
-        assert_eq!(decision.to_stored().unwrap()[0], b'{');
+        assert_eq!(decision.to_stored().unwrap()[0], STORED_DECISION);
         // The sealed payload as one byte string is what it was as a sequence of bytes.
         #[derive(Serialize)]
         struct Sealed<'a>(#[serde(serialize_with = "bytes_out")] &'a [u8]);
@@ -405,6 +762,132 @@ mod tests {
         assert!(LogEntry::from_stored(&stored[..stored.len() - 1]).is_err());
         assert!(LogEntry::from_stored(&[7, 1, 2]).is_err());
         assert!(LogEntry::from_stored(&[]).is_err());
+    }
+
+    /// One decision of each kind, with every optional part both present and absent.
+    fn every_decision() -> Vec<Decision> {
+        let key = |s: &str| crate::SourceKey::new("crm", s).unwrap();
+        let (a, b) = (crate::GoldenId(7), crate::GoldenId(u64::MAX));
+        let explanation = MatchExplanation {
+            rule: "fellegi-sunter".into(),
+            weight: 23.456_789_012_345,
+            probability: 0.999_999_9,
+            fields: vec![
+                FieldWeight {
+                    field: "given_name".into(),
+                    level: "exact".into(),
+                    weight: 3.25,
+                },
+                FieldWeight {
+                    field: "email".into(),
+                    level: "missing".into(),
+                    weight: -0.0,
+                },
+            ],
+            with: vec![key("1"), key("2")],
+            weakest_evidence: -4.5,
+        };
+        let note = |task| StewardNote {
+            by: "steward@bank".into(),
+            comment: "same person, née Smith".into(),
+            at: Timestamp(-1),
+            task,
+        };
+        vec![
+            Decision::EntityCreated {
+                entity: a,
+                record: key("1"),
+            },
+            Decision::RecordLinked {
+                entity: a,
+                record: key("2"),
+                explanation: explanation.clone(),
+            },
+            Decision::EntitiesMerged {
+                survivor: a,
+                merged: b,
+                explanation: MatchExplanation::default(),
+            },
+            Decision::RecordUnlinked {
+                entity: a,
+                record: key("3"),
+                reason: "profile.deleted".into(),
+            },
+            Decision::ReviewOpened {
+                task: 42,
+                record: key("4"),
+                entity: b,
+                explanation,
+            },
+            Decision::StewardMerged {
+                survivor: a,
+                merged: b,
+                note: note(Some(42)),
+            },
+            Decision::KeptApart {
+                entity: a,
+                other: b,
+                note: note(None),
+            },
+            Decision::RecordSplit {
+                record: key("5"),
+                from: a,
+                to: b,
+                revived: true,
+                note: note(None),
+            },
+            Decision::StewardLinked {
+                record: key("6"),
+                entity: b,
+                note: note(Some(0)),
+            },
+            Decision::Erased {
+                entity: a,
+                merged_ids: vec![b, crate::GoldenId(8)],
+                records: vec![key("1"), key("2")],
+                contact_keys: vec!["cp-0123".into()],
+                note: note(None),
+            },
+            Decision::Erased {
+                entity: b,
+                merged_ids: vec![],
+                records: vec![],
+                contact_keys: vec![],
+                note: note(Some(1)),
+            },
+        ]
+    }
+
+    #[test]
+    fn every_decision_round_trips_through_its_binary_stored_form_and_its_json_still_reads() {
+        for decision in every_decision() {
+            let entry = LogEntry::Decision(decision.clone());
+            let stored = entry.to_stored().unwrap();
+            assert_eq!(stored[0], STORED_DECISION);
+            assert_eq!(stored, decision.to_stored().unwrap());
+            assert_eq!(LogEntry::from_stored(&stored).unwrap(), entry);
+            let json = serde_json::to_vec(&entry).unwrap();
+            assert_eq!(
+                LogEntry::from_stored(&json).unwrap(),
+                entry,
+                "logged before"
+            );
+            assert!(
+                stored.len() < json.len() / 2,
+                "{}: {} bytes against {} in JSON",
+                decision.name(),
+                stored.len(),
+                json.len()
+            );
+            // Cut short anywhere: refused, never misread.
+            for cut in 1..stored.len() {
+                assert!(
+                    LogEntry::from_stored(&stored[..cut]).is_err(),
+                    "{} cut at {cut}",
+                    decision.name()
+                );
+            }
+        }
     }
 
     #[test]

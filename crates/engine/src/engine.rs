@@ -5,8 +5,8 @@ use std::thread::JoinHandle;
 use cmdm_domain::MatchExplanation;
 use cmdm_domain::record::RecordChange;
 use cmdm_domain::{
-    Decision, GoldenId, GoldenRecord, InboundEvent, LogEntry, LoggedEvent, OutboundChange,
-    OutboundKind, SourceKey, SourceRecord, Timestamp,
+    Decision, GoldenId, GoldenRecord, InboundEvent, LoggedEvent, OutboundChange, OutboundKind,
+    SourceKey, SourceRecord, Timestamp,
 };
 use cmdm_matching::{BlockKey, Compact, EntityCandidate, Matcher, Member, Prepared, Survivorship};
 use cmdm_store::crypto::DataKey;
@@ -684,7 +684,7 @@ impl Engine {
                 Decision::ReviewOpened { .. } => report.review_tasks += 1,
                 _ => {}
             }
-            let logged_at = work.batch().append_log(LogEntry::Decision(decision));
+            let logged_at = crate::log_decision(work.batch(), decision);
             debug_assert_eq!(logged_at, seq);
         }
         Ok(())

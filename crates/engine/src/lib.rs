@@ -56,6 +56,15 @@ mod consent_tests;
 #[cfg(test)]
 mod tests;
 
+/// Appends a decision to a batch's log, in its stored form ([`cmdm_domain::Decision::to_stored`],
+/// encoded when the batch is written), and returns its sequence number.
+pub(crate) fn log_decision(
+    batch: &mut cmdm_store::Batch<'_>,
+    decision: cmdm_domain::Decision,
+) -> u64 {
+    batch.append_log_with(move || decision.to_stored())
+}
+
 /// A log entry as the store keeps it ([`LogEntry::from_stored`]).
 pub(crate) fn decode_log(bytes: &[u8]) -> Result<cmdm_domain::LogEntry> {
     cmdm_domain::LogEntry::from_stored(bytes).map_err(|reason| {

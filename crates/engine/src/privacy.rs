@@ -4,8 +4,7 @@
 use std::collections::BTreeMap;
 
 use cmdm_domain::{
-    ContactPointState, Decision, GoldenId, LogEntry, LoggedEvent, Payload, SourceKey, StewardNote,
-    Timestamp,
+    ContactPointState, Decision, GoldenId, LoggedEvent, Payload, SourceKey, StewardNote, Timestamp,
 };
 use cmdm_matching::Prepared;
 use cmdm_store::{PurgeReport, Store, TreeName};
@@ -227,9 +226,7 @@ impl Engine {
             &self.config().survivorship,
             self.matcher().as_ref(),
         );
-        let seq = work
-            .batch()
-            .append_log(LogEntry::Decision(decision.clone()));
+        let seq = crate::log_decision(work.batch(), decision.clone());
         self.projector().decision(&mut work, &decision, seq)?;
         // A record's first event was counted for dedup with its key: it moves to the
         // dedup tree, so that a redelivery of it still changes nothing.

@@ -260,9 +260,7 @@ impl Engine {
                 }
             }
         };
-        let logged = work
-            .batch()
-            .append_log(LogEntry::Decision(decision.clone()));
+        let logged = crate::log_decision(work.batch(), decision.clone());
         debug_assert_eq!(logged, seq);
         self.projector().decision(&mut work, &decision, seq)?;
         index.apply(&decision);
