@@ -111,9 +111,6 @@ struct Writer {
     /// The in-memory match index, loaded on first use and dropped when a batch fails
     /// (it may then hold the failed batch's changes).
     index: Option<MatchIndex>,
-    /// The last batch applied by [`Engine::apply_behind`], being written on the writing
-    /// thread.
-    in_flight: Option<Arc<Sealed>>,
     /// The thread that writes batches behind, started on first use and kept for all of
     /// them: a thread started per batch began each time with no memory of its own, and
     /// left what it had allocated to be reclaimed by other threads.
@@ -136,6 +133,8 @@ struct WriteThread {
     jobs: std::sync::mpsc::SyncSender<WriteJob>,
     written: std::sync::mpsc::Receiver<cmdm_store::Result<()>>,
     handle: JoinHandle<()>,
+    /// The last batch applied by [`Engine::apply_behind`], being written here.
+    in_flight: Option<Arc<Sealed>>,
 }
 
 impl WriteThread {
@@ -162,6 +161,7 @@ impl WriteThread {
             jobs,
             written,
             handle,
+            in_flight: None,
         })
     }
 
@@ -180,6 +180,11 @@ impl Writer {
         }
     }
 
+    /// The batch being written behind, if one is.
+    fn in_flight(&self) -> Option<&Arc<Sealed>> {
+        self.thread.as_ref()?.in_flight.as_ref()
+    }
+
     /// Hands a batch to the writing thread (started if need be); [`Writer::settle`]
     /// waits for it.
     fn write_behind(&mut self, sealed: Arc<Sealed>, spent: Spent, durable: bool) -> Result<()> {
@@ -194,28 +199,28 @@ impl Writer {
         };
         if thread.jobs.send(job).is_err() {
             // The thread is gone (it panicked): the batch was not handed over.
-            self.thread = None;
+            self.stop_thread();
             return Err(EngineError::Inconsistent(
                 "the thread writing batches stopped".into(),
             ));
         }
-        self.in_flight = Some(sealed);
+        thread.in_flight = Some(sealed);
         Ok(())
     }
 
     /// Waits until the batch being written behind is written.
     fn settle(&mut self) -> Result<()> {
         self.refuse_after_failure()?;
-        if self.in_flight.take().is_none() {
+        let Some(thread) = &mut self.thread else {
+            return Ok(());
+        };
+        if thread.in_flight.take().is_none() {
             return Ok(());
         }
-        let answer = self.thread.as_ref().map(|thread| thread.written.recv());
-        let written = match answer {
-            Some(Ok(written)) => written.map_err(EngineError::from),
-            Some(Err(_)) | None => {
-                if let Some(thread) = self.thread.take() {
-                    thread.stop();
-                }
+        let written = match thread.written.recv() {
+            Ok(written) => written.map_err(EngineError::from),
+            Err(_) => {
+                self.stop_thread();
                 Err(EngineError::Inconsistent("writing a batch panicked".into()))
             }
         };
@@ -227,6 +232,13 @@ impl Writer {
             ));
         }
         written
+    }
+
+    /// Stops the writing thread, if there is one, once its queue is empty.
+    fn stop_thread(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            thread.stop();
+        }
     }
 }
 
@@ -255,9 +267,7 @@ impl Drop for Engine {
         if let Err(e) = writer.settle() {
             tracing::error!(error = %e, "the last batch could not be written");
         }
-        if let Some(thread) = writer.thread.take() {
-            thread.stop();
-        }
+        writer.stop_thread();
     }
 }
 
@@ -270,7 +280,6 @@ impl Engine {
             config,
             writer: Mutex::new(Writer {
                 index: None,
-                in_flight: None,
                 thread: None,
                 failed: None,
             }),
@@ -345,7 +354,7 @@ impl Engine {
                 self.load_index()?
             }
         };
-        let batch = match &writer.in_flight {
+        let batch = match writer.in_flight() {
             Some(before) => self.store.begin_after(before),
             None => self.store.begin()?,
         };
