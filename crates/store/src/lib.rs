@@ -875,8 +875,11 @@ impl Batch<'_> {
         self.next_seq
     }
 
-    /// Appends an entry to the log and returns its sequence number. The entry is encoded
-    /// when the batch is written; an entry that cannot be encoded fails that write.
+    /// Appends an entry, as JSON, to the log and returns its sequence number. The entry
+    /// is encoded when the batch is written; an entry that cannot be encoded fails that
+    /// write. For this crate's tests: the hub's entries are binary, encoded by their own
+    /// types ([`Batch::append_log_with`]).
+    #[cfg(test)]
     pub fn append_log<T: Serialize + Send + Sync + 'static>(&mut self, entry: T) -> u64 {
         self.append_log_with(move || serde_json::to_vec(&entry).map_err(|e| e.to_string()))
     }
