@@ -11,7 +11,8 @@ use cmdm_domain::{
     ContactPointState, Decision, GoldenId, GoldenRecord, LoggedEvent, Payload, Resolution,
     ReviewStatus, ReviewTask, SourceKey, SourceRecord, Stamp, StewardNote, Timestamp,
 };
-use cmdm_matching::{BlockKey, Matcher, Prepared, Survivorship, survive};
+use cmdm_matching::survive::Survived;
+use cmdm_matching::{BlockKey, Matcher, Prepared, Survivorship, survive, survive_onto};
 use cmdm_store::{Batch, TreeName};
 
 use crate::Result;
@@ -51,9 +52,8 @@ pub(crate) struct Working<'s> {
     /// `None`: the entity is gone (merged away or left without members).
     entities: FastMap<GoldenId, Option<GoldenRecord>>,
     changed_entities: BTreeSet<GoldenId>,
-    /// Entities whose golden values are out of date, with the latest sequence number
-    /// that changed them (their next version).
-    stale: BTreeMap<GoldenId, u64>,
+    /// Entities whose golden values are out of date, and why.
+    stale: BTreeMap<GoldenId, Stale>,
     /// Records' prepared forms and blocking keys the batch is done with.
     spent_forms: Vec<(Prepared, Vec<BlockKey>)>,
     pub touched: Touched,
@@ -246,17 +246,46 @@ impl<'s> Working<'s> {
         self.stale.remove(&id);
     }
 
-    /// Marks an entity's golden values out of date as of `seq`.
+    /// Marks an entity's golden values out of date as of `seq`, to be recomputed from
+    /// all its members.
     fn stale(&mut self, id: GoldenId, seq: u64) {
         self.touched.entities.insert(id);
-        let latest = self.stale.entry(id).or_insert(seq);
-        *latest = (*latest).max(seq);
+        let stale = self.stale.entry(id).or_insert(Stale { seq, joined: None });
+        stale.seq = stale.seq.max(seq);
+        stale.joined = None;
+    }
+
+    /// Marks an entity's golden values out of date as of `seq` because `record` joined
+    /// its members: where nothing else changed them in the batch, they are worked out
+    /// from the stored golden record and the records that joined.
+    fn joined(&mut self, id: GoldenId, record: &SourceKey, seq: u64) {
+        self.touched.entities.insert(id);
+        match self.stale.entry(id) {
+            std::collections::btree_map::Entry::Vacant(entry) => {
+                entry.insert(Stale {
+                    seq,
+                    joined: Some(vec![record.clone()]),
+                });
+            }
+            std::collections::btree_map::Entry::Occupied(entry) => {
+                let stale = entry.into_mut();
+                stale.seq = stale.seq.max(seq);
+                if let Some(joined) = &mut stale.joined {
+                    joined.push(record.clone());
+                }
+            }
+        }
     }
 
     /// Recomputes the golden values of every entity marked stale; an entity left with
     /// no member is removed.
     pub fn settle(&mut self) -> Result<()> {
-        for (id, seq) in std::mem::take(&mut self.stale) {
+        for (id, Stale { seq, joined }) in std::mem::take(&mut self.stale) {
+            if let Some(joined) = joined
+                && self.settle_joined(id, &joined, seq)
+            {
+                continue;
+            }
             // Taken out while its records are loaded, and put back below.
             let Some(members) = self
                 .entity_slot(id)?
@@ -286,6 +315,45 @@ impl<'s> Working<'s> {
             golden.version = seq;
         }
         Ok(())
+    }
+
+    /// Works out the golden values of an entity whose only change in the batch is that
+    /// the records `joined` joined it, from its stored values and those records, without
+    /// reading its other members: the members' values were all set at the stored
+    /// golden record's version or before. False where survivorship needs every member
+    /// after all; the golden values are then left to be recomputed.
+    fn settle_joined(&mut self, id: GoldenId, joined: &[SourceKey], seq: u64) -> bool {
+        let Some(Some(golden)) = self.entities.get_mut(&id) else {
+            return false;
+        };
+        let Some(records) = joined
+            .iter()
+            .map(|key| self.records.get(key).map(|w| &w.held.record))
+            .collect::<Option<Vec<_>>>()
+        else {
+            return false;
+        };
+        let held = Survived {
+            attributes: std::mem::take(&mut golden.attributes),
+            consents: std::mem::take(&mut golden.consents),
+            preferences: std::mem::take(&mut golden.preferences),
+        };
+        let Some(survived) =
+            survive_onto(held, golden.version, records.iter().copied(), self.rules)
+        else {
+            return false;
+        };
+        golden
+            .contact_points
+            .extend(held_contact_points(self.matcher, records.into_iter()));
+        golden.contact_points.sort();
+        golden.contact_points.dedup();
+        golden.attributes = survived.attributes;
+        golden.consents = survived.consents;
+        golden.preferences = survived.preferences;
+        golden.version = seq;
+        self.changed_entities.insert(id);
+        true
     }
 
     /// Settles and writes every golden record changed so far into the batch.
@@ -328,6 +396,15 @@ impl<'s> Working<'s> {
         };
         Ok((self.batch, spent))
     }
+}
+
+/// Why an entity's golden values are out of date.
+struct Stale {
+    /// The latest sequence number that changed them: their next version.
+    seq: u64,
+    /// The records that joined the entity, where nothing else changed it in the batch
+    /// (`None`: recomputed from every member).
+    joined: Option<Vec<SourceKey>>,
 }
 
 /// A record the store does not hold, built on another thread from its first event
@@ -675,11 +752,14 @@ impl Projector<'_> {
                     self.remove_member(work, previous, record, seq)?;
                 }
                 let golden = work.entity_mut(*entity)?;
-                if let Err(at) = golden.members.binary_search(record) {
-                    golden.members.insert(at, record.clone());
+                match golden.members.binary_search(record) {
+                    Err(at) => {
+                        golden.members.insert(at, record.clone());
+                        work.joined(*entity, record, seq);
+                    }
+                    Ok(_) => work.stale(*entity, seq),
                 }
                 work.set_membership(record, Some(*entity))?;
-                work.stale(*entity, seq);
             }
             Decision::EntitiesMerged {
                 survivor, merged, ..

@@ -1195,3 +1195,121 @@ fn a_single_common_key_finds_no_candidate() {
         vec![(2, 1), (3, 1), (5, 1), (7, 1), (9, 2)]
     );
 }
+
+/// Golden records grown batch after batch, mostly by records joining them (worked out
+/// from the stored golden values), hold what survivorship gives for all their members:
+/// with ties in event time and source, updates moving records between entities,
+/// consents and do-not-contact.
+#[test]
+fn golden_records_grown_by_joining_records_hold_what_all_their_members_give() {
+    let rules = Survivorship {
+        source_trust: vec!["crm".into(), "web".into()],
+        attributes: [
+            (
+                "given_name".to_owned(),
+                cmdm_matching::Strategy::MostComplete,
+            ),
+            ("city".to_owned(), cmdm_matching::Strategy::SourceTrust),
+        ]
+        .into(),
+        ..Survivorship::default()
+    };
+    let config = EngineConfig {
+        survivorship: rules.clone(),
+        ..EngineConfig::default()
+    };
+    let engine = Engine::new(Store::temporary().unwrap(), Arc::new(matcher()), config);
+    let names = ["Jon", "Jonathan", "John"];
+    let cities = ["Leeds", "York", "Hull"];
+    let families = [
+        "Smith",
+        "Okafor",
+        "Nakamura",
+        "Lindqvist",
+        "Moreau",
+        "Kowalski",
+    ];
+    let times = ["2026-01-01T10:00:00Z", "2026-01-02T10:00:00Z"];
+    let sources = ["crm", "web", "pos"];
+    let mut events = Vec::new();
+    for k in 0..90usize {
+        let person = k * 7 % 6;
+        // Subjects come back: a record changes, and may move to another person. A
+        // consent or a preference is about the record of the profile before it.
+        let about = match k % 9 {
+            4 | 7 => k - 1,
+            _ => k,
+        };
+        let source = sources[about % 3];
+        let subject = format!("s{}", about % 40);
+        let time = times[k % 5 % 2];
+        let id = k.to_string();
+        let status = ["granted", "withdrawn", "denied"][k % 3];
+        events.push(match k % 9 {
+            4 => event(
+                &id,
+                source,
+                &subject,
+                "consent.changed",
+                time,
+                json!({"purpose": "marketing", "channel": "email",
+                       "status": status}),
+            ),
+            7 => event(
+                &id,
+                source,
+                &subject,
+                "preference.changed",
+                time,
+                json!({"do_not_contact": k % 2 == 0}),
+            ),
+            _ => profile(
+                &id,
+                source,
+                &subject,
+                time,
+                json!({
+                    "given_name": names[k % 3],
+                    "family_name": families[person],
+                    "email": format!("{}@example.org", families[person]),
+                    "city": cities[k % 3],
+                }),
+            ),
+        });
+    }
+    let matcher = matcher();
+    // Every golden record against its members, after every batch: the number of
+    // member records checked.
+    let check = |engine: &Engine| {
+        let mut checked = 0;
+        for item in engine.store().tree(TreeName::Entities).iter() {
+            let (_, value) = item.unwrap();
+            let golden: cmdm_domain::GoldenRecord =
+                cmdm_store::decode_bin(TreeName::Entities, &value).unwrap();
+            let members: Vec<cmdm_domain::SourceRecord> = golden
+                .members
+                .iter()
+                .map(|key| engine.source_record(key).unwrap().unwrap())
+                .collect();
+            let every = cmdm_matching::survive(&members, &rules);
+            assert_eq!(golden.attributes, every.attributes, "{}", golden.id);
+            assert_eq!(golden.consents, every.consents, "{}", golden.id);
+            assert_eq!(golden.preferences, every.preferences, "{}", golden.id);
+            assert_eq!(
+                golden.contact_points,
+                crate::projector::held_contact_points(&matcher, members.iter()),
+                "{}",
+                golden.id
+            );
+            checked += golden.members.len();
+        }
+        checked
+    };
+    let mut checked = 0;
+    for batch in events.chunks(5) {
+        engine.apply_batch(batch, &[]).unwrap();
+        checked = check(&engine);
+    }
+    assert!(checked >= 30, "the records form entities: {checked}");
+    assert!(verify(&engine).unwrap().is_identical());
+}

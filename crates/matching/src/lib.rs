@@ -20,7 +20,7 @@ pub use fuzzy::{FuzzyMatcher, MatcherConfig};
 pub use model::{Model, Probe};
 pub use prepare::{PrepareConfig, Prepared};
 pub use sketch::{Sketch, SketchLayout};
-pub use survive::{Strategy, Survivorship, survive};
+pub use survive::{Strategy, Survivorship, survive, survive_onto};
 
 /// The `max` records sharing the most blocking keys, ties to the smallest key, so the
 /// choice never depends on the order they were found in; returned in no particular order

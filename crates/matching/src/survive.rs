@@ -4,7 +4,7 @@ use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use cmdm_domain::golden::GoldenConsent;
-use cmdm_domain::{GoldenValue, SourceKey, SourceRecord, Stamp};
+use cmdm_domain::{GoldenValue, SourceKey, SourceRecord, Stamp, Timestamp};
 use serde::{Deserialize, Serialize};
 
 const DO_NOT_CONTACT: &str = "do_not_contact";
@@ -44,6 +44,34 @@ impl Survivorship {
             .unwrap_or(self.source_trust.len())
     }
 
+    fn strategy(&self, attribute: &str) -> Strategy {
+        self.attributes
+            .get(attribute)
+            .copied()
+            .unwrap_or(self.default)
+    }
+
+    /// Orders a value set at `stamp` by `source` against a golden value held from
+    /// `held` = (its record, its event time), as [`Self::prefer`] orders two members'
+    /// values, where every member's value was set at `version` or before: `None` where
+    /// only the held value's own sequence number, which the golden record does not
+    /// keep, would settle it.
+    fn prefer_over_held(
+        &self,
+        source: &SourceKey,
+        stamp: Stamp,
+        held: (&SourceKey, Timestamp),
+        version: u64,
+    ) -> Option<Ordering> {
+        match stamp.time.cmp(&held.1).then_with(|| {
+            self.trust_rank(&held.0.source)
+                .cmp(&self.trust_rank(&source.source))
+        }) {
+            Ordering::Equal => (stamp.seq > version).then_some(Ordering::Greater),
+            decided => Some(decided),
+        }
+    }
+
     /// Orders two candidate values: `Greater` means `a` should win over `b`.
     fn prefer(&self, a: (&SourceKey, Stamp), b: (&SourceKey, Stamp)) -> Ordering {
         a.1.time
@@ -71,14 +99,148 @@ pub fn survive<'a>(
     members: impl IntoIterator<Item = &'a SourceRecord>,
     rules: &Survivorship,
 ) -> Survived {
-    // Every set attribute of every record: (name, value, record, stamp).
-    let mut offered: Vec<Offered<'_>> = Vec::new();
+    let offers = gather(members, rules);
+    let attributes = offers
+        .chosen(rules)
+        .map(|(_, (name, value, source, stamp))| (name.to_owned(), golden(value, source, stamp)))
+        .collect();
+    let mut preferences = offers.preferences;
+    if let Some(dnc) = offers.dnc {
+        preferences.insert(DO_NOT_CONTACT.to_owned(), dnc);
+    }
+    Survived {
+        attributes,
+        consents: offers
+            .consents
+            .into_iter()
+            .map(|(k, (v, _))| (k, v))
+            .collect(),
+        preferences: preferences.into_iter().map(|(k, (v, _))| (k, v)).collect(),
+    }
+}
+
+/// The golden values `held`, survived from an entity's members, once the records
+/// `joined` join those members, none of which changed: what [`survive`] gives for all
+/// of them together, worked out without reading the others. `version` bounds the
+/// sequence numbers at which the members' values were set (the golden record's
+/// version). `None` where the other members are needed after all: an attribute chosen
+/// by frequency, or a tie that only the held value's own sequence number would break.
+pub fn survive_onto<'a>(
+    mut held: Survived,
+    version: u64,
+    joined: impl IntoIterator<Item = &'a SourceRecord>,
+    rules: &Survivorship,
+) -> Option<Survived> {
+    let offers = gather(joined, rules);
+    for (strategy, (name, value, source, stamp)) in offers.chosen(rules) {
+        let wins = match held.attributes.get(name) {
+            None => true,
+            Some(old) => {
+                let recent =
+                    || rules.prefer_over_held(source, stamp, (&old.source, old.time), version);
+                let order = match strategy {
+                    Strategy::MostRecent => recent()?,
+                    Strategy::SourceTrust => match rules
+                        .trust_rank(&old.source.source)
+                        .cmp(&rules.trust_rank(&source.source))
+                    {
+                        Ordering::Equal => recent()?,
+                        decided => decided,
+                    },
+                    Strategy::MostComplete => {
+                        match value.chars().count().cmp(&old.value.chars().count()) {
+                            Ordering::Equal => recent()?,
+                            decided => decided,
+                        }
+                    }
+                    // How often a value is offered depends on every member.
+                    Strategy::MostFrequent => return None,
+                };
+                order == Ordering::Greater
+            }
+        };
+        if wins {
+            held.attributes
+                .insert(name.to_owned(), golden(value, source, stamp));
+        }
+    }
+    // A held do-not-contact of `true` is the best of the members' `true`s; any other
+    // held value means no member said `true`.
+    let held_dnc = held
+        .preferences
+        .get(DO_NOT_CONTACT)
+        .is_some_and(|v| v.value == "true");
+    let mut preferences = offers.preferences;
+    match offers.dnc {
+        Some(dnc) => {
+            // A `true` among the joined: it beats whatever else the members say.
+            if !held_dnc {
+                held.preferences.remove(DO_NOT_CONTACT);
+            }
+            preferences.insert(DO_NOT_CONTACT.to_owned(), dnc);
+        }
+        None if held_dnc => {
+            preferences.remove(DO_NOT_CONTACT);
+        }
+        None => {}
+    }
+    for (item, (value, stamp)) in preferences {
+        let wins = match held.preferences.get(&item) {
+            None => true,
+            Some(old) => {
+                rules.prefer_over_held(&value.source, stamp, (&old.source, old.time), version)?
+                    == Ordering::Greater
+            }
+        };
+        if wins {
+            held.preferences.insert(item, value);
+        }
+    }
+    for (key, (candidate, stamp)) in offers.consents {
+        let wins = match held.consents.get(&key) {
+            None => true,
+            Some(old) => {
+                let order = match candidate.status.cmp(&old.status).reverse() {
+                    Ordering::Equal => rules.prefer_over_held(
+                        &candidate.source,
+                        stamp,
+                        (&old.source, old.time),
+                        version,
+                    )?,
+                    decided => decided,
+                };
+                order == Ordering::Greater
+            }
+        };
+        if wins {
+            held.consents.insert(key, candidate);
+        }
+    }
+    Some(held)
+}
+
+/// What an entity's active records offer: every set attribute, and each preference and
+/// consent item's winner with the stamp it won by.
+struct Offers<'a> {
+    /// Sorted by attribute name.
+    attributes: Vec<Offered<'a>>,
+    preferences: BTreeMap<String, (GoldenValue, Stamp)>,
+    /// The winner among the do-not-contact preferences that say `true`: it holds for the
+    /// whole entity, whatever is more recent.
+    dnc: Option<(GoldenValue, Stamp)>,
+    consents: BTreeMap<String, (GoldenConsent, Stamp)>,
+}
+
+fn gather<'a>(
+    members: impl IntoIterator<Item = &'a SourceRecord>,
+    rules: &Survivorship,
+) -> Offers<'a> {
+    let mut attributes: Vec<Offered<'_>> = Vec::new();
     let mut preferences: BTreeMap<String, (GoldenValue, Stamp)> = BTreeMap::new();
     let mut consents: BTreeMap<String, (GoldenConsent, Stamp)> = BTreeMap::new();
-    // A do-not-contact from any record holds for the whole entity, whatever is more recent.
     let mut dnc_held: BTreeMap<String, (GoldenValue, Stamp)> = BTreeMap::new();
     for record in members.into_iter().filter(|r| r.is_active()) {
-        offered.extend(
+        attributes.extend(
             record
                 .live_attributes()
                 .map(|(name, value, stamp)| (name, value, &record.key, stamp)),
@@ -126,30 +288,36 @@ pub fn survive<'a>(
             }
         }
     }
-    if let Some(dnc) = dnc_held.remove(DO_NOT_CONTACT) {
-        preferences.insert(DO_NOT_CONTACT.to_owned(), dnc);
-    }
     // Grouped by attribute; which value an attribute gets does not depend on the order.
-    offered.sort_unstable_by(|a, b| a.0.cmp(b.0));
-    let attributes = offered
-        .chunk_by(|a, b| a.0 == b.0)
-        .filter_map(|values| {
-            let name = values[0].0;
-            let strategy = rules.attributes.get(name).copied().unwrap_or(rules.default);
-            choose(values, strategy, rules).map(|(_, value, source, stamp)| {
-                let golden = GoldenValue {
-                    value: value.to_owned(),
-                    source: source.clone(),
-                    time: stamp.time,
-                };
-                (name.to_owned(), golden)
-            })
-        })
-        .collect();
-    Survived {
+    attributes.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    Offers {
         attributes,
-        consents: consents.into_iter().map(|(k, (v, _))| (k, v)).collect(),
-        preferences: preferences.into_iter().map(|(k, (v, _))| (k, v)).collect(),
+        preferences,
+        dnc: dnc_held.remove(DO_NOT_CONTACT),
+        consents,
+    }
+}
+
+impl<'a> Offers<'a> {
+    /// Each offered attribute's winner, by the attribute's strategy.
+    fn chosen<'s>(
+        &'s self,
+        rules: &'s Survivorship,
+    ) -> impl Iterator<Item = (Strategy, Offered<'a>)> + 's {
+        self.attributes
+            .chunk_by(|a, b| a.0 == b.0)
+            .filter_map(|values| {
+                let strategy = rules.strategy(values[0].0);
+                choose(values, strategy, rules).map(|chosen| (strategy, chosen))
+            })
+    }
+}
+
+fn golden(value: &str, source: &SourceKey, stamp: Stamp) -> GoldenValue {
+    GoldenValue {
+        value: value.to_owned(),
+        source: source.clone(),
+        time: stamp.time,
     }
 }
 
@@ -325,6 +493,111 @@ mod tests {
             shuffled.rotate_left(k);
             shuffled.reverse();
             proptest::prop_assert_eq!(survive(&records, &rules), survive(shuffled, &rules));
+        }
+    }
+
+    /// A member offering a name, a family name, and maybe a consent and a
+    /// do-not-contact, all set at `stamp`: (source, time, name, family name, consent,
+    /// do-not-contact), each an index into a short list.
+    fn member(
+        i: usize,
+        (source, time, name, family, consent, dnc): (usize, i64, usize, usize, usize, usize),
+        seq: u64,
+    ) -> SourceRecord {
+        let names = ["Jon", "John", "Jonathan", "jon"];
+        let stamp = Stamp {
+            time: Timestamp(time),
+            seq,
+        };
+        let mut r = SourceRecord::new(SourceKey::new(["crm", "web", "pos"][source], "1").unwrap());
+        r.key.subject = i.to_string().into();
+        let patch = ProfilePatch(
+            [
+                ("given_name".to_owned(), Some(names[name].to_owned())),
+                ("family_name".to_owned(), Some(names[family].to_owned())),
+            ]
+            .into(),
+        );
+        r.apply(&Payload::Profile(patch), stamp);
+        let statuses = [
+            ConsentStatus::Withdrawn,
+            ConsentStatus::Denied,
+            ConsentStatus::Granted,
+        ];
+        if let Some(&status) = statuses.get(consent) {
+            r.apply(
+                &Payload::Consent(ConsentChange {
+                    purpose: "marketing".into(),
+                    channel: Channel::Email,
+                    status,
+                    legal_basis: None,
+                    evidence: None,
+                    expires_at: None,
+                    contact_point: None,
+                }),
+                stamp,
+            );
+        }
+        if let Some(&flag) = [true, false].get(dnc) {
+            r.apply(
+                &Payload::Preference(PreferenceChange {
+                    do_not_contact: Some(flag),
+                    ..Default::default()
+                }),
+                stamp,
+            );
+        }
+        r
+    }
+
+    fn offered()
+    -> impl proptest::strategy::Strategy<Value = (usize, i64, usize, usize, usize, usize)> {
+        (
+            0usize..3,
+            0i64..3,
+            0usize..4,
+            0usize..4,
+            0usize..4,
+            0usize..3,
+        )
+    }
+
+    proptest::proptest! {
+        /// Golden values worked out from the held ones and the records that joined are
+        /// those survived from every member; they are worked out wherever no rule needs
+        /// the other members.
+        #[test]
+        fn held_golden_values_and_the_joined_records_give_what_every_member_gives(
+            old in proptest::collection::vec(offered(), 1..5),
+            joined in proptest::collection::vec(offered(), 1..4),
+            late in proptest::bool::ANY,
+            strategy in 0usize..4,
+        ) {
+            let strategies = [Strategy::MostRecent, Strategy::SourceTrust, Strategy::MostFrequent, Strategy::MostComplete];
+            let mut rules = Survivorship { default: strategies[strategy], ..rules() };
+            // The family name by most recent whatever the default.
+            rules.attributes.insert("family_name".into(), Strategy::MostRecent);
+            let old: Vec<SourceRecord> = old
+                .into_iter()
+                .enumerate()
+                .map(|(i, o)| member(i, o, i as u64 + 1))
+                .collect();
+            let version = old.len() as u64;
+            // Late: values set before the golden record's version (a record moving in
+            // with what it held), whose ties with held values cannot be broken.
+            let joined: Vec<SourceRecord> = joined
+                .into_iter()
+                .enumerate()
+                .map(|(j, o)| {
+                    let seq = if late { j as u64 + 1 } else { version + 1 + j as u64 };
+                    member(old.len() + j, o, seq)
+                })
+                .collect();
+            let every = survive(old.iter().chain(&joined), &rules);
+            match survive_onto(survive(&old, &rules), version, &joined, &rules) {
+                Some(onto) => proptest::prop_assert_eq!(onto, every),
+                None => proptest::prop_assert!(late || strategies[strategy] == Strategy::MostFrequent),
+            }
         }
     }
 
