@@ -496,6 +496,19 @@ mod tests {
         }
     }
 
+    /// A consent to marketing by e-mail, declared with nothing else.
+    fn marketing_by_email(status: ConsentStatus) -> Payload {
+        Payload::Consent(ConsentChange {
+            purpose: "marketing".into(),
+            channel: Channel::Email,
+            status,
+            legal_basis: None,
+            evidence: None,
+            expires_at: None,
+            contact_point: None,
+        })
+    }
+
     /// A member offering a name, a family name, and maybe a consent and a
     /// do-not-contact, all set at `stamp`: (source, time, name, family name, consent,
     /// do-not-contact), each an index into a short list.
@@ -525,18 +538,7 @@ mod tests {
             ConsentStatus::Granted,
         ];
         if let Some(&status) = statuses.get(consent) {
-            r.apply(
-                &Payload::Consent(ConsentChange {
-                    purpose: "marketing".into(),
-                    channel: Channel::Email,
-                    status,
-                    legal_basis: None,
-                    evidence: None,
-                    expires_at: None,
-                    contact_point: None,
-                }),
-                stamp,
-            );
+            r.apply(&marketing_by_email(status), stamp);
         }
         if let Some(&flag) = [true, false].get(dnc) {
             r.apply(
@@ -605,17 +607,7 @@ mod tests {
     fn consent_is_most_restrictive_and_dnc_from_anyone_holds() {
         let mut a = record("web", 10, "Jon");
         let mut b = record("pos", 10, "Jon");
-        let consent = |status| {
-            Payload::Consent(ConsentChange {
-                purpose: "marketing".into(),
-                channel: Channel::Email,
-                status,
-                legal_basis: None,
-                evidence: None,
-                expires_at: None,
-                contact_point: None,
-            })
-        };
+        let consent = marketing_by_email;
         a.apply(
             &consent(ConsentStatus::Withdrawn),
             Stamp {
