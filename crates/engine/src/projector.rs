@@ -260,20 +260,13 @@ impl<'s> Working<'s> {
     /// from the stored golden record and the records that joined.
     fn joined(&mut self, id: GoldenId, record: &SourceKey, seq: u64) {
         self.touched.entities.insert(id);
-        match self.stale.entry(id) {
-            std::collections::btree_map::Entry::Vacant(entry) => {
-                entry.insert(Stale {
-                    seq,
-                    joined: Some(vec![record.clone()]),
-                });
-            }
-            std::collections::btree_map::Entry::Occupied(entry) => {
-                let stale = entry.into_mut();
-                stale.seq = stale.seq.max(seq);
-                if let Some(joined) = &mut stale.joined {
-                    joined.push(record.clone());
-                }
-            }
+        let stale = self.stale.entry(id).or_insert(Stale {
+            seq,
+            joined: Some(Vec::new()),
+        });
+        stale.seq = stale.seq.max(seq);
+        if let Some(joined) = &mut stale.joined {
+            joined.push(record.clone());
         }
     }
 
