@@ -66,7 +66,8 @@ enum ModelCommand {
 
 // Imports allocate and free many small values, much of it freed on another thread than
 // the one that allocated it: jemalloc does that with less CPU than mimalloc, which was
-// faster than glibc's (BENCHMARKS.md).
+// faster than glibc's (BENCHMARKS.md). Its default options are built in from
+// `.cargo/config.toml` (huge pages for the heap).
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
