@@ -348,7 +348,8 @@ fn run_import(
             let _ = sender.send(chunk);
             Ok::<_, anyhow::Error>(rejected)
         });
-        let applied = apply_batches(&engine, batches, &mut summary);
+        let expected = table::estimate_rows(&args.csv.csv);
+        let applied = apply_batches(&engine, batches, expected, &mut summary);
         let read = reader
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
@@ -367,9 +368,13 @@ fn run_import(
 
 /// Applies the batches the reader sends until it stops; dropping `batches` on an error
 /// tells the reader to stop too.
+///
+/// After the first batch (which loads the match index), the index makes room for the
+/// rest of the `expected` rows.
 fn apply_batches(
     engine: &Engine,
     batches: std::sync::mpsc::Receiver<Vec<InboundEvent>>,
+    mut expected: Option<usize>,
     summary: &mut ImportSummary,
 ) -> anyhow::Result<()> {
     let mut rate = RateLog::new();
@@ -379,6 +384,9 @@ fn apply_batches(
         summary.rows += events.len();
         if let Some(before) = held.replace(events) {
             apply_events(engine, &before, summary)?;
+            if let Some(rows) = expected.take() {
+                engine.reserve(rows.saturating_sub(before.len()));
+            }
             rate.tick(summary.rows - held.as_ref().map_or(0, Vec::len));
         }
     }

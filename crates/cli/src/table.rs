@@ -87,6 +87,27 @@ pub struct Rejected {
     pub reason: String,
 }
 
+/// About how many rows a CSV file holds: its size over the average length of the lines
+/// in its first 64 KiB (a row whose quoted value spans lines counts as several). `None`
+/// where the file cannot be read or has no whole line there.
+pub fn estimate_rows(path: &Path) -> Option<usize> {
+    use std::io::Read;
+    let size = std::fs::metadata(path).ok()?.len();
+    let mut sample = Vec::with_capacity(64 * 1024);
+    std::fs::File::open(path)
+        .ok()?
+        .take(64 * 1024)
+        .read_to_end(&mut sample)
+        .ok()?;
+    let whole = sample.iter().rposition(|&b| b == b'\n')? + 1;
+    let lines = sample[..whole].iter().filter(|&&b| b == b'\n').count();
+    let per_line = (whole / lines).max(1) as u64;
+    // Less the header line.
+    usize::try_from(size / per_line)
+        .ok()
+        .map(|n| n.saturating_sub(1))
+}
+
 /// Rows of a CSV file as `mapping` reads them; `id` names the record-id column (else the
 /// line number is the id).
 pub fn read(
@@ -222,6 +243,23 @@ impl Row {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rows_are_estimated_from_the_lines_at_the_start_of_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("people.csv");
+        let mut text = String::from("id,given_name,family_name\n");
+        for n in 0..20_000 {
+            text.push_str(&format!("{n:06},ann,lee\n"));
+        }
+        std::fs::write(&path, &text).unwrap();
+        let estimate = estimate_rows(&path).unwrap();
+        assert!((19_000..=21_000).contains(&estimate), "{estimate}");
+        // No whole line, or no file: no estimate.
+        std::fs::write(&path, "id,given_name").unwrap();
+        assert_eq!(estimate_rows(&path), None);
+        assert_eq!(estimate_rows(&dir.path().join("missing.csv")), None);
+    }
 
     #[test]
     fn reads_rows_reports_bad_ones_and_goes_on() {

@@ -379,6 +379,17 @@ impl Engine {
             .settle()
     }
 
+    /// Makes room in the match index for about `records` more source records, as an
+    /// import that knows roughly how many rows it brings can: the index then does not
+    /// grow by steps, copying its tables at each (the records' entries and keys). Does nothing
+    /// while the index is not loaded.
+    pub fn reserve(&self, records: usize) {
+        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(index) = writer.index.as_mut() {
+            index.reserve(records);
+        }
+    }
+
     /// Loads the match index now rather than on the first batch.
     pub fn warm_up(&self) -> Result<()> {
         let mut guard = self.lock_index()?;
