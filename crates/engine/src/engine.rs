@@ -381,8 +381,8 @@ impl Engine {
 
     /// Makes room in the match index for about `records` more source records, as an
     /// import that knows roughly how many rows it brings can: the index then does not
-    /// grow by steps, copying its tables at each (the records' entries and keys). Does nothing
-    /// while the index is not loaded.
+    /// grow by steps, copying its tables at each (the records' entries and keys). Does
+    /// nothing while the index is not loaded.
     pub fn reserve(&self, records: usize) {
         let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(index) = writer.index.as_mut() {
